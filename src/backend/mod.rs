@@ -1,0 +1,235 @@
+//! The storage contract every secret store implements, and the stores themselves.
+//!
+//! A secret has versions; the stages `current`, `previous` and `pending` each point at
+//! no version or one. rekeyd's rotation engine only ever talks to a store through
+//! [`Backend`], so AWS Secrets Manager, Vault and the embedded file store behave alike.
+//! [`conformance`] holds the checks that pin the contract down; every backend runs them.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::secret::{SecretName, SecretValue, Stage, VersionId};
+
+pub mod file;
+pub mod memory;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+/// One version of a secret, without its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VersionInfo {
+    /// The version's id.
+    pub id: VersionId,
+    /// When the backend stored it.
+    pub created_at: DateTime<Utc>,
+    /// The stages that point at it (empty for a retired version the backend still keeps).
+    pub stages: Vec<Stage>,
+}
+
+/// What a backend knows about one secret: its versions and where the stages point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SecretDescription {
+    /// The secret.
+    pub name: SecretName,
+    /// Its versions, oldest first.
+    pub versions: Vec<VersionInfo>,
+}
+
+impl SecretDescription {
+    /// The version a stage points at, if any.
+    pub fn stage(&self, stage: Stage) -> Option<&VersionInfo> {
+        self.versions.iter().find(|v| v.stages.contains(&stage))
+    }
+
+    /// The version with this id, if the backend still has it.
+    pub fn version(&self, id: &VersionId) -> Option<&VersionInfo> {
+        self.versions.iter().find(|v| &v.id == id)
+    }
+}
+
+/// Which version a read wants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// Whatever version the stage points at.
+    Stage(Stage),
+    /// One version by id.
+    Version(VersionId),
+}
+
+/// What [`Backend::put_pending`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// A new version was stored and labelled `pending`.
+    Created,
+    /// A version with this id and this value already existed (a retry); nothing new was stored.
+    AlreadyPresent,
+}
+
+/// Optional behaviours, so callers and the conformance suite can branch on them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// `put_pending` on a secret that does not exist creates it (otherwise `NotFound`).
+    pub creates_missing: bool,
+    /// Versions that lose every stage are kept and stay readable by id.
+    pub keeps_unlabelled_versions: bool,
+    /// Values may be arbitrary bytes, not only UTF-8 text.
+    pub binary_values: bool,
+}
+
+/// Whether retrying an operation can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorStatus {
+    /// Retrying the same call will fail the same way.
+    Permanent,
+    /// A passing condition (throttling, timeout, lock held): retry with backoff.
+    Temporary,
+}
+
+/// The errors every backend maps its own failures into. Messages never contain values.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The secret, stage or version does not exist.
+    #[error("{what} not found in backend {backend}")]
+    NotFound {
+        /// The backend instance's name.
+        backend: String,
+        /// What was missing, e.g. `secret "prod/db"` or `stage previous of "prod/db"`.
+        what: String,
+    },
+    /// A version with the requested id already exists with a different value.
+    #[error("version {version} of {secret:?} already exists in backend {backend} with a different value")]
+    Conflict {
+        /// The backend instance's name.
+        backend: String,
+        /// The secret.
+        secret: SecretName,
+        /// The version id that clashed.
+        version: VersionId,
+    },
+    /// The backend refused the caller.
+    #[error("permission denied by backend {backend}: {message}")]
+    PermissionDenied {
+        /// The backend instance's name.
+        backend: String,
+        /// What was refused and what would allow it.
+        message: String,
+    },
+    /// Any other failure, with its cause.
+    #[error("backend {backend}: {message}")]
+    Generic {
+        /// The backend instance's name.
+        backend: String,
+        /// What was being done.
+        message: String,
+        /// Whether a retry can help.
+        status: ErrorStatus,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl Error {
+    /// Whether a retry with backoff can help.
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            Error::Generic {
+                status: ErrorStatus::Temporary,
+                ..
+            }
+        )
+    }
+
+    /// True for [`Error::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+}
+
+/// Result alias for backend calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A secret store, seen as versions and stages.
+///
+/// # Contract
+///
+/// Every implementation passes [`conformance`]. In short:
+///
+/// - **Stages are exclusive.** Each stage points at no version or exactly one.
+/// - **Writes are idempotent under the caller's version id.** rekeyd derives the id from the
+///   secret and the schedule slot, so a retry, a restart or a second replica repeats the same
+///   call, and the repeat must change nothing.
+/// - **Readers never see an unpromoted value** through `current`.
+/// - **Errors carry no values.**
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// The backend instance's name from the policy (used in errors and audit entries).
+    fn name(&self) -> &str;
+
+    /// Which optional behaviours this backend has.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Lists the secret's versions and stages.
+    ///
+    /// # Behavior
+    /// `NotFound` when the secret does not exist. A secret that exists but has only a
+    /// pending version (its first rotation was interrupted) is described normally.
+    async fn describe(&self, name: &SecretName) -> Result<SecretDescription>;
+
+    /// Stores `value` as version `version` and points `pending` at it.
+    ///
+    /// # Behavior
+    /// - A version with this id and an equal value already exists: `AlreadyPresent`, and no
+    ///   stage moves (if it is current already, it stays current and nothing is pending).
+    /// - A version with this id and a different value exists: `Conflict`; nothing changes.
+    /// - Otherwise the version is stored and `pending` moves to it from wherever it was;
+    ///   `current` and `previous` do not move.
+    /// - A missing secret is created when [`Capabilities::creates_missing`], else `NotFound`.
+    async fn put_pending(
+        &self,
+        name: &SecretName,
+        version: &VersionId,
+        value: &SecretValue,
+    ) -> Result<PutOutcome>;
+
+    /// Makes `version` current.
+    ///
+    /// # Behavior
+    /// The version that was current becomes previous (the old previous loses that stage);
+    /// `pending` is removed if it pointed at `version`. Promoting the current version again
+    /// changes nothing, so a retry after a crash is safe. Promoting the previous version is
+    /// how a rollback is done. `NotFound` when the version does not exist. The move is atomic:
+    /// a concurrent reader sees either the old or the new current, never neither.
+    async fn promote(&self, name: &SecretName, version: &VersionId) -> Result<()>;
+
+    /// Removes the `pending` stage from `version`, abandoning a rotation.
+    ///
+    /// # Behavior
+    /// `current` and `previous` never move. If `pending` does not point at `version`, this is
+    /// a no-op (so it is idempotent). Whether the abandoned version is kept is the
+    /// backend's choice ([`Capabilities::keeps_unlabelled_versions`]).
+    async fn discard_pending(&self, name: &SecretName, version: &VersionId) -> Result<()>;
+
+    /// Reads one version's value.
+    ///
+    /// # Behavior
+    /// `NotFound` when the secret, the stage or the version does not exist.
+    async fn read(&self, name: &SecretName, selector: &Selector) -> Result<SecretValue>;
+
+    /// Lists the names of the secrets the backend holds.
+    async fn list(&self) -> Result<Vec<SecretName>>;
+
+    /// Drops versions that no stage points at, where the backend keeps history itself
+    /// (the file store); others may do nothing. Returns how many versions were removed.
+    ///
+    /// # Behavior
+    /// Never touches a version that a stage points at. Idempotent.
+    async fn retire(&self, name: &SecretName) -> Result<usize>;
+}

@@ -1,0 +1,14 @@
+//! rekeyd: a secrets rotation daemon.
+//!
+//! See `docs/ARCHITECTURE.md` for the map. Dependencies point one way:
+//! cli/daemon → rotation → policy, generate, schedule, backend, audit → secret.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod audit;
+pub mod backend;
+pub mod generate;
+pub mod hex;
+pub mod policy;
+pub mod schedule;
+pub mod secret;

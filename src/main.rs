@@ -1,0 +1,3 @@
+//! The `rekeyd` binary.
+
+fn main() {}

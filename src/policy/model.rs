@@ -1,0 +1,106 @@
+//! The validated policy: what the rest of rekeyd reads once parsing and checks succeeded.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::generate::GeneratorSpec;
+use crate::schedule::Schedule;
+use crate::secret::SecretName;
+
+/// A whole policy file, validated.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// The file it came from.
+    pub source: PathBuf,
+    /// SHA-256 (hex) of the file's bytes, recorded in the audit log.
+    pub digest: String,
+    /// Daemon-wide settings.
+    pub daemon: DaemonSettings,
+    /// Backend instances by name.
+    pub backends: BTreeMap<String, BackendConfig>,
+    /// Webhook targets by name.
+    pub notify: BTreeMap<String, NotifyTarget>,
+    /// The secrets, in file order.
+    pub secrets: Vec<Arc<SecretPolicy>>,
+}
+
+impl Policy {
+    /// The secret with this name.
+    pub fn secret(&self, name: &str) -> Option<&Arc<SecretPolicy>> {
+        self.secrets.iter().find(|s| s.name.as_str() == name)
+    }
+}
+
+/// The `[daemon]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonSettings {
+    /// Where the audit log lives.
+    pub audit_log: PathBuf,
+    /// The key for value fingerprints in the audit log.
+    pub audit_key_file: PathBuf,
+    /// How many rotations may run at once.
+    pub concurrency: usize,
+    /// The shortest schedule interval the policy accepts.
+    pub min_interval: Duration,
+    /// Longest wait between retries of a failed rotation.
+    pub max_retry_backoff: Duration,
+}
+
+/// One backend instance.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum BackendConfig {
+    /// The embedded encrypted file store.
+    File(FileBackendConfig),
+}
+
+/// `type = "file"`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileBackendConfig {
+    /// The store's directory.
+    pub path: PathBuf,
+    /// Where the 32-byte key lives (created 0600 if absent and `key_env` is unset).
+    pub key_file: PathBuf,
+    /// An environment variable holding the key (base64), used instead of the file when set.
+    pub key_env: Option<String>,
+}
+
+/// One webhook target (delivery comes with the notification issue).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NotifyTarget {
+    /// The endpoint.
+    pub url: String,
+    /// Environment variable holding the `whsec_` signing key.
+    pub secret_env: Option<String>,
+}
+
+/// One secret's rotation rules, with defaults applied.
+#[derive(Clone, Debug)]
+pub struct SecretPolicy {
+    /// The secret's name in its backend.
+    pub name: SecretName,
+    /// The backend instance's name (a key of [`Policy::backends`]).
+    pub backend: String,
+    /// When it rotates.
+    pub schedule: Schedule,
+    /// The schedule as written, for display.
+    pub schedule_text: String,
+    /// How a new value is made.
+    pub generator: GeneratorSpec,
+    /// Webhook targets (keys of [`Policy::notify`]).
+    pub notify: Vec<String>,
+    /// How long the previous version must stay readable after a rotation.
+    pub grace: Duration,
+    /// Rotation happens at a stable random point this long after the slot.
+    pub window: Option<Duration>,
+    /// Rotate at once if the current version is older than this.
+    pub max_age: Option<Duration>,
+    /// Who owns it.
+    pub owner: Option<String>,
+    /// Free-form labels.
+    pub tags: BTreeMap<String, String>,
+    /// Disabled secrets are validated but never rotated.
+    pub enabled: bool,
+}
