@@ -36,6 +36,8 @@ impl Policy {
 /// The `[daemon]` table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DaemonSettings {
+    /// The directory that relative defaults live in (`audit.jsonl`, keys, file stores).
+    pub state_dir: PathBuf,
     /// Where the audit log lives.
     pub audit_log: PathBuf,
     /// The key for value fingerprints in the audit log.
