@@ -84,7 +84,9 @@ pub enum InvalidName {
     #[error("a secret name has at most 512 characters, this one has {0}")]
     TooLong(usize),
     /// A character outside the allowed set.
-    #[error("character {0:?} is not allowed in a secret name (use letters, digits and / _ + = . @ -)")]
+    #[error(
+        "character {0:?} is not allowed in a secret name (use letters, digits and / _ + = . @ -)"
+    )]
     BadChar(char),
 }
 
@@ -178,7 +180,10 @@ impl VersionId {
         ctx.update(&[kind as u8]);
         ctx.update(stamp.as_bytes());
         let hash = ctx.finish();
-        Self(format!("{kind}{stamp}-{}", crate::hex::encode(&hash.as_ref()[..8])))
+        Self(format!(
+            "{kind}{stamp}-{}",
+            crate::hex::encode(&hash.as_ref()[..8])
+        ))
     }
 
     /// The schedule slot this id was derived from, if rekeyd made it for a scheduled slot.

@@ -15,6 +15,7 @@ use crate::secret::{SecretName, SecretValue, Stage, VersionId};
 
 pub mod file;
 pub mod memory;
+mod versions;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -103,7 +104,9 @@ pub enum Error {
         what: String,
     },
     /// A version with the requested id already exists with a different value.
-    #[error("version {version} of {secret:?} already exists in backend {backend} with a different value")]
+    #[error(
+        "version {version} of {secret:?} already exists in backend {backend} with a different value"
+    )]
     Conflict {
         /// The backend instance's name.
         backend: String,

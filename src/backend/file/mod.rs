@@ -1,0 +1,484 @@
+//! The embedded encrypted file store: one JSON file per secret in one directory, every
+//! value sealed with AES-256-GCM.
+//!
+//! Durability and concurrency come from the file system: each change is a
+//! read-modify-write under an exclusive `flock` on the secret's lock file (so two rekeyd
+//! processes never interleave), written to a temporary file, fsynced, renamed over the old
+//! file and the directory fsynced. Readers take no lock: a rename is atomic, so they see
+//! the old file or the new one. The format is described in `docs/adr/0004-file-store-format.md`.
+
+mod key;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::Utc;
+use ring::aead::{Aad, NONCE_LEN, Nonce};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use super::versions::{self, PutDecision, StoredVersion};
+use super::{
+    Backend, Capabilities, Error, ErrorStatus, PutOutcome, Result, SecretDescription, Selector,
+};
+use crate::policy::FileBackendConfig;
+use crate::secret::{SecretName, SecretValue, Stage, VersionId};
+
+const FORMAT: u32 = 1;
+
+/// The encrypted file store.
+#[derive(Clone, Debug)]
+pub struct FileBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: String,
+    dir: PathBuf,
+    key: key::StoreKey,
+    rng: SystemRandom,
+}
+
+/// One secret's file.
+#[derive(Serialize, Deserialize)]
+struct SecretFile {
+    format: u32,
+    name: SecretName,
+    key_id: String,
+    versions: Vec<StoredVersion<Sealed>>,
+}
+
+/// A sealed value: AES-256-GCM under the store key, bound by AAD to secret and version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Sealed {
+    nonce: String,
+    ciphertext: String,
+}
+
+impl FileBackend {
+    /// Opens (creating if needed, mode 0700) the store described by `config`, loading or
+    /// creating its key. Says so in the log when it creates a key.
+    pub fn open(name: &str, config: &FileBackendConfig) -> Result<Self> {
+        let generic = |message: String| Error::Generic {
+            backend: name.to_owned(),
+            message,
+            status: ErrorStatus::Permanent,
+            source: None,
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.path)
+            .map_err(|e| {
+                generic(format!(
+                    "cannot create store directory {}: {e}",
+                    config.path.display()
+                ))
+            })?;
+        let env = config
+            .key_env
+            .as_deref()
+            .map(|var| (var, std::env::var(var).ok()));
+        let (key, source) = key::load(&config.key_file, env).map_err(generic)?;
+        match source {
+            key::KeySource::CreatedFile => tracing::warn!(
+                backend = name,
+                key_file = %config.key_file.display(),
+                key_id = %key.id,
+                "created a new store key file (mode 0600); back it up: without it the store cannot be read"
+            ),
+            key::KeySource::ExistingFile => {
+                tracing::debug!(backend = name, key_file = %config.key_file.display(), "loaded store key")
+            }
+            key::KeySource::Env => {
+                tracing::debug!(backend = name, "loaded store key from the environment")
+            }
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                dir: config.path.clone(),
+                key,
+                rng: SystemRandom::new(),
+            }),
+        })
+    }
+
+    /// Runs blocking file work off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|e| {
+                self.inner
+                    .io_error("file store task", std::io::Error::other(e))
+            })?
+    }
+}
+
+/// File names: `[A-Za-z0-9_-]` kept, every other byte `%XX`, so names map one to one and
+/// `/` never makes a subdirectory.
+fn encode_name(name: &SecretName) -> String {
+    let mut out = String::new();
+    for b in name.as_str().bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn decode_name(stem: &str) -> Option<SecretName> {
+    let mut bytes = Vec::new();
+    let mut rest = stem.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    SecretName::new(String::from_utf8(bytes).ok()?).ok()
+}
+
+impl Inner {
+    fn io_error(&self, what: &str, source: std::io::Error) -> Error {
+        let status = match source.kind() {
+            std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock => {
+                ErrorStatus::Temporary
+            }
+            _ => ErrorStatus::Permanent,
+        };
+        Error::Generic {
+            backend: self.name.clone(),
+            message: format!("{what} failed"),
+            status,
+            source: Some(Box::new(source)),
+        }
+    }
+
+    fn corrupt(&self, message: String) -> Error {
+        Error::Generic {
+            backend: self.name.clone(),
+            message,
+            status: ErrorStatus::Permanent,
+            source: None,
+        }
+    }
+
+    fn not_found(&self, what: String) -> Error {
+        Error::NotFound {
+            backend: self.name.clone(),
+            what,
+        }
+    }
+
+    fn path(&self, name: &SecretName) -> PathBuf {
+        self.dir.join(format!("{}.json", encode_name(name)))
+    }
+
+    fn read_file(&self, name: &SecretName) -> Result<Option<SecretFile>> {
+        let path = self.path(name);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_error(&format!("reading {}", path.display()), e)),
+        };
+        let file: SecretFile = serde_json::from_slice(&bytes).map_err(|e| {
+            self.corrupt(format!("{} is not a valid store file: {e}", path.display()))
+        })?;
+        if file.format != FORMAT {
+            return Err(self.corrupt(format!(
+                "{} has format {}, this rekeyd reads format {FORMAT}",
+                path.display(),
+                file.format
+            )));
+        }
+        if file.key_id != self.key.id {
+            return Err(self.corrupt(format!(
+                "{} was sealed with key {} but the configured key is {}: wrong key file or key variable",
+                path.display(),
+                file.key_id,
+                self.key.id
+            )));
+        }
+        Ok(Some(file))
+    }
+
+    fn require_file(&self, name: &SecretName) -> Result<SecretFile> {
+        self.read_file(name)?
+            .ok_or_else(|| self.not_found(format!("secret {name:?}")))
+    }
+
+    /// Holds the secret's exclusive lock for one read-modify-write.
+    fn lock(&self, name: &SecretName) -> Result<File> {
+        let path = self.dir.join(format!("{}.lock", encode_name(name)));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| self.io_error(&format!("opening lock {}", path.display()), e))?;
+        file.lock()
+            .map_err(|e| self.io_error(&format!("locking {}", path.display()), e))?;
+        Ok(file)
+    }
+
+    /// Write to a temporary file, fsync, rename over, fsync the directory.
+    fn write_file(&self, file: &SecretFile) -> Result<()> {
+        let path = self.path(&file.name);
+        let bytes = serde_json::to_vec_pretty(file).expect("store files always serialize");
+        let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut out = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            out.write_all(&bytes)?;
+            out.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            self.io_error(&format!("writing {}", path.display()), e)
+        })
+    }
+
+    fn aad(name: &SecretName, version: &VersionId) -> Vec<u8> {
+        let mut aad = b"rekeyd-file-v1\0".to_vec();
+        aad.extend_from_slice(name.as_str().as_bytes());
+        aad.push(0);
+        aad.extend_from_slice(version.as_str().as_bytes());
+        aad
+    }
+
+    fn seal(&self, name: &SecretName, version: &VersionId, value: &SecretValue) -> Result<Sealed> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| self.corrupt("the system random number generator failed".to_owned()))?;
+        let mut buffer = zeroize::Zeroizing::new(value.expose().to_vec());
+        self.key
+            .aead
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(Self::aad(name, version)),
+                &mut *buffer,
+            )
+            .map_err(|_| self.corrupt("encryption failed".to_owned()))?;
+        Ok(Sealed {
+            nonce: STANDARD.encode(nonce),
+            ciphertext: STANDARD.encode(&buffer[..]),
+        })
+    }
+
+    fn open(&self, name: &SecretName, version: &StoredVersion<Sealed>) -> Result<SecretValue> {
+        let fail = || {
+            self.corrupt(format!(
+                "cannot decrypt version {} of {name:?}: the file was altered or moved",
+                version.id
+            ))
+        };
+        let nonce: [u8; NONCE_LEN] = STANDARD
+            .decode(&version.value.nonce)
+            .ok()
+            .and_then(|n| n.try_into().ok())
+            .ok_or_else(fail)?;
+        let mut buffer = zeroize::Zeroizing::new(
+            STANDARD
+                .decode(&version.value.ciphertext)
+                .map_err(|_| fail())?,
+        );
+        let plain_len = self
+            .key
+            .aead
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(Self::aad(name, &version.id)),
+                &mut buffer,
+            )
+            .map_err(|_| fail())?
+            .len();
+        Ok(SecretValue::new(buffer[..plain_len].to_vec()))
+    }
+}
+
+#[async_trait]
+impl Backend for FileBackend {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            creates_missing: true,
+            keeps_unlabelled_versions: false,
+            binary_values: true,
+        }
+    }
+
+    async fn describe(&self, name: &SecretName) -> Result<SecretDescription> {
+        let name = name.clone();
+        self.blocking(move |inner| {
+            let file = inner.require_file(&name)?;
+            Ok(SecretDescription {
+                versions: versions::describe(&file.versions),
+                name,
+            })
+        })
+        .await
+    }
+
+    async fn put_pending(
+        &self,
+        name: &SecretName,
+        version: &VersionId,
+        value: &SecretValue,
+    ) -> Result<PutOutcome> {
+        let (name, version, value) = (name.clone(), version.clone(), value.clone());
+        self.blocking(move |inner| {
+            let _lock = inner.lock(&name)?;
+            let mut file = inner.read_file(&name)?.unwrap_or_else(|| SecretFile {
+                format: FORMAT,
+                name: name.clone(),
+                key_id: inner.key.id.clone(),
+                versions: Vec::new(),
+            });
+            match versions::decide_put(&file.versions, &version) {
+                PutDecision::Exists(index) => {
+                    if inner.open(&name, &file.versions[index])?.ct_eq(&value) {
+                        Ok(PutOutcome::AlreadyPresent)
+                    } else {
+                        Err(Error::Conflict {
+                            backend: inner.name.clone(),
+                            secret: name.clone(),
+                            version: version.clone(),
+                        })
+                    }
+                }
+                PutDecision::Insert => {
+                    let sealed = inner.seal(&name, &version, &value)?;
+                    file.versions.push(StoredVersion {
+                        id: version.clone(),
+                        created_at: Utc::now(),
+                        stages: Vec::new(),
+                        value: sealed,
+                    });
+                    let index = file.versions.len() - 1;
+                    versions::move_stage(&mut file.versions, Stage::Pending, index);
+                    inner.write_file(&file)?;
+                    Ok(PutOutcome::Created)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn promote(&self, name: &SecretName, version: &VersionId) -> Result<()> {
+        let (name, version) = (name.clone(), version.clone());
+        self.blocking(move |inner| {
+            let _lock = inner.lock(&name)?;
+            let mut file = inner.require_file(&name)?;
+            let index = file
+                .versions
+                .iter()
+                .position(|v| v.id == version)
+                .ok_or_else(|| inner.not_found(format!("version {version} of {name:?}")))?;
+            if versions::promote(&mut file.versions, index) {
+                inner.write_file(&file)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn discard_pending(&self, name: &SecretName, version: &VersionId) -> Result<()> {
+        let (name, version) = (name.clone(), version.clone());
+        self.blocking(move |inner| {
+            let _lock = inner.lock(&name)?;
+            let mut file = inner.require_file(&name)?;
+            if versions::unlabel_pending(&mut file.versions, &version) {
+                versions::drop_unlabelled(&mut file.versions);
+                inner.write_file(&file)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read(&self, name: &SecretName, selector: &Selector) -> Result<SecretValue> {
+        let (name, selector) = (name.clone(), selector.clone());
+        self.blocking(move |inner| {
+            let file = inner.require_file(&name)?;
+            let index = versions::find_index(&file.versions, &selector).ok_or_else(|| {
+                inner.not_found(format!(
+                    "{} of {name:?}",
+                    versions::selector_text(&selector)
+                ))
+            })?;
+            inner.open(&name, &file.versions[index])
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<SecretName>> {
+        self.blocking(|inner| {
+            let entries = fs::read_dir(&inner.dir)
+                .map_err(|e| inner.io_error(&format!("listing {}", inner.dir.display()), e))?;
+            let mut names = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| inner.io_error("listing the store", e))?;
+                let file_name = entry.file_name();
+                if let Some(stem) = file_name.to_str().and_then(|n| n.strip_suffix(".json"))
+                    && let Some(name) = decode_name(stem)
+                {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn retire(&self, name: &SecretName) -> Result<usize> {
+        let name = name.clone();
+        self.blocking(move |inner| {
+            let _lock = inner.lock(&name)?;
+            let mut file = inner.require_file(&name)?;
+            let removed = versions::drop_unlabelled(&mut file.versions);
+            if removed > 0 {
+                inner.write_file(&file)?;
+            }
+            Ok(removed)
+        })
+        .await
+    }
+}
+
+/// Where the store keeps a secret, for tests and for operators reading the docs.
+pub fn secret_file(dir: &Path, name: &SecretName) -> PathBuf {
+    dir.join(format!("{}.json", encode_name(name)))
+}
+
+#[cfg(test)]
+mod tests;

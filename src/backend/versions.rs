@@ -1,0 +1,103 @@
+//! The stage-moving rules of the contract, shared by the backends that keep their own
+//! version lists (memory and file), so both implement `put_pending`/`promote` identically.
+
+use chrono::{DateTime, Utc};
+
+use crate::secret::{Stage, VersionId};
+
+/// A version as a self-managed store keeps it; `V` is the stored value or ciphertext.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredVersion<V> {
+    pub(crate) id: VersionId,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) stages: Vec<Stage>,
+    #[serde(flatten)]
+    pub(crate) value: V,
+}
+
+/// What applying a put to a version list decided.
+pub(crate) enum PutDecision {
+    /// Store a new version (the caller appends it, then calls [`label_pending`]).
+    Insert,
+    /// The id exists; the caller compares values to choose `AlreadyPresent` or `Conflict`.
+    Exists(usize),
+}
+
+pub(crate) fn decide_put<V>(versions: &[StoredVersion<V>], id: &VersionId) -> PutDecision {
+    match versions.iter().position(|v| &v.id == id) {
+        Some(index) => PutDecision::Exists(index),
+        None => PutDecision::Insert,
+    }
+}
+
+/// Points `stage` at `index` alone.
+pub(crate) fn move_stage<V>(versions: &mut [StoredVersion<V>], stage: Stage, index: usize) {
+    for v in versions.iter_mut() {
+        v.stages.retain(|s| *s != stage);
+    }
+    versions[index].stages.push(stage);
+    versions[index].stages.sort();
+}
+
+/// Makes `index` current: old current → previous, pending cleared if it was this version.
+/// Returns false when it was current already (nothing changed).
+pub(crate) fn promote<V>(versions: &mut [StoredVersion<V>], index: usize) -> bool {
+    if versions[index].stages.contains(&Stage::Current) {
+        return false;
+    }
+    if let Some(old) = versions
+        .iter()
+        .position(|v| v.stages.contains(&Stage::Current))
+    {
+        move_stage(versions, Stage::Previous, old);
+    }
+    move_stage(versions, Stage::Current, index);
+    versions[index].stages.retain(|s| *s != Stage::Pending);
+    true
+}
+
+/// Removes `pending` from the version `id` if it holds it. Returns whether it did.
+pub(crate) fn unlabel_pending<V>(versions: &mut [StoredVersion<V>], id: &VersionId) -> bool {
+    match versions.iter_mut().find(|v| &v.id == id) {
+        Some(v) if v.stages.contains(&Stage::Pending) => {
+            v.stages.retain(|s| *s != Stage::Pending);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Drops versions no stage points at; returns how many.
+pub(crate) fn drop_unlabelled<V>(versions: &mut Vec<StoredVersion<V>>) -> usize {
+    let before = versions.len();
+    versions.retain(|v| !v.stages.is_empty());
+    before - versions.len()
+}
+
+pub(crate) fn find_index<V>(
+    versions: &[StoredVersion<V>],
+    selector: &super::Selector,
+) -> Option<usize> {
+    versions.iter().position(|v| match selector {
+        super::Selector::Stage(stage) => v.stages.contains(stage),
+        super::Selector::Version(id) => &v.id == id,
+    })
+}
+
+pub(crate) fn describe<V>(versions: &[StoredVersion<V>]) -> Vec<super::VersionInfo> {
+    versions
+        .iter()
+        .map(|v| super::VersionInfo {
+            id: v.id.clone(),
+            created_at: v.created_at,
+            stages: v.stages.clone(),
+        })
+        .collect()
+}
+
+pub(crate) fn selector_text(selector: &super::Selector) -> String {
+    match selector {
+        super::Selector::Stage(stage) => format!("stage {stage}"),
+        super::Selector::Version(id) => format!("version {id}"),
+    }
+}
