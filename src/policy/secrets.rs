@@ -1,0 +1,758 @@
+//! `[defaults]` and `[[secrets]]`: per-secret fields, defaults, schedules (with a cron
+//! cache), duplicate names, references, and the cross-field timing checks.
+//!
+//! A field set in `[defaults]` is read and checked once; secrets that omit the field get a
+//! clone. Cross-field checks run where the combination is decided: once in `[defaults]`
+//! when every field involved comes from there, otherwise per secret, pointing at the
+//! secret's own field.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::SecretPolicy;
+use super::diagnostic::{Diags, Loc, did_you_mean, list};
+use super::generator;
+use super::parse::{
+    DURATION_HINT, Table, Value, array, boolean, check_keys, duration, non_empty, string, table,
+    unknown_key,
+};
+use crate::schedule::{Schedule, ScheduleError, format_duration};
+use crate::secret::SecretName;
+
+/// Every key a secret may have.
+const SECRET_KEYS: &[&str] = &[
+    "name",
+    "backend",
+    "schedule",
+    "generator",
+    "grace",
+    "window",
+    "max_age",
+    "notify",
+    "owner",
+    "tags",
+    "enabled",
+];
+/// `[defaults]` takes every secret key except `name`.
+const DEFAULT_KEYS: &[&str] = &[
+    "backend",
+    "schedule",
+    "generator",
+    "grace",
+    "window",
+    "max_age",
+    "notify",
+    "owner",
+    "tags",
+    "enabled",
+];
+const SCHEDULE_KEYS: &[&str] = &["cron", "every", "timezone"];
+/// Grace when neither the secret nor `[defaults]` sets one.
+const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+const SCHEDULE_HINT: &str = "write schedule = { every = \"30d\" } or schedule = { cron = \"30 2 * * *\", timezone = \"UTC\" }";
+const CRON_HINT: &str =
+    "five fields: minute hour day-of-month month day-of-week, e.g. \"30 2 * * *\"";
+const TZ_HINT: &str = "an IANA time zone name, e.g. \"Europe/Berlin\" or \"UTC\"";
+
+/// Where a field's value came from; decides where a cross-field problem is reported.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Origin {
+    Secret,
+    Defaults,
+    /// rekeyd's own default (only `grace` has one that matters for checks).
+    Builtin,
+}
+
+/// A field's value, its span and origin.
+#[derive(Clone, Debug)]
+struct Src<T> {
+    value: T,
+    span: Range<usize>,
+    origin: Origin,
+}
+
+/// A field after reading: absent, present but already reported, or valid.
+#[derive(Clone, Debug)]
+enum Got<T> {
+    Absent,
+    Invalid,
+    Valid(T),
+}
+
+impl<T: Clone> Got<T> {
+    /// The secret's own value, or else the default's.
+    fn or_default(self, default: &Got<T>) -> Got<T> {
+        match self {
+            Got::Absent => default.clone(),
+            got => got,
+        }
+    }
+}
+
+impl<T> Got<T> {
+    fn from_option(option: Option<T>) -> Self {
+        option.map_or(Got::Invalid, Got::Valid)
+    }
+}
+
+/// A parsed schedule; `every` schedules get their per-secret phase when a name is known.
+#[derive(Clone, Debug)]
+enum Kind {
+    Cron(Schedule),
+    Every(Duration),
+}
+
+/// A schedule as read from a table.
+#[derive(Clone, Debug)]
+struct ParsedSchedule {
+    kind: Kind,
+    /// The shortest gap between two slots.
+    gap: Duration,
+    /// As written, for display.
+    text: String,
+    /// `cron` or `every`, and the span of its value: where interval problems point.
+    key: &'static str,
+    key_span: Range<usize>,
+}
+
+/// Fields shared by `[defaults]` and a secret.
+#[derive(Clone, Debug)]
+struct Fields<'a> {
+    backend: Got<&'a str>,
+    schedule: Got<Src<ParsedSchedule>>,
+    generator: Got<crate::generate::GeneratorSpec>,
+    grace: Got<Src<Duration>>,
+    window: Got<Src<Duration>>,
+    max_age: Got<Src<Duration>>,
+    notify: Got<Vec<String>>,
+    owner: Got<String>,
+    tags: Got<BTreeMap<String, String>>,
+    enabled: Got<bool>,
+}
+
+impl Fields<'_> {
+    fn absent() -> Self {
+        Fields {
+            backend: Got::Absent,
+            schedule: Got::Absent,
+            generator: Got::Absent,
+            grace: Got::Absent,
+            window: Got::Absent,
+            max_age: Got::Absent,
+            notify: Got::Absent,
+            owner: Got::Absent,
+            tags: Got::Absent,
+            enabled: Got::Absent,
+        }
+    }
+}
+
+type CronResult = Result<(Schedule, Duration), (bool, String)>;
+
+/// The state of one pass over `[defaults]` and `[[secrets]]`.
+pub(super) struct SecretWalk<'a, 'n> {
+    /// Defined backend names (valid or not, so a bad backend does not cascade).
+    pub(super) backends: &'n [&'a str],
+    /// Defined notify target names.
+    pub(super) notify: &'n [&'a str],
+    /// `[daemon] min_interval`, or `None` when it was invalid (then its check is skipped).
+    pub(super) min_interval: Option<Duration>,
+    /// Parsed cron schedules by (expression, time zone); errors are cached too.
+    cron_cache: HashMap<(&'a str, Option<&'a str>), CronResult>,
+}
+
+impl<'a, 'n> SecretWalk<'a, 'n> {
+    /// A walk that checks references against these names.
+    pub(super) fn new(
+        backends: &'n [&'a str],
+        notify: &'n [&'a str],
+        min_interval: Option<Duration>,
+    ) -> Self {
+        Self {
+            backends,
+            notify,
+            min_interval,
+            cron_cache: HashMap::new(),
+        }
+    }
+
+    /// Reads `[defaults]` and every `[[secrets]]` entry; secrets come back only if all of
+    /// theirs are valid (the caller still checks for problems elsewhere).
+    pub(super) fn run(&mut self, d: &mut Diags<'_>, root: &'a Table<'a>) -> Vec<Arc<SecretPolicy>> {
+        let defaults = self.defaults(d, root);
+        let Some(value) = root.get("secrets") else {
+            return Vec::new();
+        };
+        let top = Loc::Root;
+        let loc = top.key("secrets");
+        let hint = "add secrets as [[secrets]] tables";
+        let Some(items) = array(d, value, &loc, "an array of tables ([[secrets]])", hint) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(items.len());
+        // First definition of each name: its byte offset, for "also defined at line N".
+        let mut seen: HashMap<&'a str, usize> = HashMap::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let item_loc = loc.index(i);
+            let Some(t) = table(d, item, &item_loc, "a table", hint) else {
+                continue;
+            };
+            if let Some(secret) = self.secret(d, item, t, &item_loc, &defaults, &mut seen) {
+                out.push(Arc::new(secret));
+            }
+        }
+        out
+    }
+
+    fn defaults(&mut self, d: &mut Diags<'_>, root: &'a Table<'a>) -> Fields<'a> {
+        let top = Loc::Root;
+        let loc = top.key("defaults");
+        let hint = "write [defaults] with keys a secret takes (except name)";
+        let Some(t) = root
+            .get("defaults")
+            .and_then(|v| table(d, v, &loc, "a table", hint))
+        else {
+            return Fields::absent();
+        };
+        for (key, _) in t.iter() {
+            if key.get_ref() == "name" {
+                d.report(
+                    key.span(),
+                    &loc.key("name"),
+                    "`name` cannot have a default: every secret names itself",
+                    "remove name from [defaults] and set it in each [[secrets]]",
+                );
+            } else {
+                unknown_key(d, key, DEFAULT_KEYS, &loc);
+            }
+        }
+        let fields = self.fields(d, t, &loc, Origin::Defaults);
+        // Combinations decided entirely by [defaults] are checked here, once.
+        if let Got::Valid(schedule) = &fields.schedule {
+            let grace = match &fields.grace {
+                Got::Absent => Got::Valid(builtin_grace()),
+                other => other.clone(),
+            };
+            self.timing(
+                d,
+                &loc,
+                Origin::Defaults,
+                schedule,
+                &grace,
+                &fields.window,
+                &fields.max_age,
+            );
+        }
+        fields
+    }
+
+    fn secret(
+        &mut self,
+        d: &mut Diags<'_>,
+        item: &Value<'a>,
+        t: &'a Table<'a>,
+        loc: &Loc<'_>,
+        defaults: &Fields<'a>,
+        seen: &mut HashMap<&'a str, usize>,
+    ) -> Option<SecretPolicy> {
+        check_keys(d, t, SECRET_KEYS, loc);
+        let name = match t.get("name") {
+            None => {
+                d.report(
+                    item.span(),
+                    &loc.key("name"),
+                    "this secret has no `name`",
+                    "add name = \"app/db/password\" (letters, digits and / _ + = . @ -)",
+                );
+                None
+            }
+            Some(v) => self.name(d, v, &loc.key("name"), seen),
+        };
+
+        let own = self.fields(d, t, loc, Origin::Secret);
+        let backend = own.backend.or_default(&defaults.backend);
+        let schedule = own.schedule.or_default(&defaults.schedule);
+        let generator = own.generator.or_default(&defaults.generator);
+        let grace = match own.grace.or_default(&defaults.grace) {
+            Got::Absent => Got::Valid(builtin_grace()),
+            got => got,
+        };
+        let window = own.window.or_default(&defaults.window);
+        let max_age = own.max_age.or_default(&defaults.max_age);
+
+        for (missing, key, hint) in [
+            (
+                matches!(backend, Got::Absent),
+                "backend",
+                match self.backends.first() {
+                    Some(first) => format!(
+                        "add backend = \"{first}\" here or in [defaults]; defined backends: {}",
+                        list(self.backends)
+                    ),
+                    None => "define one as [backends.local] with type = \"file\", then add \
+                         backend = \"local\" here or in [defaults]"
+                        .to_owned(),
+                },
+            ),
+            (
+                matches!(schedule, Got::Absent),
+                "schedule",
+                format!("{SCHEDULE_HINT}, here or in [defaults]"),
+            ),
+            (
+                matches!(generator, Got::Absent),
+                "generator",
+                "add generator = { type = \"password\" } here or in [defaults]; types: \
+                 password, bytes, ed25519, ecdsa-p256, json"
+                    .to_owned(),
+            ),
+        ] {
+            if missing {
+                let message = format!("this secret has no `{key}` and [defaults] sets none");
+                d.report(item.span(), &loc.key(key), message, hint);
+            }
+        }
+
+        if let Got::Valid(s) = &schedule {
+            self.timing(d, loc, Origin::Secret, s, &grace, &window, &max_age);
+        }
+
+        // Build only a fully valid secret; anything else has been reported already.
+        let (
+            Some(name),
+            Got::Valid(backend),
+            Got::Valid(schedule),
+            Got::Valid(generator),
+            Got::Valid(grace),
+        ) = (name, backend, schedule, generator, grace)
+        else {
+            return None;
+        };
+        let window = valid_or_none(window)?.map(|w| w.value);
+        let max_age = valid_or_none(max_age)?.map(|m| m.value);
+        let notify = valid_or_none(own.notify.or_default(&defaults.notify))?.unwrap_or_default();
+        let owner = valid_or_none(own.owner.or_default(&defaults.owner))?;
+        let tags = valid_or_none(own.tags.or_default(&defaults.tags))?.unwrap_or_default();
+        let enabled = valid_or_none(own.enabled.or_default(&defaults.enabled))?.unwrap_or(true);
+        let ParsedSchedule { kind, text, .. } = schedule.value;
+        let schedule = match kind {
+            Kind::Cron(s) => s,
+            Kind::Every(period) => Schedule::every(period, name.as_str()),
+        };
+        Some(SecretPolicy {
+            name,
+            backend: backend.to_owned(),
+            schedule,
+            schedule_text: text,
+            generator,
+            notify,
+            grace: grace.value,
+            window,
+            max_age,
+            owner,
+            tags,
+            enabled,
+        })
+    }
+
+    /// A valid, unique secret name.
+    fn name(
+        &mut self,
+        d: &mut Diags<'_>,
+        v: &'a Value<'a>,
+        loc: &Loc<'_>,
+        seen: &mut HashMap<&'a str, usize>,
+    ) -> Option<SecretName> {
+        let hint = "1 to 512 characters: letters, digits and / _ + = . @ -";
+        let text = string(d, v, loc, "a string like \"prod/db/password\"", hint)?;
+        let name = match SecretName::new(text) {
+            Ok(name) => name,
+            Err(e) => {
+                d.report(v.span(), loc, e.to_string(), hint);
+                return None;
+            }
+        };
+        if let Some(&first) = seen.get(text) {
+            let line = d.line(first);
+            d.report(
+                v.span(),
+                loc,
+                format!("secret `{text}` is defined twice; also defined at line {line}"),
+                "secret names must be unique: rename or remove one of them",
+            );
+            return None;
+        }
+        seen.insert(text, v.span().start);
+        Some(name)
+    }
+
+    /// Reads the fields a secret and `[defaults]` share (not `name`; keys checked by caller).
+    fn fields(
+        &mut self,
+        d: &mut Diags<'_>,
+        t: &'a Table<'a>,
+        loc: &Loc<'_>,
+        origin: Origin,
+    ) -> Fields<'a> {
+        let mut f = Fields::absent();
+        // Iterating the table once (instead of a lookup per field) keeps this linear in the
+        // keys actually written.
+        for (key, v) in t.iter() {
+            let key: &str = key.get_ref();
+            let here = loc.key(key);
+            let span = v.span();
+            match key {
+                "backend" => f.backend = Got::from_option(self.backend_ref(d, v, &here)),
+                "schedule" => {
+                    f.schedule = Got::from_option(self.schedule(d, v, &here).map(|value| Src {
+                        value,
+                        span,
+                        origin,
+                    }));
+                }
+                "generator" => {
+                    f.generator = Got::from_option(generator::spec(d, v, &here, false));
+                }
+                "grace" => {
+                    f.grace = Got::from_option(sourced(duration(d, v, &here), &span, origin))
+                }
+                "window" => {
+                    f.window = Got::from_option(sourced(duration(d, v, &here), &span, origin))
+                }
+                "max_age" => {
+                    f.max_age = Got::from_option(sourced(duration(d, v, &here), &span, origin))
+                }
+                "notify" => f.notify = Got::from_option(self.notify_refs(d, v, &here)),
+                "owner" => {
+                    let hint = "who to ask about this secret, e.g. owner = \"team-db\"";
+                    f.owner = Got::from_option(
+                        non_empty(d, v, &here, "a string", hint).map(str::to_owned),
+                    );
+                }
+                "tags" => f.tags = Got::from_option(tags(d, v, &here)),
+                "enabled" => f.enabled = Got::from_option(boolean(d, v, &here)),
+                _ => {}
+            }
+        }
+        f
+    }
+
+    fn backend_ref(&self, d: &mut Diags<'_>, v: &'a Value<'a>, loc: &Loc<'_>) -> Option<&'a str> {
+        let hint = reference_hint("backends", self.backends);
+        let name = string(d, v, loc, "a backend name like \"local\"", &hint)?;
+        if !self.backends.contains(&name) {
+            let message = format!(
+                "backend `{name}` is not defined{}",
+                did_you_mean(name, self.backends)
+            );
+            d.report(v.span(), loc, message, hint);
+            return None;
+        }
+        Some(name)
+    }
+
+    fn notify_refs(&self, d: &mut Diags<'_>, v: &Value<'_>, loc: &Loc<'_>) -> Option<Vec<String>> {
+        let hint = reference_hint("notify", self.notify);
+        let items = array(d, v, loc, "an array of notify target names", &hint)?;
+        let mut out: Vec<String> = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let item_loc = loc.index(i);
+            let Some(name) = string(d, item, &item_loc, "a notify target name", &hint) else {
+                ok = false;
+                continue;
+            };
+            if !self.notify.contains(&name) {
+                let message = format!(
+                    "notify target `{name}` is not defined{}",
+                    did_you_mean(name, self.notify)
+                );
+                d.report(item.span(), &item_loc, message, &hint);
+                ok = false;
+            } else if out.iter().any(|n| n == name) {
+                let message = format!("notify target `{name}` is listed twice");
+                d.report(item.span(), &item_loc, message, "list each target once");
+                ok = false;
+            } else {
+                out.push(name.to_owned());
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// Reads `{ cron = …, timezone = … }` or `{ every = … }`.
+    fn schedule(
+        &mut self,
+        d: &mut Diags<'_>,
+        v: &'a Value<'a>,
+        loc: &Loc<'_>,
+    ) -> Option<ParsedSchedule> {
+        let t = table(d, v, loc, "a schedule table", SCHEDULE_HINT)?;
+        check_keys(d, t, SCHEDULE_KEYS, loc);
+        let cron = t.get_key_value("cron");
+        let every = t.get_key_value("every");
+        let timezone = t.get_key_value("timezone");
+        match (cron, every) {
+            (Some(_), Some((k, _))) => {
+                d.report(
+                    k.span(),
+                    &loc.key("every"),
+                    "a schedule takes exactly one of `cron` and `every`, not both",
+                    "remove cron or every",
+                );
+                None
+            }
+            (None, None) => {
+                d.report(
+                    v.span(),
+                    loc,
+                    "a schedule needs `cron` or `every`",
+                    SCHEDULE_HINT,
+                );
+                None
+            }
+            (None, Some((_, ev))) => {
+                if let Some((k, _)) = timezone {
+                    d.report(
+                        k.span(),
+                        &loc.key("timezone"),
+                        "`timezone` only applies to cron schedules",
+                        "remove timezone: an every schedule is a fixed interval",
+                    );
+                }
+                let every_loc = loc.key("every");
+                let period = duration(d, ev, &every_loc)?;
+                if period.is_zero() {
+                    d.report(
+                        ev.span(),
+                        &every_loc,
+                        "the interval must be longer than zero",
+                        DURATION_HINT,
+                    );
+                    return None;
+                }
+                if timezone.is_some() {
+                    return None;
+                }
+                let text = match ev.get_ref().as_str() {
+                    Some(s) => format!("every {s}"),
+                    None => format!("every {}", format_duration(period)),
+                };
+                Some(ParsedSchedule {
+                    kind: Kind::Every(period),
+                    gap: period,
+                    text,
+                    key: "every",
+                    key_span: ev.span(),
+                })
+            }
+            (Some((_, cv)), None) => {
+                let cron_loc = loc.key("cron");
+                let tz_loc = loc.key("timezone");
+                let expr = non_empty(d, cv, &cron_loc, "a cron expression string", CRON_HINT);
+                let tz = match timezone {
+                    None => Some(None),
+                    Some((_, tv)) => {
+                        non_empty(d, tv, &tz_loc, "a time zone name", TZ_HINT).map(Some)
+                    }
+                };
+                let (expr, tz) = (expr?, tz?);
+                let parsed = self.cron_cache.entry((expr, tz)).or_insert_with(|| {
+                    match Schedule::cron(expr, tz) {
+                        Ok(s) => {
+                            let gap = s.min_gap();
+                            Ok((s, gap))
+                        }
+                        Err(ScheduleError::TimeZone(m)) => Err((true, m)),
+                        Err(ScheduleError::Cron(m)) => Err((false, m)),
+                    }
+                });
+                match parsed {
+                    Ok((schedule, gap)) => Some(ParsedSchedule {
+                        kind: Kind::Cron(schedule.clone()),
+                        gap: *gap,
+                        text: match tz {
+                            Some(tz) => format!("cron \"{expr}\" ({tz})"),
+                            None => format!("cron \"{expr}\""),
+                        },
+                        key: "cron",
+                        key_span: cv.span(),
+                    }),
+                    Err((true, message)) => {
+                        // Only reachable with a time zone given.
+                        let span = timezone.map_or(cv.span(), |(_, tv)| tv.span());
+                        d.report(span, &tz_loc, message.clone(), TZ_HINT);
+                        None
+                    }
+                    Err((false, message)) => {
+                        d.report(cv.span(), &cron_loc, message.clone(), CRON_HINT);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// The interval floor and grace/window/max_age against the schedule's gap, for the
+    /// combinations decided in `scope` (a secret, or `[defaults]`).
+    #[allow(clippy::too_many_arguments)]
+    fn timing(
+        &self,
+        d: &mut Diags<'_>,
+        loc: &Loc<'_>,
+        scope: Origin,
+        schedule: &Src<ParsedSchedule>,
+        grace: &Got<Src<Duration>>,
+        window: &Got<Src<Duration>>,
+        max_age: &Got<Src<Duration>>,
+    ) {
+        let s = &schedule.value;
+        let sched_local = schedule.origin == scope;
+        let sched_loc = loc.key("schedule");
+        let gap = format_duration(s.gap);
+
+        if let (true, Some(floor)) = (sched_local, self.min_interval)
+            && s.gap < floor
+        {
+            let floor = format_duration(floor);
+            d.report(
+                s.key_span.clone(),
+                &sched_loc.key(s.key),
+                format!(
+                    "this schedule fires every {gap}; the floor is {floor} (raise the \
+                     interval, or lower [daemon] min_interval)"
+                ),
+                format!(
+                    "rotations must be at least {floor} apart, or set [daemon] min_interval \
+                     = \"{gap}\" if this is intended"
+                ),
+            );
+        }
+
+        // One check: which field, whether it is fine, the complaint, the fix.
+        let mut check = |field: &'static str,
+                         got: &Got<Src<Duration>>,
+                         fine: fn(Duration, Duration) -> bool,
+                         problem: &dyn Fn(&str) -> String,
+                         fix: &dyn Fn(&str) -> String| {
+            let Got::Valid(f) = got else { return };
+            let field_local = f.origin == scope;
+            if !(sched_local || field_local) || fine(f.value, s.gap) {
+                return;
+            }
+            let value = format_duration(f.value);
+            let from = match f.origin {
+                Origin::Secret => String::new(),
+                Origin::Defaults if scope == Origin::Secret => " (from [defaults])".to_owned(),
+                Origin::Defaults => String::new(),
+                Origin::Builtin => " (the default)".to_owned(),
+            };
+            let described = format!("{field} {value}{from}");
+            if field_local {
+                d.report(
+                    f.span.clone(),
+                    &loc.key(field),
+                    problem(&described),
+                    fix(field),
+                );
+            } else {
+                d.report(
+                    schedule.span.clone(),
+                    &sched_loc,
+                    problem(&described),
+                    format!("{} here", fix(field)),
+                );
+            }
+        };
+        check(
+            "grace",
+            grace,
+            |grace, gap| grace <= gap,
+            &|what| {
+                format!(
+                    "{what} is longer than the {gap} between rotations: the previous version \
+                     would be replaced before its grace period ends"
+                )
+            },
+            &|field| format!("set {field} to at most {gap}, or rotate less often"),
+        );
+        check(
+            "window",
+            window,
+            |window, gap| window < gap,
+            &|what| {
+                format!(
+                    "{what} is not shorter than the {gap} between rotations: a delayed \
+                     rotation would run into the next slot"
+                )
+            },
+            &|field| format!("set {field} below {gap}, or rotate less often"),
+        );
+        check(
+            "max_age",
+            max_age,
+            |max_age, gap| max_age >= gap,
+            &|what| {
+                format!(
+                    "{what} is shorter than the {gap} between rotations: the secret would \
+                     always be overdue and rotate at once"
+                )
+            },
+            &|field| format!("set {field} to at least {gap} (a little more is typical)"),
+        );
+    }
+}
+
+fn sourced<T>(value: Option<T>, span: &Range<usize>, origin: Origin) -> Option<Src<T>> {
+    value.map(|value| Src {
+        value,
+        span: span.clone(),
+        origin,
+    })
+}
+
+fn builtin_grace() -> Src<Duration> {
+    Src {
+        value: DEFAULT_GRACE,
+        span: 0..0,
+        origin: Origin::Builtin,
+    }
+}
+
+/// `Some(None)` when absent, `Some(Some(v))` when valid, `None` when invalid.
+fn valid_or_none<T>(got: Got<T>) -> Option<Option<T>> {
+    match got {
+        Got::Absent => Some(None),
+        Got::Valid(v) => Some(Some(v)),
+        Got::Invalid => None,
+    }
+}
+
+/// "defined backends: `a`, `b`" or how to define the first one.
+fn reference_hint(section: &str, defined: &[&str]) -> String {
+    if defined.is_empty() {
+        format!("no [{section}.*] tables are defined; add one, e.g. [{section}.main]")
+    } else {
+        format!("defined {section}: {}", list(defined))
+    }
+}
+
+fn tags(d: &mut Diags<'_>, v: &Value<'_>, loc: &Loc<'_>) -> Option<BTreeMap<String, String>> {
+    let hint = "write tags = { env = \"prod\" } with string values";
+    let t = table(d, v, loc, "a table of strings", hint)?;
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (k, value) in t.iter() {
+        let key: &str = k.get_ref();
+        match string(d, value, &loc.key(key), "a string", hint) {
+            Some(s) => {
+                out.insert(key.to_owned(), s.to_owned());
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}

@@ -1,0 +1,1004 @@
+//! Tests of policy parsing and diagnostics: the example configs, one test per kind of
+//! problem (exact position, path, and key words of message and hint), many problems in
+//! one pass, syntax errors, and the display format.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use crate::generate::{BytesSpec, CharClass, Encoding, GeneratorSpec, PasswordSpec};
+use crate::schedule::parse_duration;
+
+/// Every problem in `text`, which must not be a valid policy.
+fn problems(text: &str) -> Vec<Diagnostic> {
+    match parse(Path::new("p.toml"), text) {
+        Ok(_) => panic!("expected problems in:\n{text}"),
+        Err(e) => e.0,
+    }
+}
+
+/// The single problem in `text`.
+fn only(text: &str) -> Diagnostic {
+    let mut found = problems(text);
+    assert_eq!(found.len(), 1, "expected exactly one problem: {found:#?}");
+    found.remove(0)
+}
+
+/// Asserts position, path, and words in message and hint.
+#[track_caller]
+fn check(d: &Diagnostic, line: usize, column: usize, path: &str, message: &[&str], hint: &[&str]) {
+    assert_eq!(
+        (d.line, d.column, d.path.as_str()),
+        (line, column, path),
+        "{d:#?}"
+    );
+    for word in message {
+        assert!(d.message.contains(word), "message lacks {word:?}: {d:#?}");
+    }
+    for word in hint {
+        assert!(d.hint.contains(word), "hint lacks {word:?}: {d:#?}");
+    }
+}
+
+fn ok(text: &str) -> Policy {
+    match parse(Path::new("/srv/rekeyd/policy.toml"), text) {
+        Ok(p) => p,
+        Err(e) => panic!("unexpected problems:\n{e}"),
+    }
+}
+
+fn hours(h: u64) -> Duration {
+    Duration::from_secs(h * 3600)
+}
+
+/// A backend on lines 1-2, a blank line 3, so secrets start on line 4.
+const HEAD: &str = "[backends.local]\ntype = \"file\"\n\n";
+
+fn with_head(rest: &str) -> String {
+    format!("{HEAD}{rest}")
+}
+
+fn config(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(name)
+}
+
+// ---- valid policies ----
+
+#[test]
+fn example_config_parses_with_paths_next_to_it() {
+    let path = config("example.toml");
+    let policy = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let dir = path.parent().unwrap();
+    assert_eq!(policy.source, path);
+    assert_eq!(policy.digest.len(), 64);
+    assert_eq!(policy.daemon.state_dir, dir.join("state"));
+    assert_eq!(
+        policy.daemon.audit_log,
+        dir.join("state").join("audit.jsonl")
+    );
+    assert_eq!(
+        policy.daemon.audit_key_file,
+        dir.join("state").join("audit.key")
+    );
+    assert_eq!(policy.daemon.min_interval, Duration::from_secs(60));
+    let BackendConfig::File(local) = &policy.backends["local"];
+    assert_eq!(local.path, dir.join("state").join("store-local"));
+    assert_eq!(local.key_file, dir.join("state").join("local.key"));
+    assert_eq!(local.key_env, None);
+
+    let kinds: Vec<&str> = policy
+        .secrets
+        .iter()
+        .map(|s| match &s.generator {
+            GeneratorSpec::Password(_) => "password",
+            GeneratorSpec::Bytes(_) => "bytes",
+            GeneratorSpec::Ed25519 => "ed25519",
+            GeneratorSpec::EcdsaP256 => "ecdsa-p256",
+            GeneratorSpec::Json(_) => "json",
+        })
+        .collect();
+    assert_eq!(kinds, ["password", "bytes", "ed25519", "json"]);
+    let db = policy.secret("demo/db/password").unwrap();
+    assert_eq!(db.schedule_text, "cron \"30 2 * * *\" (Europe/Berlin)");
+    let demo = policy.secret("demo/session/signing-key").unwrap();
+    assert_eq!(demo.schedule_text, "every 1m");
+    assert_eq!(demo.schedule.min_gap(), Duration::from_secs(60));
+    let GeneratorSpec::Json(json) = &policy.secret("demo/db/credentials").unwrap().generator else {
+        panic!("json generator expected");
+    };
+    assert_eq!(json.field, "password");
+    assert_eq!(json.template["port"], serde_json::json!(5432));
+    assert!(matches!(*json.generate, GeneratorSpec::Password(_)));
+}
+
+#[test]
+fn production_config_parses_with_defaults_applied() {
+    let policy = load(&config("production.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.daemon.state_dir, Path::new("/var/lib/rekeyd"));
+    assert_eq!(policy.daemon.concurrency, 16);
+    assert_eq!(policy.secrets.len(), 7);
+
+    let db = policy.secret("prod/db/password").unwrap();
+    assert_eq!(db.backend, "primary");
+    assert_eq!(db.notify, ["platform"]);
+    assert_eq!(db.grace, hours(24));
+    assert_eq!(db.window, Some(hours(1)));
+    assert_eq!(db.max_age, Some(hours(35 * 24)));
+    assert_eq!(db.owner.as_deref(), Some("team-db"));
+    // A secret's tags replace the default tags; they are not merged.
+    assert_eq!(db.tags.get("env").map(String::as_str), Some("prod"));
+    assert!(!db.tags.contains_key("managed_by"));
+    assert!(db.enabled);
+    let GeneratorSpec::Password(p) = &db.generator else {
+        panic!("default generator expected")
+    };
+    assert_eq!(p.length, 32);
+
+    let jwt = policy.secret("prod/auth/jwt-signing").unwrap();
+    assert_eq!(jwt.schedule_text, "every 14d");
+    assert_eq!(
+        jwt.tags.get("managed_by").map(String::as_str),
+        Some("rekeyd")
+    );
+    assert_eq!(
+        policy
+            .secret("prod/payments/api-key")
+            .unwrap()
+            .schedule_text,
+        "every 30d"
+    );
+    assert!(!policy.secret("prod/legacy/ftp-password").unwrap().enabled);
+
+    let BackendConfig::File(primary) = &policy.backends["primary"];
+    assert_eq!(primary.key_file, Path::new("/var/lib/rekeyd/primary.key"));
+    assert_eq!(primary.key_env.as_deref(), Some("REKEYD_PRIMARY_KEY"));
+    let BackendConfig::File(payments) = &policy.backends["payments"];
+    assert_eq!(payments.path, Path::new("/var/lib/rekeyd/payments-store"));
+    assert_eq!(
+        policy.notify["payments"].secret_env.as_deref(),
+        Some("PAYMENTS_WHSEC")
+    );
+}
+
+#[test]
+fn defaults_and_relative_paths() {
+    let policy = ok(&with_head(
+        "[daemon]\naudit_log = \"logs/audit.jsonl\"\n\n[[secrets]]\nname = \"a\"\n\
+         backend = \"local\"\nschedule = { every = \"30d\" }\ngenerator = { type = \"password\" }\n",
+    ));
+    let dir = Path::new("/srv/rekeyd");
+    assert_eq!(policy.daemon.state_dir, dir.join("state"));
+    assert_eq!(policy.daemon.audit_log, dir.join("logs/audit.jsonl"));
+    assert_eq!(policy.daemon.audit_key_file, dir.join("state/audit.key"));
+    assert_eq!(policy.daemon.concurrency, 8);
+    assert_eq!(policy.daemon.min_interval, hours(1));
+    assert_eq!(policy.daemon.max_retry_backoff, Duration::from_secs(900));
+    let BackendConfig::File(local) = &policy.backends["local"];
+    assert_eq!(local.path, dir.join("state/store-local"));
+
+    let a = &policy.secrets[0];
+    assert_eq!(a.grace, hours(24));
+    assert_eq!((a.window, a.max_age, a.owner.as_ref()), (None, None, None));
+    assert!(a.enabled && a.notify.is_empty() && a.tags.is_empty());
+    assert_eq!(
+        a.generator,
+        GeneratorSpec::Password(PasswordSpec {
+            length: 32,
+            classes: vec![
+                (CharClass::Lower, 1),
+                (CharClass::Upper, 1),
+                (CharClass::Digit, 1),
+                (CharClass::Symbol, 1),
+            ],
+            symbols: None,
+            exclude: String::new(),
+        })
+    );
+}
+
+#[test]
+fn generators_read_their_options() {
+    let policy = ok(&with_head(
+        r#"[defaults]
+backend = "local"
+schedule = { every = "30d" }
+
+[[secrets]]
+name = "p"
+generator = { type = "password", length = 20, classes = ["digit", "lower"], min_digit = 5, exclude = "0" }
+
+[[secrets]]
+name = "b"
+generator = { type = "bytes", encoding = "hex" }
+
+[[secrets]]
+name = "k"
+generator = { type = "ecdsa-p256" }
+"#,
+    ));
+    assert_eq!(
+        policy.secrets[0].generator,
+        GeneratorSpec::Password(PasswordSpec {
+            length: 20,
+            classes: vec![(CharClass::Digit, 5), (CharClass::Lower, 1)],
+            symbols: None,
+            exclude: "0".into(),
+        })
+    );
+    assert_eq!(
+        policy.secrets[1].generator,
+        GeneratorSpec::Bytes(BytesSpec {
+            length: 32,
+            encoding: Encoding::Hex
+        })
+    );
+    assert_eq!(policy.secrets[2].generator, GeneratorSpec::EcdsaP256);
+}
+
+#[test]
+fn same_cron_in_many_secrets_parses_to_equal_schedules() {
+    let mut text =
+        with_head("[defaults]\nbackend = \"local\"\ngenerator = { type = \"ed25519\" }\n\n");
+    for i in 0..50 {
+        text.push_str(&format!(
+            "[[secrets]]\nname = \"s{i}\"\nschedule = {{ cron = \"0 3 * * *\", timezone = \"UTC\" }}\n"
+        ));
+    }
+    let policy = ok(&text);
+    assert_eq!(policy.secrets.len(), 50);
+    assert!(policy.secrets.iter().all(
+        |s| s.schedule_text == "cron \"0 3 * * *\" (UTC)" && s.schedule.min_gap() == hours(24)
+    ));
+}
+
+// ---- one test per kind of problem ----
+
+#[test]
+fn syntax_error_has_its_position() {
+    let d = only("[daemon]\nconcurrency = = 3\n");
+    check(&d, 2, 15, "", &["invalid TOML"], &["syntax"]);
+}
+
+#[test]
+fn unknown_key_suggests_the_closest() {
+    let d = only(&with_head(
+        "[[secrets]]\nname = \"a\"\nbackend = \"local\"\nschedul = { every = \"30d\" }\n\
+         schedule = { every = \"30d\" }\ngenerator = { type = \"ed25519\" }\n",
+    ));
+    check(
+        &d,
+        7,
+        1,
+        "secrets[0].schedul",
+        &["unknown key `schedul` in secrets[0]; did you mean `schedule`?"],
+        &["valid keys", "`schedule`", "`grace`"],
+    );
+}
+
+#[test]
+fn unknown_keys_everywhere() {
+    let found = problems(
+        r#"colour = 1
+[daemon]
+concurency = 4
+[defaults]
+grace_period = "1h"
+[backends.local]
+type = "file"
+pth = "x"
+[notify.team]
+url = "https://x.example"
+secrets_env = "X"
+[[secrets]]
+name = "a"
+backend = "local"
+schedule = { every = "30d", tz = "UTC" }
+generator = { type = "ed25519", length = 3 }
+"#,
+    );
+    let at: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.column, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (1, 1, "colour"),
+            (3, 1, "daemon.concurency"),
+            (5, 1, "defaults.grace_period"),
+            (8, 1, "backends.local.pth"),
+            (11, 1, "notify.team.secrets_env"),
+            (15, 29, "secrets[0].schedule.tz"),
+            (16, 33, "secrets[0].generator.length"),
+        ]
+    );
+    assert!(found[0].message.contains("at the top level"));
+    assert!(found[1].message.contains("did you mean `concurrency`?"));
+    assert!(found[3].message.contains("did you mean `path`?"));
+    assert!(found[4].message.contains("did you mean `secret_env`?"));
+    assert!(found[6].hint.contains("`type`"));
+}
+
+#[test]
+fn wrong_type_names_both_types() {
+    let d = only(&with_head(
+        "[[secrets]]\nname = \"a\"\nbackend = \"local\"\nschedule = { every = \"30d\" }\n\
+         generator = { type = \"ed25519\" }\ngrace = 24\n",
+    ));
+    check(
+        &d,
+        9,
+        9,
+        "secrets[0].grace",
+        &["expected a string like \"30d\", found an integer"],
+        &["\"12h\""],
+    );
+}
+
+#[test]
+fn bad_duration_reports_the_parser_message() {
+    let d = only("[daemon]\nmin_interval = \"ten minutes\"\n");
+    check(&d, 2, 16, "daemon.min_interval", &[], &["\"30d\""]);
+    assert_eq!(d.message, parse_duration("ten minutes").unwrap_err());
+}
+
+#[test]
+fn missing_required_fields_point_at_the_secret() {
+    let found = problems("[[secrets]]\nowner = \"x\"\n");
+    let at: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.column, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (1, 1, "secrets[0].name"),
+            (1, 1, "secrets[0].backend"),
+            (1, 1, "secrets[0].schedule"),
+            (1, 1, "secrets[0].generator"),
+        ]
+    );
+    assert!(found[0].message.contains("no `name`"));
+    assert!(found[1].message.contains("no `backend`"));
+    assert!(found[1].hint.contains("[backends.local]"));
+    assert!(found[2].hint.contains("every = \"30d\""));
+    assert!(found[3].hint.contains("password"));
+}
+
+#[test]
+fn missing_backend_hint_names_the_defined_ones() {
+    let d = only(&with_head(
+        "[[secrets]]\nname = \"a\"\nschedule = { every = \"30d\" }\n\
+         generator = { type = \"ed25519\" }\n",
+    ));
+    check(
+        &d,
+        4,
+        1,
+        "secrets[0].backend",
+        &["no `backend`", "[defaults]"],
+        &["backend = \"local\"", "defined backends: `local`"],
+    );
+}
+
+#[test]
+fn undefined_backend_lists_the_defined_ones() {
+    let d = only(&with_head(
+        "[[secrets]]\nname = \"a\"\nbackend = \"locl\"\nschedule = { every = \"30d\" }\n\
+         generator = { type = \"ed25519\" }\n",
+    ));
+    check(
+        &d,
+        6,
+        11,
+        "secrets[0].backend",
+        &["backend `locl` is not defined", "did you mean `local`?"],
+        &["defined backends: `local`"],
+    );
+}
+
+#[test]
+fn undefined_notify_target_lists_the_defined_ones() {
+    let d = only(&with_head(
+        "[notify.payments]\nurl = \"https://p.example/hook\"\n\n[[secrets]]\nname = \"a\"\n\
+         backend = \"local\"\nschedule = { every = \"30d\" }\ngenerator = { type = \"ed25519\" }\n\
+         notify = [\"payments\", \"billing\"]\n",
+    ));
+    check(
+        &d,
+        12,
+        23,
+        "secrets[0].notify[1]",
+        &["notify target `billing` is not defined"],
+        &["defined notify: `payments`"],
+    );
+}
+
+#[test]
+fn duplicate_names_point_at_the_first() {
+    let d = only(&with_head(
+        r#"[defaults]
+backend = "local"
+schedule = { every = "30d" }
+generator = { type = "ed25519" }
+
+[[secrets]]
+name = "app/key"
+
+[[secrets]]
+name = "app/key"
+"#,
+    ));
+    check(
+        &d,
+        13,
+        8,
+        "secrets[1].name",
+        &["`app/key` is defined twice", "also defined at line 10"],
+        &["unique"],
+    );
+}
+
+#[test]
+fn invalid_name_reports_the_secret_name_rule() {
+    let d = only(&with_head(
+        "[[secrets]]\nname = \"a b\"\nbackend = \"local\"\nschedule = { every = \"30d\" }\n\
+         generator = { type = \"ed25519\" }\n",
+    ));
+    check(&d, 5, 8, "secrets[0].name", &[], &["/ _ + = . @ -"]);
+    assert_eq!(
+        d.message,
+        crate::secret::SecretName::new("a b")
+            .unwrap_err()
+            .to_string()
+    );
+}
+
+/// A secret on lines 4.. with `extra` lines after the required keys (from line 8).
+fn secret_with(extra: &str) -> String {
+    with_head(&format!(
+        "[[secrets]]\nname = \"a\"\nbackend = \"local\"\ngenerator = {{ type = \"ed25519\" }}\n{extra}"
+    ))
+}
+
+#[test]
+fn schedule_below_the_floor() {
+    let d = only(&secret_with(
+        "schedule = { every = \"5m\" }\ngrace = \"1m\"\n",
+    ));
+    check(
+        &d,
+        8,
+        22,
+        "secrets[0].schedule.every",
+        &["fires every 5m; the floor is 1h", "[daemon] min_interval"],
+        &["1h"],
+    );
+}
+
+#[test]
+fn cron_below_the_floor() {
+    let d = only(&secret_with(
+        "schedule = { cron = \"*/5 * * * *\" }\ngrace = \"1m\"\n",
+    ));
+    check(
+        &d,
+        8,
+        21,
+        "secrets[0].schedule.cron",
+        &["fires every 5m; the floor is 1h"],
+        &[],
+    );
+}
+
+#[test]
+fn grace_longer_than_the_interval() {
+    let d = only(&secret_with(
+        "schedule = { every = \"2h\" }\ngrace = \"3h\"\n",
+    ));
+    check(
+        &d,
+        9,
+        9,
+        "secrets[0].grace",
+        &["grace 3h is longer than the 2h between rotations"],
+        &["at most 2h"],
+    );
+}
+
+#[test]
+fn default_grace_longer_than_the_interval_points_at_the_schedule() {
+    let d = only(&secret_with("schedule = { every = \"2h\" }\n"));
+    check(
+        &d,
+        8,
+        12,
+        "secrets[0].schedule",
+        &["grace 1d (the default)", "2h"],
+        &["set grace to at most 2h", "here"],
+    );
+}
+
+#[test]
+fn window_not_shorter_than_the_interval() {
+    let d = only(&secret_with(
+        "schedule = { every = \"2h\" }\ngrace = \"1h\"\nwindow = \"2h\"\n",
+    ));
+    check(
+        &d,
+        10,
+        10,
+        "secrets[0].window",
+        &["window 2h is not shorter than the 2h"],
+        &["below 2h"],
+    );
+}
+
+#[test]
+fn max_age_shorter_than_the_interval() {
+    let d = only(&secret_with(
+        "schedule = { every = \"30d\" }\nmax_age = \"7d\"\n",
+    ));
+    check(
+        &d,
+        9,
+        11,
+        "secrets[0].max_age",
+        &["max_age 7d is shorter than the 30d", "overdue"],
+        &["at least 30d"],
+    );
+}
+
+#[test]
+fn defaults_problems_are_reported_once() {
+    let mut text = with_head(
+        "[defaults]\nbackend = \"local\"\ngenerator = { type = \"ed25519\" }\n\
+         schedule = { every = \"5m\" }\ngrace = \"forever\"\n",
+    );
+    for i in 0..3 {
+        text.push_str(&format!("[[secrets]]\nname = \"s{i}\"\n"));
+    }
+    let found = problems(&text);
+    let at: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.column, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        [(7, 22, "defaults.schedule.every"), (8, 9, "defaults.grace")]
+    );
+}
+
+#[test]
+fn default_grace_against_a_secrets_own_schedule_is_per_secret() {
+    let found = problems(&with_head(
+        r#"[defaults]
+backend = "local"
+generator = { type = "ed25519" }
+grace = "3h"
+
+[[secrets]]
+name = "fine"
+schedule = { every = "1d" }
+
+[[secrets]]
+name = "short"
+schedule = { every = "2h" }
+"#,
+    ));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    check(
+        &found[0],
+        15,
+        12,
+        "secrets[1].schedule",
+        &["grace 3h (from [defaults])"],
+        &["at most 2h"],
+    );
+}
+
+#[test]
+fn name_cannot_have_a_default() {
+    let d = only("[defaults]\nname = \"x\"\n");
+    check(
+        &d,
+        2,
+        1,
+        "defaults.name",
+        &["cannot have a default"],
+        &["[[secrets]]"],
+    );
+}
+
+#[test]
+fn schedule_shape_problems() {
+    let found = problems(&with_head(
+        r#"[defaults]
+backend = "local"
+generator = { type = "ed25519" }
+
+[[secrets]]
+name = "both"
+schedule = { cron = "0 3 * * *", every = "1d" }
+
+[[secrets]]
+name = "neither"
+schedule = {}
+
+[[secrets]]
+name = "tz"
+schedule = { every = "1d", timezone = "UTC" }
+
+[[secrets]]
+name = "not-a-table"
+schedule = "1d"
+"#,
+    ));
+    assert_eq!(found.len(), 4, "{found:#?}");
+    check(
+        &found[0],
+        10,
+        34,
+        "secrets[0].schedule.every",
+        &["exactly one of `cron` and `every`"],
+        &[],
+    );
+    check(
+        &found[1],
+        14,
+        12,
+        "secrets[1].schedule",
+        &["needs `cron` or `every`"],
+        &["every = \"30d\""],
+    );
+    check(
+        &found[2],
+        18,
+        28,
+        "secrets[2].schedule.timezone",
+        &["only applies to cron"],
+        &[],
+    );
+    check(
+        &found[3],
+        22,
+        12,
+        "secrets[3].schedule",
+        &["expected a schedule table, found a string"],
+        &["every = \"30d\""],
+    );
+}
+
+#[test]
+fn bad_cron_and_time_zone_point_at_their_values() {
+    let found = problems(&with_head(
+        r#"[defaults]
+backend = "local"
+generator = { type = "ed25519" }
+
+[[secrets]]
+name = "cron"
+schedule = { cron = "not cron" }
+
+[[secrets]]
+name = "tz"
+schedule = { cron = "0 3 * * *", timezone = "Mars/Olympus" }
+"#,
+    ));
+    assert_eq!(found.len(), 2, "{found:#?}");
+    check(
+        &found[0],
+        10,
+        21,
+        "secrets[0].schedule.cron",
+        &[],
+        &["five fields"],
+    );
+    check(
+        &found[1],
+        14,
+        45,
+        "secrets[1].schedule.timezone",
+        &[],
+        &["IANA"],
+    );
+    assert!(!found[0].message.is_empty() && !found[1].message.is_empty());
+}
+
+#[test]
+fn generator_problems() {
+    let found = problems(&with_head(
+        r#"[defaults]
+backend = "local"
+schedule = { every = "30d" }
+
+[[secrets]]
+name = "g0"
+generator = { type = "pasword" }
+
+[[secrets]]
+name = "g1"
+generator = { type = "password", length = 8 }
+
+[[secrets]]
+name = "g2"
+generator = { type = "password", classes = ["lower", "lower"] }
+
+[[secrets]]
+name = "g3"
+generator = { type = "password", classes = ["lower", "digit"], min_symbol = 2 }
+
+[[secrets]]
+name = "g4"
+generator = { type = "password", length = 16, min_lower = 10, min_upper = 10 }
+
+[[secrets]]
+name = "g5"
+generator = { type = "password", classes = ["digit", "lower"], exclude = "0123456789" }
+
+[[secrets]]
+name = "g6"
+generator = { type = "bytes", encoding = "base32" }
+
+[[secrets]]
+name = "g7"
+generator = { length = 32 }
+"#,
+    ));
+    let at: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.column, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (10, 22, "secrets[0].generator.type"),
+            (14, 44, "secrets[1].generator.length"),
+            (18, 55, "secrets[2].generator.classes[1]"),
+            (22, 65, "secrets[3].generator.min_symbol"),
+            (26, 44, "secrets[4].generator.length"),
+            (30, 75, "secrets[5].generator.exclude"),
+            (34, 44, "secrets[6].generator.encoding"),
+            (38, 13, "secrets[7].generator.type"),
+        ]
+    );
+    assert!(found[0].message.contains("did you mean `password`?"));
+    assert!(found[0].hint.contains("`bytes`"));
+    assert!(found[1].hint.contains("between 16"));
+    assert!(found[2].message.contains("listed twice"));
+    assert!(found[3].message.contains("`symbol` is not in classes"));
+    assert!(
+        found[4]
+            .message
+            .contains("add up to 20, more than the length 16")
+    );
+    assert!(
+        found[5]
+            .message
+            .contains("every character of class `digit`")
+    );
+    assert!(found[6].message.contains("unknown encoding `base32`"));
+    assert!(found[6].hint.contains("`base64url`"));
+    assert!(found[7].message.contains("needs a `type`"));
+}
+
+#[test]
+fn json_generator_problems() {
+    let found = problems(&with_head(
+        r#"[defaults]
+backend = "local"
+schedule = { every = "30d" }
+
+[[secrets]]
+name = "j0"
+generator = { type = "json", generate = { type = "json", field = "x" } }
+
+[[secrets]]
+name = "j1"
+generator = { type = "json", field = "password", template = { at = 1979-05-27T07:32:00Z }, generate = { type = "bytes" } }
+"#,
+    ));
+    let at: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.column, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (10, 13, "secrets[0].generator.field"),
+            (10, 50, "secrets[0].generator.generate.type"),
+            (14, 72, "secrets[1].generator.template.at"),
+        ]
+    );
+    assert!(found[0].message.contains("needs a `field`"));
+    assert!(found[1].message.contains("another json generator"));
+    assert!(found[2].message.contains("found a datetime"));
+}
+
+#[test]
+fn backend_problems() {
+    let found = problems(
+        r#"[backends.cloud]
+type = "aws"
+
+[backends.weird]
+type = "fiel"
+
+[backends.none]
+path = "x"
+
+[backends."a/b"]
+type = "file"
+key_env = "1BAD"
+"#,
+    );
+    let at: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.column, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (2, 8, "backends.cloud.type"),
+            (5, 8, "backends.weird.type"),
+            (7, 1, "backends.none.type"),
+            (10, 11, "backends.\"a/b\""),
+            (12, 11, "backends.\"a/b\".key_env"),
+        ]
+    );
+    assert!(found[0].message.contains("planned but not supported yet"));
+    assert!(found[1].message.contains("did you mean `file`?"));
+    assert!(found[1].hint.contains("\"aws\" and \"vault\" are planned"));
+    assert!(found[2].hint.contains("type = \"file\""));
+    assert!(found[3].message.contains("not a valid backends name"));
+    assert!(
+        found[4]
+            .message
+            .contains("not a valid environment variable name")
+    );
+}
+
+#[test]
+fn notify_problems() {
+    let found = problems("[notify.a]\nurl = \"ftp://x\"\n\n[notify.b]\nsecret_env = \"B\"\n");
+    assert_eq!(found.len(), 2, "{found:#?}");
+    check(
+        &found[0],
+        2,
+        7,
+        "notify.a.url",
+        &["not an http:// or https:// URL"],
+        &["https://"],
+    );
+    check(&found[1], 4, 1, "notify.b.url", &["needs a `url`"], &[]);
+}
+
+#[test]
+fn daemon_problems() {
+    let found = problems("[daemon]\nconcurrency = 0\nstate_dir = \"\"\nmax_retry_backoff = 15\n");
+    let at: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.column, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (2, 15, "daemon.concurrency"),
+            (3, 13, "daemon.state_dir"),
+            (4, 21, "daemon.max_retry_backoff"),
+        ]
+    );
+    assert!(found[0].message.contains("between 1 and 1024"));
+    assert!(found[1].message.contains("must not be empty"));
+    assert!(found[2].message.contains("found an integer"));
+}
+
+#[test]
+fn many_problems_in_one_pass_sorted_by_position() {
+    let text = r#"[daemon]
+concurrency = "eight"
+
+[backends.local]
+type = "vault"
+
+[[secrets]]
+name = "a"
+backend = "local"
+schedule = { every = "1d" }
+generator = { type = "password", length = 4 }
+enabled = "yes"
+
+[[secrets]]
+name = "b"
+backend = "nowhere"
+schedul = { every = "30d" }
+generator = { type = "bytes" }
+grace = 3
+"#;
+    let found = problems(text);
+    let at: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.column, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (2, 15, "daemon.concurrency"),
+            (5, 8, "backends.local.type"),
+            (11, 44, "secrets[0].generator.length"),
+            (12, 11, "secrets[0].enabled"),
+            (14, 1, "secrets[1].schedule"),
+            (16, 11, "secrets[1].backend"),
+            (17, 1, "secrets[1].schedul"),
+            (19, 9, "secrets[1].grace"),
+        ]
+    );
+    let mut sorted = at.clone();
+    sorted.sort();
+    assert_eq!(at, sorted);
+}
+
+#[test]
+fn display_format() {
+    let errors = PolicyErrors(vec![
+        Diagnostic {
+            file: "p.toml".into(),
+            line: 3,
+            column: 9,
+            path: "secrets[0].grace".into(),
+            message: "expected a string like \"30d\", found an integer".into(),
+            hint: "write \"24h\"".into(),
+        },
+        Diagnostic {
+            file: "p.toml".into(),
+            line: 7,
+            column: 1,
+            path: String::new(),
+            message: "invalid TOML".into(),
+            hint: "fix it".into(),
+        },
+    ]);
+    assert_eq!(
+        errors.to_string(),
+        "p.toml:3:9: secrets[0].grace: expected a string like \"30d\", found an integer\n\
+         \x20 help: write \"24h\"\n\
+         p.toml:7:1: invalid TOML\n\
+         \x20 help: fix it\n\
+         2 problems in p.toml"
+    );
+    let one = PolicyErrors(errors.0[..1].to_vec());
+    assert!(one.to_string().ends_with("\n1 problem in p.toml"));
+}
+
+#[test]
+fn display_of_a_real_problem() {
+    let text = with_head(
+        "[[secrets]]\nname = \"a\"\nbackend = \"local\"\nschedul = { every = \"30d\" }\n\
+         generator = { type = \"ed25519\" }\n",
+    );
+    let e = parse(Path::new("conf/p.toml"), &text).unwrap_err();
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(
+            "conf/p.toml:7:1: secrets[0].schedul: unknown key `schedul` in secrets[0]; \
+             did you mean `schedule`?\n  help: valid keys here: "
+        ),
+        "{shown}"
+    );
+    assert!(shown.ends_with("\n2 problems in conf/p.toml"), "{shown}");
+}
+
+#[test]
+fn load_reports_unreadable_and_non_utf8_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let e = load(&missing).unwrap_err();
+    check(&e.0[0], 1, 1, "", &["cannot read the policy file"], &[]);
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, b"[daemon]\nstate_dir = \"\xff\"\n").unwrap();
+    let e = load(&bad).unwrap_err();
+    check(&e.0[0], 2, 14, "", &["not valid UTF-8"], &["UTF-8"]);
+}
