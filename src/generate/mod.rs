@@ -9,10 +9,22 @@ use serde_json::{Map, Value};
 
 use crate::secret::SecretValue;
 
+mod bytes;
+mod json;
+mod keypair;
+mod password;
+mod random;
+
 /// Shortest password the policy accepts.
 pub const MIN_PASSWORD_LENGTH: usize = 16;
 /// Fewest random bytes the policy accepts for `bytes` (128 bits).
 pub const MIN_BYTES: usize = 16;
+
+/// The symbol class when a password spec gives no `symbols` of its own.
+///
+/// Leaves out quotes, backslash, backtick and space, which shells, connection strings and
+/// config files tend to mangle.
+pub const DEFAULT_SYMBOLS: &str = "!#$%&()*+,-./:;<=>?@[]^_{|}~";
 
 /// How to make a new value.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,6 +116,193 @@ pub fn generate(
     current: Option<&SecretValue>,
     rng: &dyn SecureRandom,
 ) -> Result<SecretValue, GenerateError> {
-    let _ = (spec, current, rng);
-    todo!("generate")
+    let source = random::Ring(rng);
+    match spec {
+        GeneratorSpec::Password(password) => password::generate(password, &source),
+        GeneratorSpec::Bytes(bytes) => bytes::generate(bytes, &source),
+        GeneratorSpec::Ed25519 => keypair::generate(keypair::Algorithm::Ed25519, rng),
+        GeneratorSpec::EcdsaP256 => keypair::generate(keypair::Algorithm::EcdsaP256, rng),
+        GeneratorSpec::Json(json) => json::generate(json, current, rng),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ring::rand::SystemRandom;
+
+    use super::random::tests::Scripted;
+    use super::*;
+
+    fn digits(length: usize) -> PasswordSpec {
+        PasswordSpec {
+            length,
+            classes: vec![(CharClass::Digit, 0)],
+            symbols: None,
+            exclude: String::new(),
+        }
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn generate_rejects_biased_tail_bytes_from_a_secure_random() {
+        // ring seals SecureRandom; its own scripted implementation is the only fake that
+        // can go through the public signature. One slice per fill call, all must be used.
+        use ring::test::rand::FixedSliceSequenceRandom;
+        let fake = FixedSliceSequenceRandom {
+            // Picks from 10 digits: 250 and 255 are in the tail (plain modulo would give
+            // '0' and '5'), so 3, 4 and 249 -> '9' are used; then shuffle draws j = 2, 1.
+            bytes: &[&[250], &[3], &[255], &[4], &[249], &[2], &[1]],
+            current: std::cell::UnsafeCell::new(0),
+        };
+        let value = generate(&GeneratorSpec::Password(digits(3)), None, &fake).unwrap();
+        assert_eq!(value.expose_str(), Some("349"));
+    }
+
+    /// True when `haystack` holds any run of 6 consecutive characters of `secret`.
+    fn leaks(haystack: &str, secret: &str) -> bool {
+        let chars: Vec<char> = secret.chars().collect();
+        chars
+            .windows(6.min(chars.len()))
+            .any(|run| haystack.contains(&run.iter().collect::<String>()))
+    }
+
+    #[test]
+    fn the_leak_check_catches_a_leak() {
+        assert!(leaks("value was xAb3#kQ9 oops", "zzxAb3#kzz"));
+        assert!(!leaks("SecretValue([REDACTED])", "xAb3#kQ9"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_generated_value() {
+        let password = PasswordSpec {
+            length: 32,
+            classes: vec![
+                (CharClass::Lower, 4),
+                (CharClass::Upper, 4),
+                (CharClass::Symbol, 4),
+            ],
+            symbols: None,
+            exclude: String::new(),
+        };
+        let specs = [
+            GeneratorSpec::Password(password.clone()),
+            GeneratorSpec::Bytes(BytesSpec {
+                length: 32,
+                encoding: Encoding::Hex,
+            }),
+            GeneratorSpec::Bytes(BytesSpec {
+                length: 32,
+                encoding: Encoding::Base64,
+            }),
+            GeneratorSpec::Bytes(BytesSpec {
+                length: 32,
+                encoding: Encoding::Base64Url,
+            }),
+            GeneratorSpec::Ed25519,
+            GeneratorSpec::EcdsaP256,
+            GeneratorSpec::Json(JsonSpec {
+                template: Map::new(),
+                field: "password".to_owned(),
+                generate: Box::new(GeneratorSpec::Password(password)),
+            }),
+        ];
+        for spec in &specs {
+            let value = generate(spec, None, &SystemRandom::new()).unwrap();
+            let text = value.expose_str().unwrap().to_owned();
+            // Key pairs: check the private key's base64 rather than the JSON punctuation.
+            let secret = match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Object(map)) => match (&map.get("private_key_pem"), &map.get("password"))
+                {
+                    (Some(Value::String(pem)), _) => pem.lines().nth(1).unwrap().to_owned(),
+                    (_, Some(Value::String(pw))) => pw.clone(),
+                    _ => panic!("unexpected shape"),
+                },
+                _ => text.clone(),
+            };
+            assert!(
+                secret.len() >= 32,
+                "{spec:?}: the canary is long enough to matter"
+            );
+            let as_result: Result<SecretValue, GenerateError> = Ok(value.clone());
+            for shown in [
+                format!("{value:?}"),
+                format!("{value:#?}"),
+                format!("{as_result:?}"),
+            ] {
+                assert!(!leaks(&shown, &secret), "{spec:?} leaked into {shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_never_show_a_value() {
+        let canary = "canarypw";
+        let current = SecretValue::from_string(format!(r#"{{"password":"{canary}-old"}}"#));
+        let mut errors = Vec::new();
+
+        // The source spells "canarypw" in lowercase indices, then fails mid-password.
+        let lower = PasswordSpec {
+            length: 16,
+            classes: vec![(CharClass::Lower, 0)],
+            symbols: None,
+            exclude: String::new(),
+        };
+        let spelled: Vec<u8> = canary.bytes().map(|b| b - b'a').collect();
+        errors.push(password::generate(&lower, &Scripted::new(&spelled)).unwrap_err());
+        errors.push(
+            bytes::generate(
+                &BytesSpec {
+                    length: 16,
+                    encoding: Encoding::Hex,
+                },
+                &Scripted::new(canary.as_bytes()),
+            )
+            .unwrap_err(),
+        );
+
+        let impossible = [
+            PasswordSpec {
+                length: 16,
+                classes: vec![(CharClass::Lower, 17)],
+                ..lower.clone()
+            },
+            PasswordSpec {
+                exclude: ('a'..='z').collect(),
+                ..lower.clone()
+            },
+            PasswordSpec {
+                classes: vec![(CharClass::Symbol, 1)],
+                symbols: Some(canary.to_owned()),
+                exclude: canary.to_owned(),
+                ..lower.clone()
+            },
+        ];
+        for spec in impossible {
+            let spec = GeneratorSpec::Password(spec);
+            errors.push(generate(&spec, Some(&current), &SystemRandom::new()).unwrap_err());
+        }
+        let nested = GeneratorSpec::Json(JsonSpec {
+            template: Map::new(),
+            field: "password".to_owned(),
+            generate: Box::new(GeneratorSpec::Json(JsonSpec {
+                template: Map::new(),
+                field: "inner".to_owned(),
+                generate: Box::new(GeneratorSpec::Password(lower.clone())),
+            })),
+        });
+        errors.push(generate(&nested, Some(&current), &SystemRandom::new()).unwrap_err());
+
+        assert!(matches!(errors[0], GenerateError::Rng));
+        assert!(matches!(errors[1], GenerateError::Rng));
+        assert!(
+            errors[2..]
+                .iter()
+                .all(|e| matches!(e, GenerateError::Impossible(_)))
+        );
+        for error in &errors {
+            for shown in [format!("{error:?}"), error.to_string()] {
+                assert!(!leaks(&shown, canary), "{shown}");
+            }
+        }
+    }
 }
