@@ -160,24 +160,30 @@ pub(super) fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str>
         .map(|(_, c)| c)
 }
 
-/// Levenshtein distance over characters.
+/// Edit distance over characters where swapping two neighbours counts as one edit
+/// (optimal string alignment), since `fiel` for `file` is a typical typo.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                diagonal
+    let width = b.len() + 1;
+    let mut m = vec![0usize; (a.len() + 1) * width];
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            m[i * width + j] = if i == 0 || j == 0 {
+                i + j
             } else {
-                1 + diagonal.min(above).min(row[j])
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut best = (m[(i - 1) * width + j] + 1)
+                    .min(m[i * width + j - 1] + 1)
+                    .min(m[(i - 1) * width + j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    best = best.min(m[(i - 2) * width + j - 2] + 1);
+                }
+                best
             };
-            diagonal = above;
         }
     }
-    row[b.len()]
+    m[a.len() * width + b.len()]
 }
 
 /// "`a`, `b`, `c`" for hints.
@@ -206,6 +212,8 @@ mod tests {
         assert_eq!(edit_distance("schedul", "schedule"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("fiel", "file"), 1);
+        assert_eq!(closest("fiel", &["file", "aws", "vault"]), Some("file"));
         assert_eq!(closest("schedul", &["name", "schedule"]), Some("schedule"));
         assert_eq!(closest("Grace", &["grace"]), Some("grace"));
         assert_eq!(closest("zzz", &["name", "schedule"]), None);

@@ -11,8 +11,8 @@ use super::parse::{
     Table, Value, array, check_keys, integer, non_empty, string, table, wrong_type,
 };
 use crate::generate::{
-    BytesSpec, CharClass, Encoding, GeneratorSpec, JsonSpec, MIN_BYTES, MIN_PASSWORD_LENGTH,
-    PasswordSpec,
+    BytesSpec, CharClass, DEFAULT_SYMBOLS, Encoding, GeneratorSpec, JsonSpec, MIN_BYTES,
+    MIN_PASSWORD_LENGTH, PasswordSpec,
 };
 
 /// The generator types, for hints.
@@ -43,8 +43,6 @@ const CLASSES: [CharClass; 4] = [
 ];
 /// The `min_*` key of each class, same order.
 const MIN_KEYS: [&str; 4] = ["min_lower", "min_upper", "min_digit", "min_symbol"];
-/// The generator's default symbol set (documented on [`CharClass::Symbol`]).
-const DEFAULT_SYMBOLS: &str = "!#$%&()*+,-./:;<=>?@[]^_{|}~";
 
 /// Longest password or byte string accepted: guards against a typo'd extra zero.
 const MAX_LENGTH: i64 = 4096;
@@ -279,34 +277,42 @@ fn password(
         return None;
     }
 
-    // A listed class with nothing left after `exclude` cannot contribute a character.
-    for &class in &listed {
-        let alphabet: Vec<char> = match CLASSES[class] {
-            CharClass::Lower => ('a'..='z').collect(),
-            CharClass::Upper => ('A'..='Z').collect(),
-            CharClass::Digit => ('0'..='9').collect(),
-            CharClass::Symbol => symbols
-                .as_deref()
-                .unwrap_or(DEFAULT_SYMBOLS)
-                .chars()
-                .collect(),
-        };
-        if alphabet.iter().all(|c| exclude.contains(*c)) {
-            let at = t.get("exclude").map_or(value.span(), |v| v.span());
-            d.report(
-                at,
-                &loc.key("exclude"),
-                format!(
-                    "exclude removes every character of class `{}`",
-                    CLASS_NAMES[class]
-                ),
-                format!(
-                    "exclude fewer characters, or remove \"{}\" from classes",
-                    CLASS_NAMES[class]
-                ),
-            );
-            return None;
-        }
+    // A required class (minimum above 0) with nothing left after `exclude` cannot be
+    // satisfied; neither can a password with no characters left at all.
+    let emptied: Vec<usize> = listed
+        .iter()
+        .copied()
+        .filter(|&class| {
+            let symbols = symbols.as_deref().unwrap_or(DEFAULT_SYMBOLS);
+            let mut alphabet = match CLASSES[class] {
+                CharClass::Lower => ('a'..='z').collect::<Vec<_>>(),
+                CharClass::Upper => ('A'..='Z').collect(),
+                CharClass::Digit => ('0'..='9').collect(),
+                CharClass::Symbol => symbols.chars().collect(),
+            }
+            .into_iter();
+            alphabet.all(|c| exclude.contains(c))
+        })
+        .collect();
+    let blocking = emptied
+        .iter()
+        .find(|&&class| minimums[class] > 0)
+        .or_else(|| (emptied.len() == listed.len()).then(|| &emptied[0]));
+    if let Some(&class) = blocking {
+        let at = t.get("exclude").map_or(value.span(), |v| v.span());
+        d.report(
+            at,
+            &loc.key("exclude"),
+            format!(
+                "exclude removes every character of class `{}`",
+                CLASS_NAMES[class]
+            ),
+            format!(
+                "exclude fewer characters, or remove \"{}\" from classes",
+                CLASS_NAMES[class]
+            ),
+        );
+        return None;
     }
 
     Some(PasswordSpec {

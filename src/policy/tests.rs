@@ -980,10 +980,18 @@ fn display_of_a_real_problem() {
     );
     let e = parse(Path::new("conf/p.toml"), &text).unwrap_err();
     let shown = e.to_string();
+    // The misspelt key leaves the secret without a schedule: both are reported, in order.
     assert!(
         shown.starts_with(
-            "conf/p.toml:7:1: secrets[0].schedul: unknown key `schedul` in secrets[0]; \
-             did you mean `schedule`?\n  help: valid keys here: "
+            "conf/p.toml:4:1: secrets[0].schedule: this secret has no `schedule` and \
+             [defaults] sets none\n  help: write schedule = "
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(
+            "\nconf/p.toml:7:1: secrets[0].schedul: unknown key `schedul` in secrets[0]; \
+             did you mean `schedule`?\n  help: valid keys here: `name`, "
         ),
         "{shown}"
     );
