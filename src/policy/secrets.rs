@@ -162,6 +162,8 @@ pub(super) struct SecretWalk<'a, 'n> {
     pub(super) min_interval: Option<Duration>,
     /// Parsed cron schedules by (expression, time zone); errors are cached too.
     cron_cache: HashMap<(&'a str, Option<&'a str>), CronResult>,
+    /// Whether the built-in grace against the `[defaults]` schedule was reported.
+    default_grace_reported: bool,
 }
 
 impl<'a, 'n> SecretWalk<'a, 'n> {
@@ -176,6 +178,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             notify,
             min_interval,
             cron_cache: HashMap::new(),
+            default_grace_reported: false,
         }
     }
 
@@ -232,16 +235,13 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         let fields = self.fields(d, t, &loc, Origin::Defaults);
         // Combinations decided entirely by [defaults] are checked here, once.
         if let Got::Valid(schedule) = &fields.schedule {
-            let grace = match &fields.grace {
-                Got::Absent => Got::Valid(builtin_grace()),
-                other => other.clone(),
-            };
+            let schedule = schedule.clone();
             self.timing(
                 d,
                 &loc,
                 Origin::Defaults,
-                schedule,
-                &grace,
+                &schedule,
+                &fields.grace,
                 &fields.window,
                 &fields.max_age,
             );
@@ -598,9 +598,14 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
 
     /// The interval floor and grace/window/max_age against the schedule's gap, for the
     /// combinations decided in `scope` (a secret, or `[defaults]`).
+    ///
+    /// Where a problem is reported: at the secret when any field involved is its own;
+    /// at `[defaults]` when all of them are set there (checked once, in `[defaults]`
+    /// scope); and rekeyd's own default grace against a `[defaults]` schedule is reported
+    /// at `[defaults]` once, and only if some secret really ends up with both.
     #[allow(clippy::too_many_arguments)]
     fn timing(
-        &self,
+        &mut self,
         d: &mut Diags<'_>,
         loc: &Loc<'_>,
         scope: Origin,
@@ -611,16 +616,13 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
     ) {
         let s = &schedule.value;
         let sched_local = schedule.origin == scope;
-        let sched_loc = loc.key("schedule");
-        let gap = format_duration(s.gap);
-
         if let (true, Some(floor)) = (sched_local, self.min_interval)
             && s.gap < floor
         {
-            let floor = format_duration(floor);
+            let (gap, floor) = (format_duration(s.gap), format_duration(floor));
             d.report(
                 s.key_span.clone(),
-                &sched_loc.key(s.key),
+                &loc.key("schedule").key(s.key),
                 format!(
                     "this schedule fires every {gap}; the floor is {floor} (raise the \
                      interval, or lower [daemon] min_interval)"
@@ -631,80 +633,96 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                 ),
             );
         }
-
-        // One check: which field, whether it is fine, the complaint, the fix.
-        let mut check = |field: &'static str,
-                         got: &Got<Src<Duration>>,
-                         fine: fn(Duration, Duration) -> bool,
-                         problem: &dyn Fn(&str) -> String,
-                         fix: &dyn Fn(&str) -> String| {
-            let Got::Valid(f) = got else { return };
-            let field_local = f.origin == scope;
-            if !(sched_local || field_local) || fine(f.value, s.gap) {
-                return;
+        for (rule, got) in [(&GRACE, grace), (&WINDOW, window), (&MAX_AGE, max_age)] {
+            let Got::Valid(field) = got else { continue };
+            if (rule.fine)(field.value, s.gap) {
+                continue;
             }
-            let value = format_duration(f.value);
-            let from = match f.origin {
-                Origin::Secret => String::new(),
-                Origin::Defaults if scope == Origin::Secret => " (from [defaults])".to_owned(),
-                Origin::Defaults => String::new(),
-                Origin::Builtin => " (the default)".to_owned(),
-            };
-            let described = format!("{field} {value}{from}");
-            if field_local {
-                d.report(
-                    f.span.clone(),
-                    &loc.key(field),
-                    problem(&described),
-                    fix(field),
-                );
+            let defaults = Loc::Root;
+            let defaults = defaults.key("defaults");
+            let (at_field, where_loc) = if field.origin == scope {
+                (true, loc)
+            } else if sched_local {
+                (false, loc)
+            } else if scope == Origin::Secret
+                && field.origin == Origin::Builtin
+                && !self.default_grace_reported
+            {
+                self.default_grace_reported = true;
+                (false, &defaults)
             } else {
+                // Decided in [defaults] and reported there, or already reported once.
+                continue;
+            };
+            let gap = format_duration(s.gap);
+            let from = match (field.origin, scope) {
+                (Origin::Defaults, Origin::Secret) => " (from [defaults])",
+                (Origin::Builtin, _) => " (the default)",
+                _ => "",
+            };
+            let what = format!("{} {}{from}", rule.field, format_duration(field.value));
+            let message = (rule.problem)(&what, &gap);
+            let fix = (rule.fix)(rule.field, &gap);
+            if at_field {
+                d.report(field.span.clone(), &where_loc.key(rule.field), message, fix);
+            } else {
+                let fix = format!("{fix} here");
                 d.report(
                     schedule.span.clone(),
-                    &sched_loc,
-                    problem(&described),
-                    format!("{} here", fix(field)),
+                    &where_loc.key("schedule"),
+                    message,
+                    fix,
                 );
             }
-        };
-        check(
-            "grace",
-            grace,
-            |grace, gap| grace <= gap,
-            &|what| {
-                format!(
-                    "{what} is longer than the {gap} between rotations: the previous version \
-                     would be replaced before its grace period ends"
-                )
-            },
-            &|field| format!("set {field} to at most {gap}, or rotate less often"),
-        );
-        check(
-            "window",
-            window,
-            |window, gap| window < gap,
-            &|what| {
-                format!(
-                    "{what} is not shorter than the {gap} between rotations: a delayed \
-                     rotation would run into the next slot"
-                )
-            },
-            &|field| format!("set {field} below {gap}, or rotate less often"),
-        );
-        check(
-            "max_age",
-            max_age,
-            |max_age, gap| max_age >= gap,
-            &|what| {
-                format!(
-                    "{what} is shorter than the {gap} between rotations: the secret would \
-                     always be overdue and rotate at once"
-                )
-            },
-            &|field| format!("set {field} to at least {gap} (a little more is typical)"),
-        );
+        }
     }
 }
+
+/// A rule between a duration field and the schedule's gap.
+struct TimingRule {
+    field: &'static str,
+    fine: fn(Duration, Duration) -> bool,
+    /// The complaint, given "grace 3h (from [defaults])" and the gap.
+    problem: fn(&str, &str) -> String,
+    /// The fix, given the field and the gap.
+    fix: fn(&str, &str) -> String,
+}
+
+const GRACE: TimingRule = TimingRule {
+    field: "grace",
+    fine: |grace, gap| grace <= gap,
+    problem: |what, gap| {
+        format!(
+            "{what} is longer than the {gap} between rotations: the previous version would be \
+             replaced before its grace period ends"
+        )
+    },
+    fix: |field, gap| format!("set {field} to at most {gap}, or rotate less often"),
+};
+
+const WINDOW: TimingRule = TimingRule {
+    field: "window",
+    fine: |window, gap| window < gap,
+    problem: |what, gap| {
+        format!(
+            "{what} is not shorter than the {gap} between rotations: a delayed rotation \
+             would run into the next slot"
+        )
+    },
+    fix: |field, gap| format!("set {field} below {gap}, or rotate less often"),
+};
+
+const MAX_AGE: TimingRule = TimingRule {
+    field: "max_age",
+    fine: |max_age, gap| max_age >= gap,
+    problem: |what, gap| {
+        format!(
+            "{what} is shorter than the {gap} between rotations: the secret would always be \
+             overdue and rotate at once"
+        )
+    },
+    fix: |field, gap| format!("set {field} to at least {gap} (a little more is typical)"),
+};
 
 fn sourced<T>(value: Option<T>, span: &Range<usize>, origin: Origin) -> Option<Src<T>> {
     value.map(|value| Src {

@@ -1010,3 +1010,29 @@ fn load_reports_unreadable_and_non_utf8_files() {
     let e = load(&bad).unwrap_err();
     check(&e.0[0], 2, 14, "", &["not valid UTF-8"], &["UTF-8"]);
 }
+
+#[test]
+fn built_in_grace_against_a_defaults_schedule_is_reported_once_if_used() {
+    let head = "[defaults]\nbackend = \"local\"\ngenerator = { type = \"ed25519\" }\n\
+                schedule = { every = \"2h\" }\n\n";
+    // Every secret sets its own grace: the built-in 24h never applies.
+    let mut fine = with_head(head);
+    for i in 0..3 {
+        fine.push_str(&format!("[[secrets]]\nname = \"s{i}\"\ngrace = \"1h\"\n"));
+    }
+    ok(&fine);
+
+    let mut used = with_head(head);
+    for i in 0..3 {
+        used.push_str(&format!("[[secrets]]\nname = \"s{i}\"\n"));
+    }
+    let d = only(&used);
+    check(
+        &d,
+        7,
+        12,
+        "defaults.schedule",
+        &["grace 1d (the default) is longer than the 2h"],
+        &["at most 2h", "here"],
+    );
+}
