@@ -77,6 +77,8 @@ impl Fingerprinter {
         std::fs::create_dir_all(dir)?;
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        // A leftover from a crash of an earlier process with our pid would block create_new.
+        let _ = std::fs::remove_file(&temp);
         let result = (|| {
             let mut file = OpenOptions::new()
                 .write(true)

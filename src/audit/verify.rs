@@ -637,6 +637,63 @@ mod tests {
         assert!(report.problems[0].message.contains("rewritten"));
     }
 
+    /// One tampering at a random place of a random-length log.
+    #[derive(Debug, Clone)]
+    enum Tamper {
+        Edit(usize),
+        Delete(usize),
+        Copy(usize),
+        Swap(usize),
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_single_tampering_is_reported_at_its_line(
+            n in 2u64..24,
+            kind in 0u8..4,
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let mut lines = chain(n);
+            let len = lines.len();
+            let tamper = match kind {
+                0 => Tamper::Edit(at.index(len)),
+                1 => Tamper::Delete(at.index(len)),
+                2 => Tamper::Copy(at.index(len)),
+                _ => Tamper::Swap(at.index(len - 1)),
+            };
+            // The 1-based line the problem must be reported at (None: undetectable).
+            let expected = match tamper {
+                Tamper::Edit(i) => {
+                    lines[i] = lines[i].replace("\"duration_ms\":", "\"duration_ms\":1");
+                    Some(i + 1)
+                }
+                // Cutting the last line leaves a shorter valid chain: only an anchor sees it.
+                Tamper::Delete(i) => {
+                    lines.remove(i);
+                    (i + 1 < len).then_some(i + 1)
+                }
+                Tamper::Copy(i) => {
+                    lines.insert(i + 1, lines[i].clone());
+                    Some(i + 2)
+                }
+                Tamper::Swap(i) => {
+                    lines.swap(i, i + 1);
+                    Some(i + 1)
+                }
+            };
+            let (at, report) = problem_lines(&lines);
+            proptest::prop_assert_eq!(
+                at,
+                expected.into_iter().collect::<Vec<_>>(),
+                "{:?}: {:?}",
+                tamper,
+                report.problems
+            );
+        }
+    }
+
     #[test]
     fn anchor_text_is_checked() {
         assert_eq!("12".parse::<Anchor>(), Err(InvalidAnchor));

@@ -315,6 +315,18 @@ impl Writer {
         if self.known_len == Some(len) {
             return Ok(());
         }
+        if let Some(known) = self.known_len
+            && len < known
+        {
+            // Only someone outside rekeyd shrinks the log; the chain will go on from what
+            // is left, so say so loudly (an anchored verify will also report it).
+            tracing::warn!(
+                path = %self.shared.path.display(),
+                was = known,
+                now = len,
+                "the audit log shrank since rekeyd last wrote to it"
+            );
+        }
         let (len, last) = read_tail(&self.file, &self.shared.path, len)?;
         self.known_len = Some(len);
         (self.last_seq, self.last_hash) = last;
@@ -652,6 +664,28 @@ mod tests {
         std::fs::write(&path, text.replace("secret-1", "secret-9")).unwrap();
         let err = AuditLog::open(&path).await.unwrap_err();
         assert!(matches!(err, AuditError::Corrupt { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn dropping_every_handle_ends_the_writer_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.jsonl"))
+            .await
+            .unwrap();
+        let other = log.clone();
+        log.append(started(1)).await.unwrap();
+        // The task holds the shared state until it ends.
+        let shared = Arc::downgrade(&log.shared);
+        drop(log);
+        drop(other);
+        let ended = async {
+            while shared.upgrade().is_some() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), ended)
+            .await
+            .expect("the writer task outlived its handles");
     }
 
     #[tokio::test]
