@@ -1,9 +1,9 @@
 //! The tamper-evident audit log: hash-chained JSON Lines, group-committed, verifiable.
 //!
 //! Reads and verifies with no backend; records ids and keyed fingerprints, never values.
-//! The byte format is described in `docs/adr/0003-audit-log-format.md`:
-//! [`entry`](self) seals lines, [`AuditLog`] writes them, [`verify`] checks the chain,
-//! [`query`] reads and filters one or several logs, [`Fingerprinter`] keys value digests.
+//! The byte format is described in `docs/adr/0003-audit-log-format.md`. `entry.rs` seals
+//! lines, [`AuditLog`] writes them, [`verify`] checks the chain, [`query`] reads and filters
+//! one or several logs, [`Fingerprinter`] keys value digests.
 
 mod entry;
 mod event;
