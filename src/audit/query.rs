@@ -1,0 +1,772 @@
+//! Reading logs back: one or several files (each replica keeps its own) merged by time,
+//! filtered by secret, time range and outcome, rendered as a table or as JSON.
+//!
+//! Query does not check seals or the chain; that is [`verify`](super::verify)'s job. Lines
+//! it cannot read (damaged, or an event this version does not know) are skipped and listed
+//! in [`QueryResult::unreadable`] rather than failing the whole query.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::entry::format_ts;
+use super::verify::snapshot_len;
+use super::{AuditError, AuditEvent, Trigger};
+
+/// One entry read back from a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Sequence number within its file.
+    pub seq: u64,
+    /// When it was written.
+    pub ts: DateTime<Utc>,
+    /// The host that wrote it.
+    pub host: String,
+    /// The process that wrote it.
+    pub pid: u32,
+    /// Its hash (hex).
+    pub hash: String,
+    /// What happened.
+    pub event: AuditEvent,
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// Its 1-based line in that file.
+    pub line: usize,
+}
+
+/// Serialized flat, like the log itself, plus `source` and `line`.
+impl Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut map = match serde_json::to_value(&self.event).map_err(S::Error::custom)? {
+            serde_json::Value::Object(map) => map,
+            _ => return Err(S::Error::custom("an audit event is not a JSON object")),
+        };
+        // `pid` may also be an event field (daemon_started); both were read from one key.
+        map.insert("seq".into(), self.seq.into());
+        map.insert("ts".into(), format_ts(self.ts).into());
+        map.insert("host".into(), self.host.clone().into());
+        map.insert("pid".into(), self.pid.into());
+        map.insert("hash".into(), self.hash.clone().into());
+        map.insert("source".into(), self.source.display().to_string().into());
+        map.insert("line".into(), self.line.into());
+        map.serialize(serializer)
+    }
+}
+
+/// A line that query skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The file.
+    pub source: PathBuf,
+    /// The 1-based line.
+    pub line: usize,
+    /// Why it was skipped (`unknown event "…"`, `not JSON`, …).
+    pub reason: String,
+}
+
+/// Entries read (merged and filtered) and lines skipped.
+#[derive(Clone, Debug, Default)]
+pub struct QueryResult {
+    /// Matching entries, oldest first.
+    pub entries: Vec<Entry>,
+    /// Lines that could not be read as entries.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// How a piece of work turned out; groups events for filtering.
+///
+/// | outcome       | events                                                                     |
+/// |---------------|----------------------------------------------------------------------------|
+/// | `succeeded`   | `rotation_succeeded`                                                       |
+/// | `failed`      | `rotation_failed`, `policy_rejected`                                       |
+/// | `manual`      | every event of a rotation started with a manual trigger (matched by secret and version), and `rolled_back` |
+/// | `rolled_back` | `rolled_back`                                                              |
+/// | `discarded`   | `pending_discarded`                                                        |
+/// | `skipped`     | `slot_already_done`                                                        |
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A rotation finished.
+    Succeeded,
+    /// A rotation failed, or a policy was refused.
+    Failed,
+    /// Someone asked for it: manual rotations and rollbacks.
+    Manual,
+    /// A rollback.
+    RolledBack,
+    /// A pending version was abandoned.
+    Discarded,
+    /// A slot needed no work (a replica or an earlier run had done it).
+    Skipped,
+}
+
+impl Outcome {
+    /// Every outcome, in the order documented above.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Succeeded,
+        Outcome::Failed,
+        Outcome::Manual,
+        Outcome::RolledBack,
+        Outcome::Discarded,
+        Outcome::Skipped,
+    ];
+
+    /// The name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Manual => "manual",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Discarded => "discarded",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a string is not an [`Outcome`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown outcome {0:?}: use succeeded, failed, manual, rolled_back, discarded or skipped")]
+pub struct UnknownOutcome(pub String);
+
+impl FromStr for Outcome {
+    type Err = UnknownOutcome;
+    fn from_str(text: &str) -> Result<Self, UnknownOutcome> {
+        Outcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == text)
+            .ok_or_else(|| UnknownOutcome(text.to_string()))
+    }
+}
+
+/// Which entries to keep; `None` fields do not filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only events about this secret.
+    pub secret: Option<String>,
+    /// Only entries at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only entries strictly before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only entries with this outcome (see [`Outcome`]).
+    pub outcome: Option<Outcome>,
+}
+
+impl Filter {
+    /// Keeps the matching entries, in order. Takes the whole list because `manual` needs
+    /// to see where each rotation started, which may lie outside the time range.
+    pub fn apply(&self, entries: Vec<Entry>) -> Vec<Entry> {
+        let manual = manual_rotations(&entries);
+        entries
+            .into_iter()
+            .filter(|e| self.matches(e, &manual))
+            .collect()
+    }
+
+    fn matches(&self, entry: &Entry, manual: &HashSet<(String, String)>) -> bool {
+        if let Some(secret) = &self.secret
+            && entry.event.secret() != Some(secret.as_str())
+        {
+            return false;
+        }
+        if self.since.is_some_and(|since| entry.ts < since)
+            || self.until.is_some_and(|until| entry.ts >= until)
+        {
+            return false;
+        }
+        match self.outcome {
+            None => true,
+            Some(outcome) => has_outcome(&entry.event, outcome, manual),
+        }
+    }
+}
+
+/// `(secret, version)` of every rotation started by hand.
+fn manual_rotations(entries: &[Entry]) -> HashSet<(String, String)> {
+    entries
+        .iter()
+        .filter_map(|e| match &e.event {
+            AuditEvent::RotationStarted {
+                secret,
+                version,
+                trigger: Trigger::Manual { .. },
+                ..
+            } => Some((secret.clone(), version.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn has_outcome(event: &AuditEvent, outcome: Outcome, manual: &HashSet<(String, String)>) -> bool {
+    use AuditEvent as E;
+    match outcome {
+        Outcome::Succeeded => matches!(event, E::RotationSucceeded { .. }),
+        Outcome::Failed => matches!(event, E::RotationFailed { .. } | E::PolicyRejected { .. }),
+        Outcome::RolledBack => matches!(event, E::RolledBack { .. }),
+        Outcome::Discarded => matches!(event, E::PendingDiscarded { .. }),
+        Outcome::Skipped => matches!(event, E::SlotAlreadyDone { .. }),
+        Outcome::Manual => {
+            matches!(event, E::RolledBack { .. })
+                || match (event.secret(), version_of(event)) {
+                    (Some(secret), Some(version)) => {
+                        manual.contains(&(secret.to_string(), version.to_string()))
+                    }
+                    _ => false,
+                }
+        }
+    }
+}
+
+/// Reads every log in `paths` and merges their entries by time (stable: ties keep file
+/// order, then argument order).
+pub fn read_logs<P: AsRef<Path>>(paths: &[P]) -> Result<QueryResult, AuditError> {
+    let mut result = QueryResult::default();
+    for path in paths {
+        read_one(path.as_ref(), &mut result)?;
+    }
+    result.entries.sort_by_key(|e| e.ts);
+    Ok(result)
+}
+
+/// Reads, merges and filters.
+pub fn query<P: AsRef<Path>>(paths: &[P], filter: &Filter) -> Result<QueryResult, AuditError> {
+    let mut result = read_logs(paths)?;
+    result.entries = filter.apply(result.entries);
+    Ok(result)
+}
+
+fn read_one(path: &Path, out: &mut QueryResult) -> Result<(), AuditError> {
+    let io = |e| AuditError::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    let file = File::open(path).map_err(io)?;
+    let len = snapshot_len(&file).map_err(io)?;
+    let mut reader = BufReader::new(file.take(len));
+    let mut buf = Vec::new();
+    let mut line = 0;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf).map_err(io)? == 0 {
+            return Ok(());
+        }
+        line += 1;
+        let skip = |reason: String| Unreadable {
+            source: path.to_path_buf(),
+            line,
+            reason,
+        };
+        let Some(bytes) = buf.strip_suffix(b"\n") else {
+            out.unreadable.push(skip("incomplete last line".into()));
+            continue;
+        };
+        match parse(bytes) {
+            Ok(parsed) => out.entries.push(Entry {
+                source: path.to_path_buf(),
+                line,
+                ..parsed
+            }),
+            Err(reason) => out.unreadable.push(skip(reason)),
+        }
+    }
+}
+
+/// The header keys every entry has.
+#[derive(Deserialize)]
+struct Header {
+    seq: u64,
+    ts: DateTime<Utc>,
+    host: String,
+    pid: u32,
+    hash: String,
+    event: String,
+}
+
+fn parse(bytes: &[u8]) -> Result<Entry, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|_| "not JSON".to_string())?;
+    let header = Header::deserialize(&value).map_err(|e| format!("not an audit entry ({e})"))?;
+    // An event name from a newer rekeyd must not break reading the rest.
+    let event = AuditEvent::deserialize(&value)
+        .map_err(|e| format!("unknown event {:?} ({e})", header.event))?;
+    Ok(Entry {
+        seq: header.seq,
+        ts: header.ts,
+        host: header.host,
+        pid: header.pid,
+        hash: header.hash,
+        event,
+        source: PathBuf::new(),
+        line: 0,
+    })
+}
+
+/// The version an event is about, if any (for `rolled_back`, the one made current).
+fn version_of(event: &AuditEvent) -> Option<&str> {
+    use AuditEvent as E;
+    match event {
+        E::RotationStarted { version, .. }
+        | E::PendingStored { version, .. }
+        | E::Promoted { version, .. }
+        | E::RotationSucceeded { version, .. }
+        | E::PendingDiscarded { version, .. }
+        | E::RecoveryFound { version, .. }
+        | E::SlotAlreadyDone { version, .. } => Some(version),
+        E::RotationFailed { version, .. } => version.as_deref(),
+        E::RolledBack { to, .. } => Some(to),
+        E::DaemonStarted { .. }
+        | E::DaemonStopping { .. }
+        | E::PolicyLoaded { .. }
+        | E::PolicyRejected { .. } => None,
+    }
+}
+
+/// The rest of what an event says, in a few words.
+fn detail_of(event: &AuditEvent) -> String {
+    use AuditEvent as E;
+    match event {
+        E::DaemonStarted { version, pid } => format!("rekeyd {version}, pid {pid}"),
+        E::DaemonStopping { reason, in_flight } => {
+            format!("{reason}, {in_flight} rotation(s) in flight")
+        }
+        E::PolicyLoaded {
+            path,
+            digest,
+            secrets,
+        } => format!("{path}: {secrets} secret(s), sha256 {digest}"),
+        E::PolicyRejected {
+            path,
+            errors,
+            first_error,
+        } => format!("{path}: {errors} error(s), first: {first_error}"),
+        E::RotationStarted {
+            backend,
+            slot,
+            trigger,
+            ..
+        } => {
+            let trigger = match trigger {
+                Trigger::Schedule => "schedule".to_string(),
+                Trigger::CatchUp => "catch-up".to_string(),
+                Trigger::MaxAge => "max age".to_string(),
+                Trigger::Recovery => "recovery".to_string(),
+                Trigger::Manual { by } => format!("manual by {by}"),
+                Trigger::Initial => "initial".to_string(),
+            };
+            match slot {
+                Some(slot) => format!("{trigger}, slot {}, backend {backend}", format_ts(*slot)),
+                None => format!("{trigger}, backend {backend}"),
+            }
+        }
+        E::PendingStored {
+            outcome,
+            fingerprint,
+            ..
+        } => format!("{outcome}, {fingerprint}"),
+        E::Promoted { previous, .. } => match previous {
+            Some(previous) => format!("previous {previous}"),
+            None => "first version".to_string(),
+        },
+        E::RotationSucceeded { duration_ms, .. } => format!("in {duration_ms} ms"),
+        E::RotationFailed {
+            step,
+            error,
+            will_retry,
+            ..
+        } => {
+            let retry = if *will_retry {
+                "will retry"
+            } else {
+                "no retry"
+            };
+            format!("at {step}: {error} ({retry})")
+        }
+        E::PendingDiscarded { reason, .. } => reason.clone(),
+        E::RecoveryFound { action, .. } => action.clone(),
+        E::RolledBack { from, by, .. } => format!("from {from}, by {by}"),
+        E::SlotAlreadyDone { .. } => "slot already done".to_string(),
+    }
+}
+
+/// Makes log text safe to print: control characters (newlines, terminal escapes) from a
+/// damaged or hostile log are shown escaped, never interpreted.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Renders entries as an aligned table: time, host, event, secret, version, detail.
+pub fn render_table(entries: &[Entry]) -> String {
+    const HEADINGS: [&str; 6] = ["TIME", "HOST", "EVENT", "SECRET", "VERSION", "DETAIL"];
+    let rows: Vec<[String; 6]> = entries
+        .iter()
+        .map(|e| {
+            [
+                format_ts(e.ts),
+                printable(&e.host),
+                e.event.name().to_string(),
+                printable(e.event.secret().unwrap_or("-")),
+                printable(version_of(&e.event).unwrap_or("-")),
+                printable(&detail_of(&e.event)),
+            ]
+        })
+        .collect();
+    let mut widths = HEADINGS.map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let headings = HEADINGS.map(String::from);
+    for row in std::iter::once(&headings).chain(&rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Renders entries as a JSON array (each entry flat, as in the log, plus `source` and `line`).
+pub fn render_json(entries: &[Entry]) -> String {
+    serde_json::to_string_pretty(entries).expect("entries always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::entry::{self, GENESIS};
+    use chrono::TimeZone;
+
+    fn at(minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 5, 1, 12, minute, 0).unwrap()
+    }
+
+    /// Writes a sealed log of `(minute, event)` as host `host`.
+    fn log(
+        dir: &tempfile::TempDir,
+        name: &str,
+        host: &str,
+        events: &[(u32, AuditEvent)],
+    ) -> PathBuf {
+        let mut prev = GENESIS.to_string();
+        let mut text = Vec::new();
+        for (i, (minute, event)) in events.iter().enumerate() {
+            let sealed = entry::seal(i as u64 + 1, at(*minute), host, 10, &prev, event).unwrap();
+            prev = sealed.hash;
+            text.extend(sealed.line);
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn started(secret: &str, version: &str, trigger: Trigger) -> AuditEvent {
+        AuditEvent::RotationStarted {
+            secret: secret.into(),
+            backend: "vault".into(),
+            version: version.into(),
+            slot: None,
+            trigger,
+        }
+    }
+
+    fn succeeded(secret: &str, version: &str) -> AuditEvent {
+        AuditEvent::RotationSucceeded {
+            secret: secret.into(),
+            version: version.into(),
+            duration_ms: 12,
+        }
+    }
+
+    fn failed(secret: &str, version: &str) -> AuditEvent {
+        AuditEvent::RotationFailed {
+            secret: secret.into(),
+            version: Some(version.into()),
+            step: "put_pending".into(),
+            error: "backend timed out".into(),
+            will_retry: true,
+        }
+    }
+
+    /// Two replicas' logs, interleaved in time.
+    fn two_logs(dir: &tempfile::TempDir) -> Vec<PathBuf> {
+        let manual = Trigger::Manual {
+            by: "ana@laptop".into(),
+        };
+        let a = log(
+            dir,
+            "a.jsonl",
+            "replica-a",
+            &[
+                (0, started("db", "v1", Trigger::Schedule)),
+                (2, succeeded("db", "v1")),
+                (4, started("api", "m1", manual)),
+                (6, succeeded("api", "m1")),
+            ],
+        );
+        let b = log(
+            dir,
+            "b.jsonl",
+            "replica-b",
+            &[
+                (1, started("cache", "c1", Trigger::MaxAge)),
+                (3, failed("cache", "c1")),
+                (
+                    5,
+                    AuditEvent::RolledBack {
+                        secret: "db".into(),
+                        from: "v1".into(),
+                        to: "v0".into(),
+                        by: "ana@laptop".into(),
+                    },
+                ),
+            ],
+        );
+        vec![a, b]
+    }
+
+    fn names(result: &QueryResult) -> Vec<(String, &'static str)> {
+        result
+            .entries
+            .iter()
+            .map(|e| (e.host.clone(), e.event.name()))
+            .collect()
+    }
+
+    #[test]
+    fn two_logs_merge_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = two_logs(&dir);
+        let result = read_logs(&paths).unwrap();
+        let minutes: Vec<_> = result.entries.iter().map(|e| e.ts).collect();
+        assert_eq!(minutes, (0..7).map(at).collect::<Vec<_>>());
+        assert_eq!(result.entries[1].host, "replica-b");
+        assert_eq!(result.entries[1].source, paths[1]);
+        assert_eq!(result.entries[1].line, 1);
+        assert_eq!(result.entries[3].line, 2);
+        assert_eq!(
+            result.entries[0].event,
+            started("db", "v1", Trigger::Schedule)
+        );
+        assert!(result.unreadable.is_empty());
+    }
+
+    #[test]
+    fn filters_by_secret_time_and_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = two_logs(&dir);
+
+        let by_secret = query(
+            &paths,
+            &Filter {
+                secret: Some("db".into()),
+                ..Filter::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            names(&by_secret),
+            [
+                ("replica-a".to_string(), "rotation_started"),
+                ("replica-a".to_string(), "rotation_succeeded"),
+                ("replica-b".to_string(), "rolled_back"),
+            ]
+        );
+
+        // `since` is inclusive, `until` exclusive.
+        let window = query(
+            &paths,
+            &Filter {
+                since: Some(at(2)),
+                until: Some(at(4)),
+                ..Filter::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            window.entries.iter().map(|e| e.ts).collect::<Vec<_>>(),
+            [at(2), at(3)]
+        );
+
+        let outcome = |o: Outcome| {
+            query(
+                &paths,
+                &Filter {
+                    outcome: Some(o),
+                    ..Filter::default()
+                },
+            )
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| (e.event.name(), e.event.secret().unwrap().to_string()))
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            outcome(Outcome::Succeeded),
+            [
+                ("rotation_succeeded", "db".to_string()),
+                ("rotation_succeeded", "api".to_string()),
+            ]
+        );
+        assert_eq!(
+            outcome(Outcome::Failed),
+            [("rotation_failed", "cache".to_string())]
+        );
+        assert_eq!(
+            outcome(Outcome::RolledBack),
+            [("rolled_back", "db".to_string())]
+        );
+        // Manual: the whole manual rotation (start and success) and the rollback.
+        assert_eq!(
+            outcome(Outcome::Manual),
+            [
+                ("rotation_started", "api".to_string()),
+                ("rolled_back", "db".to_string()),
+                ("rotation_succeeded", "api".to_string()),
+            ]
+        );
+
+        // Filters combine.
+        let both = query(
+            &paths,
+            &Filter {
+                secret: Some("api".into()),
+                outcome: Some(Outcome::Succeeded),
+                since: Some(at(6)),
+                until: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(both.entries.len(), 1);
+        assert_eq!(both.entries[0].ts, at(6));
+    }
+
+    #[test]
+    fn table_has_aligned_rows_for_each_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let result = read_logs(&two_logs(&dir)).unwrap();
+        let table = render_table(&result.entries);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 1 + 7);
+        assert!(lines[0].starts_with("TIME"));
+        let column = |heading: &str| lines[0].find(heading).unwrap();
+        for line in &lines[1..] {
+            // Every row's host starts under HOST and its event under EVENT.
+            assert!(line[column("HOST")..].starts_with("replica-"), "{line}");
+            assert!(!line[column("EVENT")..].starts_with(' '), "{line}");
+        }
+        let failed_row = lines
+            .iter()
+            .find(|l| l.contains("rotation_failed"))
+            .unwrap();
+        for cell in [
+            "2030-05-01T12:03:00.000Z",
+            "replica-b",
+            "cache",
+            "c1",
+            "at put_pending: backend timed out (will retry)",
+        ] {
+            assert!(failed_row.contains(cell), "{failed_row}");
+        }
+        assert!(table.contains("manual by ana@laptop"));
+    }
+
+    #[test]
+    fn json_is_an_array_of_flat_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let result = read_logs(&two_logs(&dir)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&render_json(&result.entries)).unwrap();
+        let array = json.as_array().unwrap();
+        assert_eq!(array.len(), 7);
+        assert_eq!(array[1]["event"], "rotation_started");
+        assert_eq!(array[1]["secret"], "cache");
+        assert_eq!(array[1]["host"], "replica-b");
+        assert_eq!(array[1]["ts"], "2030-05-01T12:01:00.000Z");
+        assert_eq!(array[1]["line"], 1);
+        assert_eq!(array[1]["trigger"]["kind"], "max_age");
+        let back = AuditEvent::deserialize(&array[1]).unwrap();
+        assert_eq!(back, result.entries[1].event);
+    }
+
+    #[test]
+    fn unknown_events_and_garbage_are_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log(&dir, "a.jsonl", "h", &[(0, succeeded("db", "v1"))]);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(&format!(
+            "{{\"seq\":2,\"ts\":\"2030-05-01T12:01:00.000Z\",\"host\":\"h\",\"pid\":1,\"prev\":\"{GENESIS}\",\"event\":\"quantum_rekeyed\",\"secret\":\"db\",\"hash\":\"{GENESIS}\"}}\n"
+        ));
+        text.push_str("not json\n");
+        std::fs::write(&path, text).unwrap();
+        let result = read_logs(&[&path]).unwrap();
+        assert_eq!(result.entries.len(), 1);
+        assert_eq!(result.unreadable.len(), 2);
+        assert_eq!(result.unreadable[0].line, 2);
+        assert!(result.unreadable[0].reason.contains("quantum_rekeyed"));
+        assert_eq!(result.unreadable[1].line, 3);
+    }
+
+    #[test]
+    fn control_characters_are_not_printed_raw() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log(
+            &dir,
+            "a.jsonl",
+            "h",
+            &[(
+                0,
+                AuditEvent::RotationFailed {
+                    secret: "db".into(),
+                    version: None,
+                    step: "promote".into(),
+                    error: "line one\n\u{1b}[31mred".into(),
+                    will_retry: false,
+                },
+            )],
+        );
+        let table = render_table(&read_logs(&[path]).unwrap().entries);
+        assert_eq!(table.lines().count(), 2);
+        assert!(!table.contains('\u{1b}'));
+        assert!(table.contains("line one\\n"));
+    }
+
+    #[test]
+    fn outcome_names_round_trip() {
+        for outcome in Outcome::ALL {
+            assert_eq!(outcome.as_str().parse::<Outcome>(), Ok(outcome));
+            assert_eq!(
+                serde_json::to_string(&outcome).unwrap(),
+                format!("\"{outcome}\"")
+            );
+        }
+        assert!("won".parse::<Outcome>().is_err());
+    }
+}

@@ -1,0 +1,705 @@
+//! The writer: [`AuditLog`] handles feed one task per open log, which owns the file and
+//! group-commits whatever is queued (one lock, one `write_all`, one `sync_data` per batch).
+//!
+//! Every batch is written under an exclusive `flock`, and the chain is re-read from the file
+//! whenever its length is not what this writer last left, so several processes (or several
+//! handles in one process) appending to one file still produce one valid chain.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot};
+
+use super::entry::{self, GENESIS};
+use super::{AuditError, AuditEvent};
+
+/// How many appends may wait for the writer before `append` itself waits (backpressure).
+const QUEUE: usize = 1024;
+
+/// Handle to an open audit log; cheap to clone, shared by every task.
+///
+/// The writer task ends when every handle is dropped, or at [`AuditLog::close`].
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an appended entry landed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// The entry's hash (hex).
+    pub hash: String,
+}
+
+/// Counters of one open log since it was opened (for metrics, and to see group commit work).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    /// `append` calls handed to the writer task.
+    pub submitted: u64,
+    /// Entries written and fsynced.
+    pub appended: u64,
+    /// `sync_data` calls made; below `appended` when appends shared a commit.
+    pub fsyncs: u64,
+}
+
+/// State shared by the handles and the writer task.
+struct Shared {
+    path: PathBuf,
+    submitted: AtomicU64,
+    appended: AtomicU64,
+    fsyncs: AtomicU64,
+}
+
+type Reply = oneshot::Sender<Result<Receipt, AuditError>>;
+
+enum Request {
+    Append(AuditEvent, Reply),
+    /// Finish what was queued before this, then stop; answered once the file is closed.
+    Close(oneshot::Sender<()>),
+}
+
+impl AuditLog {
+    /// Opens (creating if absent, 0600) the log at `path`.
+    ///
+    /// Creates missing parent directories (0700), repairs a torn tail (a last line without
+    /// `\n` was never acknowledged, so it is cut off with a warning), and refuses a log whose
+    /// last complete line is not an intact entry: appending after damage would bury it.
+    pub async fn open(path: &Path) -> Result<Self, AuditError> {
+        let shared = Arc::new(Shared {
+            path: path.to_path_buf(),
+            submitted: AtomicU64::new(0),
+            appended: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+        });
+        let for_open = shared.clone();
+        let state = tokio::task::spawn_blocking(move || Writer::open(for_open))
+            .await
+            .map_err(|e| io_error(path, std::io::Error::other(e.to_string())))??;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(state, rx));
+        Ok(Self { tx, shared })
+    }
+
+    /// Appends one event; returns once it is durable (fsynced).
+    pub async fn append(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request::Append(event, reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        self.shared.submitted.fetch_add(1, Ordering::Relaxed);
+        answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Writes what is queued, closes the file and waits for the writer task to end.
+    /// Later appends through any handle fail with [`AuditError::Closed`].
+    pub async fn close(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.tx.send(Request::Close(done)).await.is_ok() {
+            // An error only means the task ended already, which is what was asked.
+            let _ = finished.await;
+        }
+    }
+
+    /// Counters since this log was opened (shared by all clones of the handle).
+    pub fn stats(&self) -> AuditStats {
+        AuditStats {
+            submitted: self.shared.submitted.load(Ordering::Relaxed),
+            appended: self.shared.appended.load(Ordering::Relaxed),
+            fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The file this handle appends to.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+}
+
+/// The writer task: waits for one request, drains everything else queued, commits it as one
+/// batch on the blocking pool, answers everyone.
+async fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>) {
+    while let Some(first) = rx.recv().await {
+        let mut events = Vec::new();
+        let mut replies = Vec::new();
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Append(event, reply) if close.is_none() => {
+                    events.push(event);
+                    replies.push(reply);
+                }
+                Request::Append(_, reply) => {
+                    let _ = reply.send(Err(AuditError::Closed));
+                }
+                Request::Close(done) => close = Some(done),
+            }
+            next = rx.try_recv().ok();
+        }
+
+        if !events.is_empty() {
+            let path = writer.shared.path.clone();
+            let joined = tokio::task::spawn_blocking(move || {
+                let result = writer.commit(&events);
+                (writer, result)
+            })
+            .await;
+            let (back, result) = match joined {
+                Ok(done) => done,
+                Err(panic) => {
+                    // The file went down with the blocking task; nothing more can be written.
+                    tracing::error!(path = %path.display(), error = %panic, "audit writer failed");
+                    for reply in replies {
+                        let _ = reply.send(Err(AuditError::Closed));
+                    }
+                    return;
+                }
+            };
+            writer = back;
+            match result {
+                Ok(receipts) => {
+                    for (reply, receipt) in replies.into_iter().zip(receipts) {
+                        let _ = reply.send(Ok(receipt));
+                    }
+                }
+                Err(error) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(copy_error(&error)));
+                    }
+                }
+            }
+        }
+
+        if let Some(done) = close {
+            rx.close();
+            while let Ok(request) = rx.try_recv() {
+                match request {
+                    Request::Append(_, reply) => {
+                        let _ = reply.send(Err(AuditError::Closed));
+                    }
+                    Request::Close(other) => {
+                        let _ = other.send(());
+                    }
+                }
+            }
+            drop(writer);
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// Each waiter of a failed batch gets its own copy of the error.
+fn copy_error(error: &AuditError) -> AuditError {
+    match error {
+        AuditError::Io { path, source } => AuditError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        AuditError::Corrupt { path, message } => AuditError::Corrupt {
+            path: path.clone(),
+            message: message.clone(),
+        },
+        AuditError::Key { path, message } => AuditError::Key {
+            path: path.clone(),
+            message: message.clone(),
+        },
+        AuditError::Closed => AuditError::Closed,
+    }
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> AuditError {
+    AuditError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The file and where the chain stands; owned by the writer task.
+struct Writer {
+    shared: Arc<Shared>,
+    file: File,
+    host: String,
+    pid: u32,
+    /// The file's length after this writer's last write; `None` when unknown (after an
+    /// error), which forces a re-read of the tail before the next batch.
+    known_len: Option<u64>,
+    last_seq: u64,
+    last_hash: String,
+}
+
+impl Writer {
+    fn open(shared: Arc<Shared>) -> Result<Self, AuditError> {
+        let path = shared.path.clone();
+        let io = |e| io_error(&path, e);
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let created_dirs = create_dirs(parent).map_err(io)?;
+
+        let mut options = OpenOptions::new();
+        options.read(true).append(true).mode(0o600);
+        let (file, created) = match options.clone().create_new(true).open(&path) {
+            Ok(file) => (file, true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                (options.open(&path).map_err(io)?, false)
+            }
+            Err(e) => return Err(io(e)),
+        };
+        if created {
+            // The new directory entries must be durable before any entry is acknowledged.
+            sync_dir(parent).map_err(io)?;
+            for dir in &created_dirs {
+                sync_dir(dir.parent().unwrap_or(Path::new("."))).map_err(io)?;
+            }
+        } else {
+            let mode = file.metadata().map_err(io)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format_args!("{:o}", mode & 0o777),
+                    "the audit log is accessible to group or others; chmod 600 it"
+                );
+            }
+        }
+
+        let mut writer = Writer {
+            shared,
+            file,
+            host: hostname(),
+            pid: std::process::id(),
+            known_len: None,
+            last_seq: 0,
+            last_hash: GENESIS.to_string(),
+        };
+        writer.file.lock().map_err(io)?;
+        let result = writer.catch_up();
+        writer.unlock();
+        result?;
+        Ok(writer)
+    }
+
+    fn io(&self, e: std::io::Error) -> AuditError {
+        io_error(&self.shared.path, e)
+    }
+
+    fn unlock(&self) {
+        if let Err(e) = self.file.unlock() {
+            // Closing the file releases the lock anyway; other writers wait until then.
+            tracing::warn!(path = %self.shared.path.display(), error = %e, "cannot unlock the audit log");
+        }
+    }
+
+    /// Under the lock: if someone else wrote since our last batch, continue from the file's
+    /// true last entry (repairing a torn tail first).
+    fn catch_up(&mut self) -> Result<(), AuditError> {
+        let len = self.file.metadata().map_err(|e| self.io(e))?.len();
+        if self.known_len == Some(len) {
+            return Ok(());
+        }
+        if let Some(known) = self.known_len
+            && len < known
+        {
+            // Only someone outside rekeyd shrinks the log; the chain will go on from what
+            // is left, so say so loudly (an anchored verify will also report it).
+            tracing::warn!(
+                path = %self.shared.path.display(),
+                was = known,
+                now = len,
+                "the audit log shrank since rekeyd last wrote to it"
+            );
+        }
+        let (len, last) = read_tail(&self.file, &self.shared.path, len)?;
+        self.known_len = Some(len);
+        (self.last_seq, self.last_hash) = last;
+        Ok(())
+    }
+
+    /// Writes one batch: one lock, one `write_all`, one `sync_data`.
+    fn commit(&mut self, events: &[AuditEvent]) -> Result<Vec<Receipt>, AuditError> {
+        self.file.lock().map_err(|e| self.io(e))?;
+        let result = self.commit_locked(events);
+        self.unlock();
+        if result.is_err() {
+            // Part of the batch may be in the file: learn the truth from it next time.
+            self.known_len = None;
+        }
+        result
+    }
+
+    fn commit_locked(&mut self, events: &[AuditEvent]) -> Result<Vec<Receipt>, AuditError> {
+        self.catch_up()?;
+        let mut seq = self.last_seq;
+        let mut prev = self.last_hash.clone();
+        let mut batch = Vec::with_capacity(events.len() * 256);
+        let mut receipts = Vec::with_capacity(events.len());
+        for event in events {
+            seq += 1;
+            let sealed = entry::seal(seq, Utc::now(), &self.host, self.pid, &prev, event)
+                .map_err(|e| self.io(std::io::Error::other(e)))?;
+            batch.extend_from_slice(&sealed.line);
+            receipts.push(Receipt {
+                seq,
+                hash: sealed.hash.clone(),
+            });
+            prev = sealed.hash;
+        }
+        self.file.write_all(&batch).map_err(|e| self.io(e))?;
+        self.file.sync_data().map_err(|e| self.io(e))?;
+        self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .appended
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.known_len = self.known_len.map(|len| len + batch.len() as u64);
+        self.last_seq = seq;
+        self.last_hash = prev;
+        Ok(receipts)
+    }
+}
+
+/// Finds the last entry of a file of `len` bytes, cutting off a torn last line first.
+/// Returns the (possibly shorter) length and the last entry's `(seq, hash)`.
+fn read_tail(file: &File, path: &Path, len: u64) -> Result<(u64, (u64, String)), AuditError> {
+    let io = |e| io_error(path, e);
+    if len == 0 {
+        return Ok((0, (0, GENESIS.to_string())));
+    }
+    let mut len = len;
+    let last_newline = rfind_newline(file, len).map_err(io)?;
+    if last_newline != Some(len - 1) {
+        // Writes happen under the lock we hold, so nobody is mid-write: this line was cut
+        // by a crash and never acknowledged.
+        let keep = last_newline.map_or(0, |at| at + 1);
+        tracing::warn!(
+            path = %path.display(),
+            bytes = len - keep,
+            "cutting off a torn last line of the audit log (a write that never completed)"
+        );
+        file.set_len(keep).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        len = keep;
+        if len == 0 {
+            return Ok((0, (0, GENESIS.to_string())));
+        }
+    }
+    let start = rfind_newline(file, len - 1)
+        .map_err(io)?
+        .map_or(0, |at| at + 1);
+    let mut line = vec![0; (len - 1 - start) as usize];
+    file.read_exact_at(&mut line, start).map_err(io)?;
+    let corrupt = |what: &str| AuditError::Corrupt {
+        path: path.display().to_string(),
+        message: format!(
+            "the last line (at byte {start}) {what}; run `rekeyd audit verify` and move the damaged log aside"
+        ),
+    };
+    let seal = entry::unseal(&line).ok_or_else(|| corrupt("is not a sealed audit entry"))?;
+    if !seal.intact() {
+        return Err(corrupt("does not match its hash"));
+    }
+    let head = entry::head(&line).ok_or_else(|| corrupt("has no seq"))?;
+    Ok((len, (head.seq, seal.claimed.to_string())))
+}
+
+/// The offset of the last `\n` before offset `end`, reading backwards in chunks.
+fn rfind_newline(file: &File, end: u64) -> std::io::Result<Option<u64>> {
+    const CHUNK: u64 = 8192;
+    let mut buf = vec![0; CHUNK as usize];
+    let mut end = end;
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(at) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(start + at as u64));
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
+/// Creates `dir` and missing ancestors (0700); returns those it created, outermost first.
+fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut cursor = Some(dir);
+    while let Some(d) = cursor.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d.to_path_buf());
+        cursor = d.parent();
+    }
+    missing.reverse();
+    if !missing.is_empty() {
+        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    Ok(missing)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The host name recorded in entries.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::verify;
+
+    fn started(n: usize) -> AuditEvent {
+        AuditEvent::RotationStarted {
+            secret: format!("app/secret-{n}"),
+            backend: "file".into(),
+            version: format!("v{n}"),
+            slot: None,
+            trigger: crate::audit::Trigger::Manual {
+                by: "ops@host".into(),
+            },
+        }
+    }
+
+    /// Every event read back from the file, in file order.
+    fn events_in(path: &Path) -> Vec<AuditEvent> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    fn seqs_in(path: &Path) -> Vec<u64> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|line| entry::head(line.as_bytes()).unwrap().seq)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn round_trip_verifies_and_head_is_the_last_receipt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/dir/audit.jsonl");
+        let log = AuditLog::open(&path).await.unwrap();
+        let events = vec![
+            AuditEvent::DaemonStarted {
+                version: "0.1.0".into(),
+                pid: std::process::id(),
+            },
+            started(1),
+            AuditEvent::RotationFailed {
+                secret: "app/secret-1".into(),
+                version: None,
+                step: "generate".into(),
+                error: "quote \" and newline \n survive".into(),
+                will_retry: true,
+            },
+        ];
+        let mut receipts = Vec::new();
+        for event in &events {
+            receipts.push(log.append(event.clone()).await.unwrap());
+        }
+        log.close().await;
+
+        assert_eq!(
+            receipts.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(events_in(&path), events);
+        let report = verify(&path).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.entries, 3);
+        let last = receipts.last().unwrap();
+        assert_eq!(report.head, Some((last.seq, last.hash.clone())));
+
+        // Reopening continues the chain rather than starting a new one.
+        let log = AuditLog::open(&path).await.unwrap();
+        let receipt = log.append(started(2)).await.unwrap();
+        assert_eq!(receipt.seq, 4);
+        log.close().await;
+        let report = verify(&path).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.head, Some((4, receipt.hash)));
+    }
+
+    #[tokio::test]
+    async fn new_log_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).await.unwrap();
+        log.append(started(1)).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_appends_share_fsyncs_and_form_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).await.unwrap();
+
+        // Hold the file's lock from another open file description (as another process
+        // would) so the writer's first commit waits while all 64 appends queue up behind it.
+        let blocker = File::open(&path).unwrap();
+        blocker.lock().unwrap();
+        let tasks: Vec<_> = (0..64)
+            .map(|n| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(started(n)).await.unwrap() })
+            })
+            .collect();
+        while log.stats().submitted < 64 {
+            tokio::task::yield_now().await;
+        }
+        blocker.unlock().unwrap();
+
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.push(task.await.unwrap().seq);
+        }
+        seqs.sort();
+        assert_eq!(seqs, (1..=64).collect::<Vec<_>>());
+
+        let stats = log.stats();
+        assert_eq!(stats.appended, 64);
+        assert!(stats.fsyncs < 64, "no group commit: {stats:?}");
+        // One commit may have started before the others queued; the rest shared one.
+        assert!(stats.fsyncs <= 2, "{stats:?}");
+
+        let report = verify(&path).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.entries, 64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_handles_on_one_file_keep_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let a = AuditLog::open(&path).await.unwrap();
+        let b = AuditLog::open(&path).await.unwrap();
+
+        // Strict alternation: each handle must notice the other's entry every time.
+        for n in 0..6 {
+            let log = if n % 2 == 0 { &a } else { &b };
+            assert_eq!(log.append(started(n)).await.unwrap().seq, n as u64 + 1);
+        }
+
+        // And both at once.
+        let tasks: Vec<_> = (0..64)
+            .map(|n| {
+                let log = if n % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move { log.append(started(n)).await.unwrap() })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.push(task.await.unwrap().seq);
+        }
+        seqs.sort();
+        assert_eq!(seqs, (7..=70).collect::<Vec<_>>());
+        a.close().await;
+        b.close().await;
+
+        assert_eq!(seqs_in(&path), (1..=70).collect::<Vec<_>>());
+        let report = verify(&path).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.entries, 70);
+    }
+
+    #[tokio::test]
+    async fn torn_tail_is_cut_on_open_and_the_chain_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).await.unwrap();
+        log.append(started(1)).await.unwrap();
+        let second = log.append(started(2)).await.unwrap();
+        log.close().await;
+        let intact = std::fs::read(&path).unwrap();
+
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"seq\":3,\"ts\":\"2030-01").unwrap();
+        drop(file);
+        assert!(!verify(&path).unwrap().problems.is_empty());
+
+        let log = AuditLog::open(&path).await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), intact);
+        let third = log.append(started(3)).await.unwrap();
+        log.close().await;
+        assert_eq!(third.seq, second.seq + 1);
+        let report = verify(&path).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.head, Some((3, third.hash)));
+    }
+
+    #[tokio::test]
+    async fn damaged_last_line_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).await.unwrap();
+        log.append(started(1)).await.unwrap();
+        log.close().await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("secret-1", "secret-9")).unwrap();
+        let err = AuditLog::open(&path).await.unwrap_err();
+        assert!(matches!(err, AuditError::Corrupt { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn dropping_every_handle_ends_the_writer_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.jsonl"))
+            .await
+            .unwrap();
+        let other = log.clone();
+        log.append(started(1)).await.unwrap();
+        // The task holds the shared state until it ends.
+        let shared = Arc::downgrade(&log.shared);
+        drop(log);
+        drop(other);
+        let ended = async {
+            while shared.upgrade().is_some() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), ended)
+            .await
+            .expect("the writer task outlived its handles");
+    }
+
+    #[tokio::test]
+    async fn closed_log_refuses_appends_from_every_clone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).await.unwrap();
+        let other = log.clone();
+        log.append(started(1)).await.unwrap();
+        log.close().await;
+        assert!(matches!(
+            other.append(started(2)).await,
+            Err(AuditError::Closed)
+        ));
+        assert_eq!(seqs_in(&path), [1]);
+    }
+}
