@@ -186,6 +186,21 @@ fn edit_distance(a: &str, b: &str) -> usize {
     m[a.len() * width + b.len()]
 }
 
+/// A duration in the one largest unit that divides it (`30d`, `90m`, `1d`), so messages
+/// read like what users write; `format_duration` would say `4w2d` for `30d`.
+pub(super) fn human(duration: std::time::Duration) -> String {
+    if duration.subsec_nanos() != 0 {
+        return crate::schedule::format_duration(duration);
+    }
+    let secs = duration.as_secs();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if secs >= size && secs.is_multiple_of(size) {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
+}
+
 /// "`a`, `b`, `c`" for hints.
 pub(super) fn list(names: &[&str]) -> String {
     names
@@ -228,6 +243,16 @@ mod tests {
         // `ç` is two bytes but one column.
         assert_eq!(d.line_col(5), (2, 2));
         assert_eq!(d.line_col(999), (3, 1));
+    }
+
+    #[test]
+    fn durations_read_in_one_unit() {
+        use std::time::Duration;
+        assert_eq!(human(Duration::from_secs(30 * 86_400)), "30d");
+        assert_eq!(human(Duration::from_secs(90 * 60)), "90m");
+        assert_eq!(human(Duration::from_secs(86_400)), "1d");
+        assert_eq!(human(Duration::from_secs(45)), "45s");
+        assert_eq!(human(Duration::ZERO), "0s");
     }
 
     #[test]

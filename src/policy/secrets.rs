@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::SecretPolicy;
-use super::diagnostic::{Diags, Loc, did_you_mean, list};
+use super::diagnostic::{Diags, Loc, did_you_mean, human, list};
 use super::generator;
 use super::parse::{
     DURATION_HINT, Table, Value, array, boolean, check_keys, duration, non_empty, string, table,
     unknown_key,
 };
-use crate::schedule::{Schedule, ScheduleError, format_duration};
+use crate::schedule::{Schedule, ScheduleError};
 use crate::secret::SecretName;
 
 /// Every key a secret may have.
@@ -539,7 +539,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                 }
                 let text = match ev.get_ref().as_str() {
                     Some(s) => format!("every {s}"),
-                    None => format!("every {}", format_duration(period)),
+                    None => format!("every {}", human(period)),
                 };
                 Some(ParsedSchedule {
                     kind: Kind::Every(period),
@@ -619,7 +619,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         if let (true, Some(floor)) = (sched_local, self.min_interval)
             && s.gap < floor
         {
-            let (gap, floor) = (format_duration(s.gap), format_duration(floor));
+            let (gap, floor) = (human(s.gap), human(floor));
             d.report(
                 s.key_span.clone(),
                 &loc.key("schedule").key(s.key),
@@ -654,13 +654,13 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                 // Decided in [defaults] and reported there, or already reported once.
                 continue;
             };
-            let gap = format_duration(s.gap);
+            let gap = human(s.gap);
             let from = match (field.origin, scope) {
                 (Origin::Defaults, Origin::Secret) => " (from [defaults])",
                 (Origin::Builtin, _) => " (the default)",
                 _ => "",
             };
-            let what = format!("{} {}{from}", rule.field, format_duration(field.value));
+            let what = format!("{} {}{from}", rule.field, human(field.value));
             let message = (rule.problem)(&what, &gap);
             let fix = (rule.fix)(rule.field, &gap);
             if at_field {

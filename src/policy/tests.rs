@@ -755,12 +755,12 @@ generator = { length = 32 }
         at,
         [
             (10, 22, "secrets[0].generator.type"),
-            (14, 44, "secrets[1].generator.length"),
-            (18, 55, "secrets[2].generator.classes[1]"),
-            (22, 65, "secrets[3].generator.min_symbol"),
-            (26, 44, "secrets[4].generator.length"),
-            (30, 75, "secrets[5].generator.exclude"),
-            (34, 44, "secrets[6].generator.encoding"),
+            (14, 43, "secrets[1].generator.length"),
+            (18, 54, "secrets[2].generator.classes[1]"),
+            (22, 64, "secrets[3].generator.min_symbol"),
+            (26, 43, "secrets[4].generator.length"),
+            (30, 74, "secrets[5].generator.exclude"),
+            (34, 42, "secrets[6].generator.encoding"),
             (38, 13, "secrets[7].generator.type"),
         ]
     );
@@ -772,7 +772,7 @@ generator = { length = 32 }
     assert!(
         found[4]
             .message
-            .contains("add up to 20, more than the length 16")
+            .contains("add up to 22, more than the length 16")
     );
     assert!(
         found[5]
@@ -809,7 +809,7 @@ generator = { type = "json", field = "password", template = { at = 1979-05-27T07
         [
             (10, 13, "secrets[0].generator.field"),
             (10, 50, "secrets[0].generator.generate.type"),
-            (14, 72, "secrets[1].generator.template.at"),
+            (14, 68, "secrets[1].generator.template.at"),
         ]
     );
     assert!(found[0].message.contains("needs a `field`"));
@@ -927,7 +927,7 @@ grace = 3
         [
             (2, 15, "daemon.concurrency"),
             (5, 8, "backends.local.type"),
-            (11, 44, "secrets[0].generator.length"),
+            (11, 43, "secrets[0].generator.length"),
             (12, 11, "secrets[0].enabled"),
             (14, 1, "secrets[1].schedule"),
             (16, 11, "secrets[1].backend"),
