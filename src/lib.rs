@@ -10,5 +10,6 @@ pub mod backend;
 pub mod generate;
 pub mod hex;
 pub mod policy;
+pub mod rotation;
 pub mod schedule;
 pub mod secret;
