@@ -7,6 +7,8 @@
 
 pub mod audit;
 pub mod backend;
+pub mod cli;
+pub mod daemon;
 pub mod generate;
 pub mod hex;
 pub mod policy;
