@@ -187,3 +187,65 @@ fn json_logs_on_request() {
         assert!(parsed["level"].is_string());
     }
 }
+
+#[test]
+fn concurrency_is_bounded_and_sigterm_drains_in_flight_rotations() {
+    let mut secrets = String::from("[daemon]\nstate_dir = \"state\"\nmin_interval = \"1s\"\nconcurrency = 2\n\n[backends.local]\ntype = \"file\"\n\n");
+    for i in 0..30 {
+        secrets.push_str(&format!(
+            "[[secrets]]\nname = \"busy/{i}\"\nbackend = \"local\"\nschedule = {{ every = \"1s\" }}\ngrace = \"0s\"\ngenerator = {{ type = \"ecdsa-p256\" }}\n\n"
+        ));
+    }
+    let sandbox = Sandbox::new("");
+    sandbox.write_raw_policy(&secrets);
+    let child = start(&sandbox);
+    wait_for("a steady stream of rotations", LIMIT, || {
+        (sandbox
+            .audit_entries()
+            .iter()
+            .filter(|e| e["event"] == "rotation_succeeded")
+            .count()
+            >= 60)
+            .then_some(())
+    });
+    // Stop while rotations are still being dispatched.
+    stop(&sandbox, child);
+
+    let entries = sandbox.audit_entries();
+    let stopping = entries
+        .iter()
+        .position(|e| e["event"] == "daemon_stopping")
+        .expect("daemon_stopping recorded");
+    let mut open = std::collections::HashSet::new();
+    let mut most = 0;
+    for e in &entries {
+        let key = (e["secret"].to_string(), e["version"].to_string());
+        match e["event"].as_str().unwrap() {
+            "rotation_started" => {
+                open.insert(key);
+            }
+            "rotation_succeeded" | "rotation_failed" | "slot_already_done" => {
+                open.remove(&key);
+            }
+            _ => {}
+        }
+        most = most.max(open.len());
+    }
+    assert!(most <= 2, "at most `concurrency` rotations in flight, saw {most}");
+    assert!(open.is_empty(), "every started rotation finished before exit: {open:?}");
+    assert!(
+        entries[stopping + 1..]
+            .iter()
+            .all(|e| e["event"] != "rotation_started"),
+        "nothing new starts after the stop request"
+    );
+    for i in 0..30 {
+        let record = sandbox.store_record(&format!("busy%2F{i}.json"));
+        let pending = record["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["stages"].as_array().unwrap().iter().any(|s| s == "pending"));
+        assert!(!pending, "busy/{i} left a pending version");
+    }
+}
