@@ -517,7 +517,7 @@ fn default_grace_longer_than_the_interval_points_at_the_schedule() {
         12,
         "secrets[0].schedule",
         &["grace 1d (the default)", "2h"],
-        &["set grace to at most 2h", "here"],
+        &["set grace in this secret to at most 2h"],
     );
 }
 
@@ -1033,6 +1033,6 @@ fn built_in_grace_against_a_defaults_schedule_is_reported_once_if_used() {
         12,
         "defaults.schedule",
         &["grace 1d (the default) is longer than the 2h"],
-        &["at most 2h", "here"],
+        &["set grace in [defaults] to at most 2h"],
     );
 }
