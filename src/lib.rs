@@ -7,8 +7,11 @@
 
 pub mod audit;
 pub mod backend;
+pub mod cli;
+pub mod daemon;
 pub mod generate;
 pub mod hex;
 pub mod policy;
+pub mod rotation;
 pub mod schedule;
 pub mod secret;

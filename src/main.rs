@@ -1,3 +1,39 @@
-//! The `rekeyd` binary.
+//! The `rekeyd` binary: parse arguments, set up logging, run the command, pick the exit code.
 
-fn main() {}
+use clap::Parser;
+use rekeyd::cli::{self, Cli, args::LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("rekeyd: cannot start the async runtime: {e}");
+            std::process::exit(cli::exit::FAILED);
+        }
+    };
+    if let Err(failure) = runtime.block_on(cli::execute(cli)) {
+        eprintln!("rekeyd: {failure}");
+        std::process::exit(failure.code);
+    }
+}

@@ -152,6 +152,7 @@ impl fmt::Debug for SecretName {
 pub struct VersionId(String);
 
 const SLOT_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+const MANUAL_FORMAT: &str = "%Y%m%dT%H%M%S%.6fZ";
 
 impl VersionId {
     /// Wraps an id read from a backend.
@@ -165,14 +166,25 @@ impl VersionId {
         Self::derive('s', secret, slot)
     }
 
-    /// The id of a manual rotation requested at `at` (second resolution): a repeat of the
-    /// same request within the same second is idempotent, a later one is a new version.
+    /// The id of a manual rotation requested at `at` (microsecond resolution): each request
+    /// is a new version, and a retry that reuses the request's id repeats it idempotently.
     pub fn for_manual(secret: &SecretName, at: DateTime<Utc>) -> Self {
         Self::derive('m', secret, at)
     }
 
+    /// The id of the rotation forced by `max_age` when the current version passes its
+    /// `deadline`: derived from the deadline, so replicas agree on it.
+    pub fn for_deadline(secret: &SecretName, deadline: DateTime<Utc>) -> Self {
+        Self::derive('a', secret, deadline)
+    }
+
     fn derive(kind: char, secret: &SecretName, at: DateTime<Utc>) -> Self {
-        let stamp = at.format(SLOT_FORMAT).to_string();
+        let format = if kind == 'm' {
+            MANUAL_FORMAT
+        } else {
+            SLOT_FORMAT
+        };
+        let stamp = at.format(format).to_string();
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(b"rekeyd-version-v1\0");
         ctx.update(secret.as_str().as_bytes());
@@ -191,9 +203,12 @@ impl VersionId {
         self.stamp('s')
     }
 
-    /// When a rekeyd-made id was requested (slot or manual request time).
+    /// When a rekeyd-made id was requested (slot, manual request time or max-age deadline);
+    /// `None` for ids rekeyd did not make.
     pub fn requested_at(&self) -> Option<DateTime<Utc>> {
-        self.stamp('s').or_else(|| self.stamp('m'))
+        self.stamp('s')
+            .or_else(|| self.stamp('m'))
+            .or_else(|| self.stamp('a'))
     }
 
     fn stamp(&self, kind: char) -> Option<DateTime<Utc>> {
@@ -202,7 +217,12 @@ impl VersionId {
         if hash.len() != 16 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        chrono::NaiveDateTime::parse_from_str(stamp, SLOT_FORMAT)
+        let format = if kind == 'm' {
+            MANUAL_FORMAT
+        } else {
+            SLOT_FORMAT
+        };
+        chrono::NaiveDateTime::parse_from_str(stamp, format)
             .ok()
             .map(|naive| naive.and_utc())
     }
@@ -315,6 +335,13 @@ mod tests {
         assert_ne!(a, VersionId::for_slot(&other, slot));
         let manual = VersionId::for_manual(&name, slot);
         assert_ne!(a, manual);
+        let later = VersionId::for_manual(&name, slot + chrono::Duration::microseconds(1));
+        assert_ne!(manual, later, "quick successive requests are distinct");
+        assert_eq!(
+            later.requested_at(),
+            Some(slot + chrono::Duration::microseconds(1))
+        );
+        assert!(later.as_str().len() <= 64, "AWS token length");
         assert_eq!(manual.slot(), None);
         assert_eq!(manual.requested_at(), Some(slot));
         assert_eq!(VersionId::new("EXAMPLE1-90ab-cdef").slot(), None);

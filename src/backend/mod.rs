@@ -156,6 +156,22 @@ impl Error {
     }
 }
 
+/// Opens every backend instance the policy defines, by name.
+pub fn open_all(
+    policy: &crate::policy::Policy,
+) -> Result<std::collections::BTreeMap<String, std::sync::Arc<dyn Backend>>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, config) in &policy.backends {
+        let backend: std::sync::Arc<dyn Backend> = match config {
+            crate::policy::BackendConfig::File(file) => {
+                std::sync::Arc::new(file::FileBackend::open(name, file)?)
+            }
+        };
+        out.insert(name.clone(), backend);
+    }
+    Ok(out)
+}
+
 /// Result alias for backend calls.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -189,8 +189,6 @@ pub(super) struct SecretWalk<'a, 'n> {
     pub(super) min_interval: Option<Duration>,
     /// Parsed cron schedules by (expression, time zone); errors are cached too.
     cron_cache: HashMap<(&'a str, Option<&'a str>), CronResult>,
-    /// Whether the built-in grace against the `[defaults]` schedule was reported.
-    default_grace_reported: bool,
 }
 
 impl<'a, 'n> SecretWalk<'a, 'n> {
@@ -205,7 +203,6 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             notify,
             min_interval,
             cron_cache: HashMap::new(),
-            default_grace_reported: false,
         }
     }
 
@@ -291,8 +288,13 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         let backend = own.backend.or_default(&defaults.backend);
         let schedule = own.schedule.or_default(&defaults.schedule);
         let generator = own.generator.or_default(&defaults.generator);
+        // Unset, grace defaults to a day, shortened to the schedule's shortest gap: a daily
+        // cron in a DST zone has a 23.5h gap on spring-forward day and must still validate.
         let grace = match own.grace.or_default(&defaults.grace) {
-            Got::Absent => Got::Valid(builtin_grace()),
+            Got::Absent => Got::Valid(builtin_grace(match &schedule {
+                Got::Valid(s) => s.value.gap,
+                _ => DEFAULT_GRACE,
+            })),
             got => got,
         };
         let window = own.window.or_default(&defaults.window);
@@ -630,8 +632,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
     ///
     /// Where a problem is reported: at the secret when any field involved is its own;
     /// at `[defaults]` when all of them are set there (checked once, in `[defaults]`
-    /// scope); and rekeyd's own default grace against a `[defaults]` schedule is reported
-    /// at `[defaults]` once, and only if some secret really ends up with both.
+    /// scope). rekeyd's own default grace is cut to the gap, so it never fails here.
     #[allow(clippy::too_many_arguments)]
     fn timing(
         &mut self,
@@ -667,18 +668,10 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             if (rule.fine)(field.value, s.gap) {
                 continue;
             }
-            let defaults = Loc::Root;
-            let defaults = defaults.key("defaults");
             let (at_field, where_loc) = if field.origin == scope {
                 (true, loc)
             } else if sched_local {
                 (false, loc)
-            } else if scope == Origin::Secret
-                && field.origin == Origin::Builtin
-                && !self.default_grace_reported
-            {
-                self.default_grace_reported = true;
-                (false, &defaults)
             } else {
                 // Decided in [defaults] and reported there, or already reported once.
                 continue;
@@ -695,13 +688,9 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                 let fix = (rule.fix)(rule.field, "", &gap);
                 d.report(field.span.clone(), &where_loc.key(rule.field), message, fix);
             } else {
-                // The field to change is not the one pointed at: say where to set it.
-                let place = if sched_local {
-                    " in this secret"
-                } else {
-                    " in [defaults]"
-                };
-                let fix = (rule.fix)(rule.field, place, &gap);
+                // The field comes from [defaults] but the secret's own schedule is what
+                // conflicts with it: the fix is to set the field in this secret.
+                let fix = (rule.fix)(rule.field, " in this secret", &gap);
                 d.report(
                     schedule.span.clone(),
                     &where_loc.key("schedule"),
@@ -769,9 +758,9 @@ fn sourced<T>(value: Option<T>, span: &Range<usize>, origin: Origin) -> Option<S
     })
 }
 
-fn builtin_grace() -> Src<Duration> {
+fn builtin_grace(schedule_gap: Duration) -> Src<Duration> {
     Src {
-        value: DEFAULT_GRACE,
+        value: DEFAULT_GRACE.min(schedule_gap),
         span: 0..0,
         origin: Origin::Builtin,
     }

@@ -509,15 +509,26 @@ fn grace_longer_than_the_interval() {
 }
 
 #[test]
-fn default_grace_longer_than_the_interval_points_at_the_schedule() {
-    let d = only(&secret_with("schedule = { every = \"2h\" }\n"));
-    check(
-        &d,
-        8,
-        12,
-        "secrets[0].schedule",
-        &["grace 1d (the default)", "2h"],
-        &["set grace in this secret to at most 2h"],
+fn unset_grace_shrinks_to_a_short_schedule_and_explicit_grace_does_not() {
+    // The one-day default is cut to the gap instead of failing a valid policy.
+    let policy = ok(&secret_with("schedule = { every = \"2h\" }\n"));
+    assert_eq!(policy.secrets[0].grace, Duration::from_secs(2 * 3600));
+    // A daily 02:30 in Berlin is 23.5h apart on spring-forward day: still valid unset.
+    let policy = ok(&secret_with(
+        "schedule = { cron = \"30 2 * * *\", timezone = \"Europe/Berlin\" }\n",
+    ));
+    assert_eq!(
+        policy.secrets[0].grace,
+        Duration::from_secs(23 * 3600 + 1800)
+    );
+    // Asked for explicitly, a grace longer than the gap is an error.
+    let d = only(&secret_with(
+        "schedule = { every = \"2h\" }\ngrace = \"3h\"\n",
+    ));
+    assert_eq!(d.path, "secrets[0].grace");
+    assert!(
+        d.message.contains("grace 3h is longer than the 2h"),
+        "{d:#?}"
     );
 }
 
@@ -1009,30 +1020,4 @@ fn load_reports_unreadable_and_non_utf8_files() {
     std::fs::write(&bad, b"[daemon]\nstate_dir = \"\xff\"\n").unwrap();
     let e = load(&bad).unwrap_err();
     check(&e.0[0], 2, 14, "", &["not valid UTF-8"], &["UTF-8"]);
-}
-
-#[test]
-fn built_in_grace_against_a_defaults_schedule_is_reported_once_if_used() {
-    let head = "[defaults]\nbackend = \"local\"\ngenerator = { type = \"ed25519\" }\n\
-                schedule = { every = \"2h\" }\n\n";
-    // Every secret sets its own grace: the built-in 24h never applies.
-    let mut fine = with_head(head);
-    for i in 0..3 {
-        fine.push_str(&format!("[[secrets]]\nname = \"s{i}\"\ngrace = \"1h\"\n"));
-    }
-    ok(&fine);
-
-    let mut used = with_head(head);
-    for i in 0..3 {
-        used.push_str(&format!("[[secrets]]\nname = \"s{i}\"\n"));
-    }
-    let d = only(&used);
-    check(
-        &d,
-        7,
-        12,
-        "defaults.schedule",
-        &["grace 1d (the default) is longer than the 2h"],
-        &["set grace in [defaults] to at most 2h"],
-    );
 }

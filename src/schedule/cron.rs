@@ -7,24 +7,25 @@
 //! on the first occurrence. Jobs with a wildcard, list, range or step in the
 //! minute or hour run at every real instant whose wall clock matches.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use chrono::{DateTime, LocalResult, NaiveDate, NaiveTime, Offset, SubsecRound, TimeZone, Utc};
+use chrono::{DateTime, NaiveTime, Offset, SubsecRound, TimeZone, Utc};
 use chrono_tz::Tz;
-use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
+use croner::{Cron, JobType};
 
 use super::ScheduleError;
 use super::fields::{Fields, expand_alias};
 
 /// Days of upcoming slots scanned for `min_gap`.
-const SCAN_DAYS: u32 = 400;
+const SCAN_DAYS: i64 = 400;
 /// Slots after which the `min_gap` scan may stop early.
 const SCAN_FIRES: usize = 2_000;
 /// How far the scan goes to find two slots at all: 29 February can be eight
 /// years from the next one.
-const SCAN_DAYS_LIMIT: u32 = 366 * 12;
+const SCAN_DAYS_LIMIT: i64 = 366 * 12;
 
 /// A cron schedule; cloning shares the parsed form.
 #[derive(Clone, Debug)]
@@ -40,7 +41,35 @@ struct Inner {
     min_gap: Duration,
 }
 
+/// Most policies put many secrets on a few schedules; this keeps one parsed
+/// copy of each for a day, after which `min_gap` is scanned afresh.
+type Cache = HashMap<(String, Option<String>), (DateTime<Utc>, CronSchedule)>;
+static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+/// Distinct schedules kept before the cache starts over.
+const CACHE_LIMIT: usize = 4_096;
+
 impl CronSchedule {
+    /// Parses `expr` as of now, sharing the result with earlier parses of
+    /// the same expression and zone.
+    pub(crate) fn parse_shared(expr: &str, timezone: Option<&str>) -> Result<Self, ScheduleError> {
+        let now = Utc::now();
+        let key = (expr.trim().to_string(), timezone.map(str::to_string));
+        let cache = CACHE.get_or_init(Default::default);
+        let fresh = |at: DateTime<Utc>| at <= now && now - at < chrono::TimeDelta::days(1);
+        if let Some((at, schedule)) = lock(cache).get(&key)
+            && fresh(*at)
+        {
+            return Ok(schedule.clone());
+        }
+        let schedule = Self::parse(expr, timezone, now)?;
+        let mut cache = lock(cache);
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(key, (now, schedule.clone()));
+        Ok(schedule)
+    }
+
     /// Parses `expr` in `timezone` (UTC when `None`), scanning `min_gap` from `now`.
     pub(crate) fn parse(
         expr: &str,
@@ -69,7 +98,9 @@ impl CronSchedule {
             .build()
             .parse(fields_text)
             .map_err(|e| invalid(e.to_string()))?;
-        let min_gap = scan_min_gap(&fields, &cron, tz, now);
+        // croner moves only "fixed-time" jobs out of a DST gap; ask it which this is.
+        let fixed_time = cron.determine_job_type() == JobType::FixedTime;
+        let min_gap = scan_min_gap(&fields, fixed_time, tz, now);
         Ok(CronSchedule {
             inner: Arc::new(Inner {
                 expression: expr.trim().to_string(),
@@ -114,109 +145,183 @@ impl CronSchedule {
     }
 }
 
+/// A poisoned cache only means another thread panicked mid-insert; the map
+/// itself is still sound.
+fn lock(cache: &Mutex<Cache>) -> MutexGuard<'_, Cache> {
+    cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The shortest gap between consecutive slots from `now` over the next
 /// [`SCAN_DAYS`] days or [`SCAN_FIRES`] slots, whichever comes first.
 ///
-/// A full search per slot costs about a microsecond, too slow for a policy
-/// of many secrets. Instead, on a day with one UTC offset throughout, the
-/// slots are the day's wall clock times minus that offset, so only the first
-/// and last need arithmetic; days with a clock change ask croner for each
-/// slot so the DST rules are exactly the ones `next_after` uses.
-fn scan_min_gap(fields: &Fields, cron: &Cron, tz: Tz, now: DateTime<Utc>) -> Duration {
+/// A croner search per slot costs microseconds (and a walk through any DST
+/// gap, second by second), too slow for a policy of many secrets. So the scan
+/// works on the wall clock: on a day with one UTC offset throughout, the
+/// slots are the day's times minus that offset and only the first and last
+/// matter; on a day with a clock change, each time is placed with the same
+/// rules croner applies (see the module docs), checked against croner in the
+/// tests.
+fn scan_min_gap(fields: &Fields, fixed_time: bool, tz: Tz, now: DateTime<Utc>) -> Duration {
     let times = fields.times_of_day();
     let intra_day = times.windows(2).map(|w| i64::from(w[1] - w[0]) * 60).min();
     let (first_time, last_time) = (times[0], times[times.len() - 1]);
-
-    let mut date = now.with_timezone(&tz).date_naive();
-    let mut midnight = resolve_midnight(tz, date);
-    let mut previous: Option<i64> = None;
-    let mut best: Option<i64> = None;
-    let mut fires = 0usize;
-    let note = |gap: i64, best: &mut Option<i64>| {
-        *best = Some(best.map_or(gap, |b| b.min(gap)));
+    let offset_at = |unix: i64| -> i64 {
+        let utc = DateTime::from_timestamp(unix, 0)
+            .unwrap_or_default()
+            .naive_utc();
+        i64::from(tz.offset_from_utc_datetime(&utc).fix().local_minus_utc())
     };
-    for day in 0..SCAN_DAYS_LIMIT {
-        if (day >= SCAN_DAYS || fires >= SCAN_FIRES) && fires >= 2 {
+
+    let mut gaps = Gaps::default();
+    let mut steady = Steady::default();
+    let start = now.with_timezone(&tz).date_naive();
+    let mut date = start;
+    loop {
+        let day = (date - start).num_days();
+        if day > SCAN_DAYS_LIMIT
+            || ((day >= SCAN_DAYS || gaps.fires >= SCAN_FIRES) && gaps.fires >= 2)
+        {
             break;
         }
-        let Some(next_date) = date.succ_opt() else {
-            break;
-        };
-        let next_midnight = resolve_midnight(tz, next_date);
         if fields.date_matches(date) {
-            match (midnight, next_midnight) {
-                (Some(a), Some(b)) if a == b => {
-                    let base = date.and_time(NaiveTime::MIN).and_utc().timestamp() - i64::from(a);
-                    let first = base + i64::from(first_time) * 60;
-                    if let Some(p) = previous {
-                        note(first - p, &mut best);
-                    }
-                    if let Some(gap) = intra_day {
-                        note(gap, &mut best);
-                    }
-                    previous = Some(base + i64::from(last_time) * 60);
-                    fires += times.len();
-                }
-                _ => {
-                    for slot in slots_on(cron, tz, date, times.len()) {
-                        if let Some(p) = previous {
-                            note(slot - p, &mut best);
+            let midnight = date.and_time(NaiveTime::MIN).and_utc().timestamp();
+            // Every instant of this local day lies in this window, whatever the offset.
+            let (low, high) = (midnight - DAY_WINDOW_BEFORE, midnight + DAY_WINDOW_AFTER);
+            let (before, after) = steady.offsets(low, high, offset_at);
+            if before == after {
+                gaps.day(
+                    midnight - before + i64::from(first_time) * 60,
+                    midnight - before + i64::from(last_time) * 60,
+                    times.len(),
+                    intra_day,
+                );
+            } else {
+                // Real zones change their clock at most once in two days.
+                let change = first_instant_with(low, high, after, offset_at);
+                let mut slots: Vec<i64> = Vec::with_capacity(times.len() + 1);
+                for &time in &times {
+                    let wall = midnight + i64::from(time) * 60;
+                    let (early, late) = (wall - before, wall - after);
+                    let (early_ok, late_ok) = (early < change, late >= change);
+                    match (early_ok, late_ok) {
+                        (true, true) if fixed_time => slots.push(early.min(late)),
+                        (true, true) => slots.extend([early, late]),
+                        (true, false) => slots.push(early),
+                        (false, true) => slots.push(late),
+                        // Skipped by a gap: a fixed-time job runs when the gap
+                        // ends, if that day still matches.
+                        (false, false) if fixed_time => {
+                            let ends_on = DateTime::from_timestamp(change + after, 0)
+                                .unwrap_or_default()
+                                .date_naive();
+                            if fields.date_matches(ends_on) {
+                                slots.push(change);
+                            }
                         }
-                        previous = Some(slot);
-                        fires += 1;
+                        (false, false) => {}
                     }
+                }
+                slots.sort_unstable();
+                slots.dedup();
+                for slot in slots {
+                    gaps.day(slot, slot, 1, None);
                 }
             }
         }
-        date = next_date;
-        midnight = next_midnight;
+        // Months the pattern never runs in are skipped whole.
+        let Some(next) = fields.next_candidate_date(date) else {
+            break;
+        };
+        date = next;
     }
     // Only a schedule with a single slot in twelve years gets here; a year
     // is a safe floor for any interval check.
-    Duration::from_secs(best.map_or(366 * 86_400, |b| b.max(0) as u64))
+    Duration::from_secs(gaps.best.map_or(366 * 86_400, |b| b.max(0) as u64))
 }
 
-/// The UTC offset in seconds at the start of `date`, if that local midnight
-/// happens exactly once.
-fn resolve_midnight(tz: Tz, date: NaiveDate) -> Option<i32> {
-    match tz.from_local_datetime(&date.and_time(NaiveTime::MIN)) {
-        LocalResult::Single(t) => Some(t.offset().fix().local_minus_utc()),
-        _ => None,
+/// How far before local midnight, in UTC, a local day can start (UTC+14).
+const DAY_WINDOW_BEFORE: i64 = 15 * 3600;
+/// How far after local midnight, in UTC, a local day can end (UTC-12).
+const DAY_WINDOW_AFTER: i64 = 37 * 3600;
+
+/// A stretch of UTC seconds known to have one offset, so that consecutive
+/// days cost one offset lookup each instead of two.
+#[derive(Default)]
+struct Steady {
+    /// `(from, to, offset)`, inclusive.
+    known: Option<(i64, i64, i64)>,
+}
+
+impl Steady {
+    /// The offsets at `low` and at `high`; equal means one offset throughout,
+    /// since no real zone changes its clock twice within two days.
+    fn offsets(&mut self, low: i64, high: i64, offset_at: impl Fn(i64) -> i64) -> (i64, i64) {
+        let at_high = offset_at(high);
+        if let Some((from, to, offset)) = self.known
+            && from <= low
+            && to <= high
+            && high - to <= 2 * 86_400
+            && at_high == offset
+        {
+            self.known = Some((from, high, offset));
+            return (offset, offset);
+        }
+        let at_low = offset_at(low);
+        self.known = (at_low == at_high).then_some((low, high, at_low));
+        (at_low, at_high)
     }
 }
 
-/// Every slot on local `date`, as Unix seconds in time order, found by croner.
-fn slots_on(cron: &Cron, tz: Tz, date: NaiveDate, per_day: usize) -> Vec<i64> {
-    let mut out = Vec::new();
-    // Start from noon the day before: never near a clock change in practice.
-    let Some(start) = date
-        .pred_opt()
-        .and_then(|d| d.and_hms_opt(12, 0, 0))
-        .and_then(|noon| tz.from_local_datetime(&noon).earliest())
-    else {
-        return out;
-    };
-    let mut cursor = start;
-    // A repeated hour can double a day's slots; the bound only guards a loop.
-    for _ in 0..(2 * per_day + 4) {
-        let Ok(next) = cron.find_next_occurrence(&cursor, false) else {
-            break;
-        };
-        let local = next.date_naive();
-        if local > date {
-            break;
+/// The first second in `(low, high]` whose offset is `target`.
+fn first_instant_with(
+    mut low: i64,
+    mut high: i64,
+    target: i64,
+    offset_at: impl Fn(i64) -> i64,
+) -> i64 {
+    while high - low > 1 {
+        let middle = low + (high - low) / 2;
+        if offset_at(middle) == target {
+            high = middle;
+        } else {
+            low = middle;
         }
-        if local == date {
-            out.push(next.timestamp());
-        }
-        cursor = next;
     }
-    out
+    high
+}
+
+/// Running minimum of the gaps between consecutive slots, fed in time order.
+#[derive(Default)]
+struct Gaps {
+    previous: Option<i64>,
+    best: Option<i64>,
+    fires: usize,
+}
+
+impl Gaps {
+    /// Adds `count` slots from `first` to `last`, at least `inner` apart.
+    fn day(&mut self, first: i64, last: i64, count: usize, inner: Option<i64>) {
+        if let Some(previous) = self.previous {
+            self.note(first - previous);
+        }
+        if let Some(inner) = inner {
+            self.note(inner);
+        }
+        self.previous = Some(last);
+        self.fires += count;
+    }
+
+    fn note(&mut self, gap: i64) {
+        self.best = Some(self.best.map_or(gap, |b| b.min(gap)));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -496,10 +601,21 @@ mod tests {
         let now = at("2026-02-15T00:00:00Z");
         for (expr, tz) in [
             ("30 2 * * *", "Europe/Berlin"),
+            ("30 2 * * *", "America/New_York"),
             ("30 1 * * *", "America/New_York"),
             ("0 */7 * * *", "America/New_York"),
             ("15 1,2,3 * * *", "Europe/Berlin"),
+            ("*/20 2 * * *", "Europe/Berlin"),
+            ("0 2-3 * * *", "America/New_York"),
+            ("45 1 * * *", "Australia/Lord_Howe"),
+            ("0 2 * * *", "Australia/Lord_Howe"),
             ("0 0 * * 1", "Australia/Lord_Howe"),
+            ("30 2 * * *", "Australia/Sydney"),
+            // Cuba changes its clock at midnight: a daily midnight job meets the gap.
+            ("0 0 * * *", "America/Havana"),
+            ("0 1 * * *", "America/Havana"),
+            ("59 23 * * *", "America/Santiago"),
+            ("0 0 * * *", "America/Santiago"),
         ] {
             let s = CronSchedule::parse(expr, Some(tz), now).unwrap();
             let all = slots(
@@ -530,6 +646,16 @@ mod tests {
         assert!(err("0 0 30 2 *", None).contains("never fires"));
         assert!(err("0 0 31 4 *", None).contains("never fires"));
         assert!(err("0 25 * * *", None).contains("hour value 25 is out of range: use 0-23"));
+    }
+
+    #[test]
+    fn repeated_parses_share_one_copy() {
+        let a = CronSchedule::parse_shared("17 4 * * *", Some("Asia/Tokyo")).unwrap();
+        let b = CronSchedule::parse_shared(" 17 4 * * * ", Some("Asia/Tokyo")).unwrap();
+        assert!(Arc::ptr_eq(&a.inner, &b.inner));
+        let c = CronSchedule::parse_shared("17 4 * * *", None).unwrap();
+        assert!(!Arc::ptr_eq(&a.inner, &c.inner));
+        assert_eq!(c.time_zone(), "UTC");
     }
 
     #[test]

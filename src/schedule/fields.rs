@@ -154,6 +154,20 @@ impl Fields {
         }
     }
 
+    /// The next date after `date` worth testing: the next day, or the first
+    /// of the next month when this month never matches.
+    pub(crate) fn next_candidate_date(&self, date: NaiveDate) -> Option<NaiveDate> {
+        if self.months & (1 << date.month()) != 0 {
+            return date.succ_opt();
+        }
+        let (year, month) = if date.month() == 12 {
+            (date.year() + 1, 1)
+        } else {
+            (date.year(), date.month() + 1)
+        };
+        NaiveDate::from_ymd_opt(year, month, 1)
+    }
+
     /// The minutes after midnight at which the pattern runs, ascending.
     pub(crate) fn times_of_day(&self) -> Vec<u32> {
         let mut out = Vec::new();

@@ -11,6 +11,8 @@ mod duration;
 mod every;
 mod fields;
 mod jitter;
+#[cfg(test)]
+mod props;
 pub mod queue;
 
 pub use cron::CronSchedule;
@@ -46,7 +48,7 @@ impl Schedule {
     /// spring-forward gap skips runs at the first instant after the gap; a
     /// time that a fall-back repeats runs once, on its first occurrence.
     pub fn cron(expr: &str, timezone: Option<&str>) -> Result<Self, ScheduleError> {
-        CronSchedule::parse(expr, timezone, Utc::now()).map(Schedule::Cron)
+        CronSchedule::parse_shared(expr, timezone).map(Schedule::Cron)
     }
 
     /// An interval schedule for `secret`: slots every `period` (at least one

@@ -1,0 +1,9 @@
+//! The command line: syntax in [`args`], execution in `commands`, exit codes in [`exit`].
+
+pub mod args;
+mod commands;
+pub mod exit;
+mod table;
+
+pub use args::Cli;
+pub use commands::execute;

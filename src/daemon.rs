@@ -1,0 +1,490 @@
+//! Task wiring: the scheduler loop, signals, reload and shutdown.
+//!
+//! One timer for all secrets: a [`DueQueue`] ordered by due time, and a loop that sleeps
+//! until the earliest entry, a finished rotation or a control event. Rotations run as
+//! tasks, at most `daemon.concurrency` at once and never two for one secret; each one
+//! reports the plan that remains, which is how the next due time is found.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::audit::{AuditEvent, AuditLog, Fingerprinter};
+use crate::backend;
+use crate::policy::{self, Policy, PolicyErrors, SecretPolicy};
+use crate::rotation::plan::Plan;
+use crate::rotation::{Engine, RotationError};
+use crate::schedule::queue::DueQueue;
+
+/// The longest the loop sleeps without looking at the wall clock again (so a clock
+/// step or a suspended machine delays a rotation by at most this much).
+const MAX_SLEEP: Duration = Duration::from_secs(15 * 60);
+/// How long shutdown waits for in-flight rotations.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+/// First retry delay after a failure; doubles per attempt up to `max_retry_backoff`.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+
+/// What the daemon is told from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the policy (SIGHUP).
+    Reload,
+    /// Finish in-flight rotations and exit (SIGTERM, SIGINT).
+    Shutdown(&'static str),
+}
+
+/// Why the daemon could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The policy is invalid.
+    #[error("{0}")]
+    Policy(#[from] PolicyErrors),
+    /// Opening the audit log, a key or a backend failed.
+    #[error("{0}")]
+    Startup(String),
+    /// `--once`: some secrets could not be brought up to date.
+    #[error("{failed} of {total} secrets could not be rotated or recovered")]
+    Failures {
+        /// How many failed.
+        failed: usize,
+        /// How many were attempted.
+        total: usize,
+    },
+}
+
+/// What one run needs, opened from a policy.
+struct Runtime {
+    policy: Arc<Policy>,
+    engine: Arc<Engine>,
+}
+
+/// Opens the audit log, the fingerprint key and the backends for `policy`.
+pub async fn open_runtime(
+    policy: Policy,
+    audit: Option<AuditLog>,
+) -> Result<(Arc<Policy>, Arc<Engine>), DaemonError> {
+    let startup =
+        |what: &str, e: &dyn std::fmt::Display| DaemonError::Startup(format!("{what}: {e}"));
+    let audit = match audit {
+        Some(a) => a,
+        None => AuditLog::open(&policy.daemon.audit_log)
+            .await
+            .map_err(|e| startup("cannot open the audit log", &e))?,
+    };
+    let (fingerprinter, created) = Fingerprinter::load_or_create(&policy.daemon.audit_key_file)
+        .map_err(|e| startup("cannot load the audit fingerprint key", &e))?;
+    if created {
+        tracing::warn!(key_file = %policy.daemon.audit_key_file.display(), "created a new audit fingerprint key (mode 0600)");
+    }
+    let backends = backend::open_all(&policy).map_err(|e| startup("cannot open a backend", &e))?;
+    let engine = Engine::new(backends, audit, fingerprinter);
+    Ok((Arc::new(policy), Arc::new(engine)))
+}
+
+/// Loads the policy, recording a rejection in the audit log when one is open.
+async fn load_policy(path: &Path, audit: Option<&AuditLog>) -> Result<Policy, PolicyErrors> {
+    let loaded = policy::load(path);
+    if let (Err(errors), Some(audit)) = (&loaded, audit) {
+        let _ = audit
+            .append(AuditEvent::PolicyRejected {
+                path: path.display().to_string(),
+                errors: errors.0.len(),
+                first_error: errors
+                    .0
+                    .first()
+                    .map(|d| {
+                        format!(
+                            "{}:{}:{}: {}: {}",
+                            d.file, d.line, d.column, d.path, d.message
+                        )
+                    })
+                    .unwrap_or_default(),
+            })
+            .await;
+    }
+    loaded
+}
+
+async fn audit_policy_loaded(engine: &Engine, policy: &Policy) -> Result<(), DaemonError> {
+    engine
+        .audit()
+        .append(AuditEvent::PolicyLoaded {
+            path: policy.source.display().to_string(),
+            digest: policy.digest.clone(),
+            secrets: policy.secrets.len(),
+        })
+        .await
+        .map_err(|e| DaemonError::Startup(format!("cannot write the audit log: {e}")))?;
+    Ok(())
+}
+
+/// Runs the daemon until a shutdown control arrives (or, with `once`, until every secret
+/// has been brought up to date once).
+pub async fn run(
+    policy_path: PathBuf,
+    once: bool,
+    controls: mpsc::Receiver<Control>,
+) -> Result<(), DaemonError> {
+    let policy = load_policy(&policy_path, None).await?;
+    let (policy, engine) = open_runtime(policy, None).await?;
+    engine
+        .audit()
+        .append(AuditEvent::DaemonStarted {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+        })
+        .await
+        .map_err(|e| DaemonError::Startup(format!("cannot write the audit log: {e}")))?;
+    audit_policy_loaded(&engine, &policy).await?;
+    engine
+        .close_interrupted(&policy)
+        .await
+        .map_err(|e| DaemonError::Startup(format!("cannot close interrupted rotations: {e}")))?;
+    let runtime = Runtime { policy, engine };
+    if once {
+        return run_once(runtime).await;
+    }
+    Scheduler::new(policy_path, runtime).run(controls).await
+}
+
+/// `run --once`: reconcile every enabled secret, then exit; for cron-driven setups.
+async fn run_once(runtime: Runtime) -> Result<(), DaemonError> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        runtime.policy.daemon.concurrency,
+    ));
+    let mut tasks = JoinSet::new();
+    let enabled: Vec<_> = runtime
+        .policy
+        .secrets
+        .iter()
+        .filter(|s| s.enabled)
+        .cloned()
+        .collect();
+    for secret in &enabled {
+        let (engine, secret, limit) = (
+            Arc::clone(&runtime.engine),
+            Arc::clone(secret),
+            Arc::clone(&limit),
+        );
+        tasks.spawn(async move {
+            let _permit = limit
+                .acquire_owned()
+                .await
+                .expect("semaphore is never closed");
+            engine.reconcile(&secret, false).await
+        });
+    }
+    let mut failed = 0;
+    while let Some(joined) = tasks.join_next().await {
+        if !matches!(joined, Ok(Ok(_))) {
+            failed += 1;
+        }
+    }
+    let _ = runtime
+        .engine
+        .audit()
+        .append(AuditEvent::DaemonStopping {
+            reason: "once".to_owned(),
+            in_flight: 0,
+        })
+        .await;
+    runtime.engine.audit().close().await;
+    if failed > 0 {
+        return Err(DaemonError::Failures {
+            failed,
+            total: enabled.len(),
+        });
+    }
+    Ok(())
+}
+
+type JobResult = (String, u64, Result<Plan, RotationError>);
+
+struct Scheduler {
+    policy_path: PathBuf,
+    runtime: Runtime,
+    /// Bumped by every accepted reload; a job dispatched under an older one re-plans.
+    generation: u64,
+    secrets: HashMap<String, Arc<SecretPolicy>>,
+    queue: DueQueue<String>,
+    ready: VecDeque<String>,
+    in_flight: HashSet<String>,
+    /// Which secret each task rotates, so a panicked task's secret is retried too.
+    task_names: HashMap<tokio::task::Id, String>,
+    failures: HashMap<String, u32>,
+    tasks: JoinSet<JobResult>,
+    rng: SystemRandom,
+}
+
+impl Scheduler {
+    fn new(policy_path: PathBuf, runtime: Runtime) -> Self {
+        let mut scheduler = Self {
+            policy_path,
+            runtime,
+            generation: 0,
+            secrets: HashMap::new(),
+            queue: DueQueue::new(),
+            ready: VecDeque::new(),
+            in_flight: HashSet::new(),
+            task_names: HashMap::new(),
+            failures: HashMap::new(),
+            tasks: JoinSet::new(),
+            rng: SystemRandom::new(),
+        };
+        scheduler.adopt_policy();
+        scheduler
+    }
+
+    /// Every enabled secret of the current policy is looked at now: that first look finds
+    /// interrupted rotations, missed slots and the next due time.
+    fn adopt_policy(&mut self) {
+        let now = Utc::now();
+        let policy = Arc::clone(&self.runtime.policy);
+        let mut keep = HashMap::with_capacity(policy.secrets.len());
+        for secret in policy.secrets.iter().filter(|s| s.enabled) {
+            let name = secret.name.to_string();
+            self.queue.schedule(name.clone(), now);
+            keep.insert(name, Arc::clone(secret));
+        }
+        for name in self.secrets.keys() {
+            if !keep.contains_key(name) {
+                self.queue.cancel(name);
+            }
+        }
+        self.ready.retain(|name| keep.contains_key(name));
+        self.failures.retain(|name, _| keep.contains_key(name));
+        self.secrets = keep;
+        tracing::info!(secrets = self.secrets.len(), "policy adopted");
+    }
+
+    async fn run(mut self, mut controls: mpsc::Receiver<Control>) -> Result<(), DaemonError> {
+        tracing::info!(policy = %self.policy_path.display(), "rekeyd running");
+        loop {
+            self.dispatch();
+            let sleep = self.sleep_duration();
+            tokio::select! {
+                control = controls.recv() => match control {
+                    Some(Control::Reload) => self.reload().await,
+                    Some(Control::Shutdown(reason)) => return self.shutdown(reason).await,
+                    None => return self.shutdown("control channel closed").await,
+                },
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.finished(joined);
+                }
+                _ = tokio::time::sleep(sleep) => {
+                    let due = self.queue.pop_due(Utc::now());
+                    self.ready.extend(due);
+                }
+            }
+        }
+    }
+
+    fn sleep_duration(&self) -> Duration {
+        if !self.ready.is_empty() && self.tasks.len() < self.runtime.policy.daemon.concurrency {
+            return Duration::ZERO;
+        }
+        match self.queue.next_due() {
+            Some(due) => (due - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_SLEEP),
+            None => MAX_SLEEP,
+        }
+    }
+
+    fn dispatch(&mut self) {
+        let limit = self.runtime.policy.daemon.concurrency;
+        while self.tasks.len() < limit {
+            let Some(name) = self.ready.pop_front() else {
+                break;
+            };
+            if self.in_flight.contains(&name) {
+                // It re-plans when its running job ends.
+                continue;
+            }
+            let Some(secret) = self.secrets.get(&name).cloned() else {
+                continue;
+            };
+            let engine = Arc::clone(&self.runtime.engine);
+            let generation = self.generation;
+            self.in_flight.insert(name.clone());
+            let task_name = name.clone();
+            let handle = self.tasks.spawn(async move {
+                let result = engine.reconcile(&secret, true).await;
+                (name, generation, result)
+            });
+            self.task_names.insert(handle.id(), task_name);
+        }
+    }
+
+    fn finished(&mut self, joined: Result<(tokio::task::Id, JobResult), tokio::task::JoinError>) {
+        let (name, generation, result) = match joined {
+            Ok((id, done)) => {
+                self.task_names.remove(&id);
+                done
+            }
+            Err(e) => {
+                let Some(name) = self.task_names.remove(&e.id()) else {
+                    return;
+                };
+                tracing::error!(secret = %name, error = %e, "a rotation task panicked; will retry");
+                self.in_flight.remove(&name);
+                self.retry(name, Utc::now());
+                return;
+            }
+        };
+        self.in_flight.remove(&name);
+        if !self.secrets.contains_key(&name) {
+            return;
+        }
+        let now = Utc::now();
+        if generation != self.generation {
+            self.queue.schedule(name, now);
+            return;
+        }
+        match result {
+            Ok(Plan::Wait { until }) => {
+                self.failures.remove(&name);
+                tracing::debug!(secret = %name, next_due = %until, "scheduled");
+                self.queue.schedule(name, until);
+            }
+            Ok(Plan::Idle) => {
+                self.failures.remove(&name);
+                tracing::info!(secret = %name, "schedule never fires again; not rescheduled");
+            }
+            Ok(other) => {
+                tracing::warn!(secret = %name, plan = ?other, "still not settled after a reconcile; retrying");
+                self.retry(name, now);
+            }
+            Err(error) => {
+                tracing::warn!(secret = %name, error = %error, "will retry");
+                self.retry(name, now);
+            }
+        }
+    }
+
+    fn retry(&mut self, name: String, now: DateTime<Utc>) {
+        let attempt = self.failures.entry(name.clone()).or_insert(0);
+        *attempt += 1;
+        let delay = backoff(
+            *attempt,
+            self.runtime.policy.daemon.max_retry_backoff,
+            &self.rng,
+        );
+        self.queue.schedule(
+            name,
+            now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX),
+        );
+    }
+
+    async fn reload(&mut self) {
+        tracing::info!(signal = "SIGHUP", "reloading the policy");
+        let audit = self.runtime.engine.audit().clone();
+        let policy = match load_policy(&self.policy_path, Some(&audit)).await {
+            Ok(policy) => policy,
+            Err(errors) => {
+                tracing::error!(
+                    problems = errors.0.len(),
+                    "policy rejected; the running policy stays in force:\n{errors}"
+                );
+                return;
+            }
+        };
+        match open_runtime(policy, Some(audit)).await {
+            Ok((policy, engine)) => {
+                if let Err(e) = audit_policy_loaded(&engine, &policy).await {
+                    tracing::error!(error = %e, "reload not recorded; keeping the running policy");
+                    return;
+                }
+                self.runtime = Runtime { policy, engine };
+                self.generation += 1;
+                self.adopt_policy();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; the running policy stays in force");
+            }
+        }
+    }
+
+    async fn shutdown(mut self, reason: &'static str) -> Result<(), DaemonError> {
+        let in_flight = self.tasks.len();
+        tracing::info!(reason, in_flight, "shutting down after in-flight rotations");
+        let audit = self.runtime.engine.audit().clone();
+        let _ = audit
+            .append(AuditEvent::DaemonStopping {
+                reason: reason.to_owned(),
+                in_flight,
+            })
+            .await;
+        let drain = async {
+            while let Some(joined) = self.tasks.join_next().await {
+                if let Ok((name, _, result)) = joined {
+                    tracing::info!(secret = %name, ok = result.is_ok(), "in-flight rotation ended");
+                }
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::error!(
+                "in-flight rotations did not finish in time; the next start recovers them"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Exponential backoff with ±20% jitter, so replicas that failed together retry apart.
+fn backoff(attempt: u32, cap: Duration, rng: &SystemRandom) -> Duration {
+    let exp = FIRST_RETRY.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let base = exp.min(cap);
+    let mut byte = [0u8; 1];
+    let unit = match rng.fill(&mut byte) {
+        Ok(()) => f64::from(byte[0]) / 255.0,
+        Err(_) => 0.5,
+    };
+    base.mul_f64(0.8 + 0.4 * unit)
+}
+
+/// Feeds SIGHUP, SIGTERM and SIGINT into the control channel.
+pub fn forward_signals(controls: mpsc::Sender<Control>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        loop {
+            let control = tokio::select! {
+                _ = hup.recv() => Control::Reload,
+                _ = term.recv() => Control::Shutdown("SIGTERM"),
+                _ = int.recv() => Control::Shutdown("SIGINT"),
+            };
+            if controls.send(control).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let rng = SystemRandom::new();
+        let cap = Duration::from_secs(60);
+        let first = backoff(1, cap, &rng);
+        assert!(first >= Duration::from_millis(1600) && first <= Duration::from_millis(2400));
+        let fifth = backoff(5, cap, &rng);
+        assert!(fifth >= Duration::from_millis(25_600) && fifth <= Duration::from_millis(38_400));
+        for attempt in [10, 40, u32::MAX] {
+            assert!(backoff(attempt, cap, &rng) <= cap.mul_f64(1.2));
+        }
+    }
+}

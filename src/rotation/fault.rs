@@ -1,0 +1,34 @@
+//! Crash points for the fault-injection tests.
+//!
+//! `REKEYD_CRASH_AT=<point>` makes the process abort (no unwinding, no flushing: as abrupt
+//! as `kill -9`) when a rotation reaches that point. The points sit on every boundary
+//! between durable steps, so the tests can prove that a restart finishes or rolls back
+//! whatever a crash left. Unset, this costs one cached lookup per point.
+
+use std::sync::OnceLock;
+
+/// Every crash point, in the order a rotation passes them.
+pub const POINTS: [&str; 6] = [
+    "after_started",
+    "after_put",
+    "after_pending_audited",
+    "after_promote",
+    "after_promoted_audited",
+    "after_retire",
+];
+
+fn armed() -> Option<&'static str> {
+    static ARMED: OnceLock<Option<String>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| std::env::var("REKEYD_CRASH_AT").ok())
+        .as_deref()
+}
+
+/// Aborts the process if `point` is the armed crash point.
+pub(crate) fn point(point: &str) {
+    debug_assert!(POINTS.contains(&point), "unknown crash point {point}");
+    if armed() == Some(point) {
+        eprintln!("rekeyd: REKEYD_CRASH_AT={point}: aborting");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,212 @@
+//! Closing rotations the audit log shows as started but never finished.
+//!
+//! A crash after `promote` but before its audit entries leaves a rotation that is complete
+//! in the backend yet has no outcome in the log; a crash before the value was stored leaves
+//! one with nothing in the backend. At start-up, before scheduling, each such rotation gets
+//! its outcome recorded, so an auditor sees an end for every start. Only rotations started by
+//! a process of this host that no longer runs are touched: a live `rekeyd rotate` sharing
+//! the log is left alone.
+
+use std::collections::HashMap;
+
+use super::{Engine, RotationError};
+use crate::audit::{self, AuditEvent, Entry};
+use crate::policy::Policy;
+use crate::secret::{Stage, VersionId};
+
+/// A rotation with a start entry and no end entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Open {
+    secret: String,
+    version: String,
+    host: String,
+    pid: u32,
+}
+
+/// The latest start per secret that no later entry ended.
+fn open_rotations(entries: &[Entry]) -> Vec<Open> {
+    let mut latest: HashMap<&str, Option<Open>> = HashMap::new();
+    for entry in entries {
+        match &entry.event {
+            AuditEvent::RotationStarted {
+                secret, version, ..
+            } => {
+                latest.insert(
+                    secret,
+                    Some(Open {
+                        secret: secret.clone(),
+                        version: version.clone(),
+                        host: entry.host.clone(),
+                        pid: entry.pid,
+                    }),
+                );
+            }
+            AuditEvent::RotationSucceeded {
+                secret, version, ..
+            }
+            | AuditEvent::SlotAlreadyDone { secret, version }
+            | AuditEvent::PendingDiscarded {
+                secret, version, ..
+            }
+            | AuditEvent::RotationFailed {
+                secret,
+                version: Some(version),
+                ..
+            } => {
+                if let Some(slot) = latest.get_mut(secret.as_str())
+                    && slot.as_ref().is_some_and(|o| &o.version == version)
+                {
+                    *slot = None;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut open: Vec<Open> = latest.into_values().flatten().collect();
+    open.sort_by(|a, b| a.secret.cmp(&b.secret));
+    open
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+fn is_dead_local_process(open: &Open, host: &str) -> bool {
+    open.host == host
+        && open.pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{}", open.pid)).exists()
+}
+
+impl Engine {
+    /// Records an outcome for every rotation a dead process left open. Returns how many.
+    pub async fn close_interrupted(&self, policy: &Policy) -> Result<usize, RotationError> {
+        let path = self.audit().path().to_owned();
+        let read = tokio::task::spawn_blocking(move || audit::read_logs(&[path]))
+            .await
+            .map_err(|e| RotationError::Refused(format!("reading the audit log: {e}")))?
+            .map_err(RotationError::Audit)?;
+        let host = hostname();
+        let mut closed = 0;
+        for open in open_rotations(&read.entries) {
+            let Some(secret) = policy.secret(&open.secret) else {
+                continue;
+            };
+            if !is_dead_local_process(&open, &host) {
+                continue;
+            }
+            let version = VersionId::new(open.version.clone());
+            let state = self.describe(secret).await?;
+            let stored = state.as_ref().and_then(|s| s.version(&version));
+            let event = match stored {
+                Some(v) if v.stages.contains(&Stage::Pending) => continue,
+                Some(_) => {
+                    self.audit()
+                        .append(AuditEvent::RecoveryFound {
+                            secret: open.secret.clone(),
+                            version: open.version.clone(),
+                            action: "record_success".to_owned(),
+                        })
+                        .await?;
+                    AuditEvent::RotationSucceeded {
+                        secret: open.secret.clone(),
+                        version: open.version.clone(),
+                        duration_ms: 0,
+                    }
+                }
+                None => AuditEvent::RotationFailed {
+                    secret: open.secret.clone(),
+                    version: Some(open.version.clone()),
+                    step: "interrupted".to_owned(),
+                    error: format!("process {} stopped before the version was stored", open.pid),
+                    will_retry: true,
+                },
+            };
+            tracing::warn!(secret = %open.secret, version = %open.version, outcome = event.name(), "closing a rotation a stopped process left open");
+            self.audit().append(event).await?;
+            closed += 1;
+        }
+        Ok(closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Trigger;
+    use chrono::Utc;
+
+    fn entry(event: AuditEvent) -> Entry {
+        Entry {
+            seq: 0,
+            ts: Utc::now(),
+            host: "h".into(),
+            pid: 7,
+            hash: String::new(),
+            event,
+            source: "log".into(),
+            line: 0,
+        }
+    }
+
+    fn started(secret: &str, version: &str) -> Entry {
+        entry(AuditEvent::RotationStarted {
+            secret: secret.into(),
+            backend: "b".into(),
+            version: version.into(),
+            slot: None,
+            trigger: Trigger::Schedule,
+        })
+    }
+
+    #[test]
+    fn only_the_latest_unfinished_start_per_secret_is_open() {
+        let entries = vec![
+            started("a", "a1"),
+            entry(AuditEvent::RotationSucceeded {
+                secret: "a".into(),
+                version: "a1".into(),
+                duration_ms: 1,
+            }),
+            started("b", "b1"),
+            started("b", "b2"),
+            started("c", "c1"),
+            entry(AuditEvent::RotationFailed {
+                secret: "c".into(),
+                version: Some("c1".into()),
+                step: "put_pending".into(),
+                error: "x".into(),
+                will_retry: true,
+            }),
+        ];
+        let open = open_rotations(&entries);
+        assert_eq!(open.len(), 1, "{open:?}");
+        assert_eq!(
+            (open[0].secret.as_str(), open[0].version.as_str()),
+            ("b", "b2")
+        );
+    }
+
+    #[test]
+    fn live_or_remote_processes_are_left_alone() {
+        let mine = Open {
+            secret: "s".into(),
+            version: "v".into(),
+            host: "here".into(),
+            pid: std::process::id(),
+        };
+        assert!(!is_dead_local_process(&mine, "here"));
+        let remote = Open {
+            host: "elsewhere".into(),
+            pid: u32::MAX,
+            ..mine.clone()
+        };
+        assert!(!is_dead_local_process(&remote, "here"));
+        let dead = Open {
+            pid: u32::MAX,
+            ..mine
+        };
+        assert!(is_dead_local_process(&dead, "here"));
+    }
+}

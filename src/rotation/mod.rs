@@ -1,0 +1,464 @@
+//! The rotation state machine: stage a pending version → (notify/verify: later) → promote
+//! → retire, with an audit entry made durable before each step counts as done.
+//!
+//! A crash between any two steps leaves the backend in a state [`plan::plan`] recognises
+//! (a pending version that is not current), and [`Engine::recover`] finishes it. Version ids
+//! come from the secret and its slot, so a retry or a second replica repeats the same
+//! idempotent calls instead of making a second version.
+
+mod fault;
+mod interrupted;
+pub mod plan;
+pub mod status;
+
+pub use fault::POINTS as CRASH_POINTS;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use ring::rand::SystemRandom;
+
+use crate::audit::{AuditError, AuditEvent, AuditLog, Fingerprinter, Trigger};
+use crate::backend::{self, Backend, PutOutcome, Selector};
+use crate::generate::{self, GenerateError};
+use crate::policy::SecretPolicy;
+use crate::secret::{Stage, VersionId};
+use plan::{Due, Plan};
+
+/// Why a rotation step failed. Messages never contain values.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    /// A backend call failed.
+    #[error("{step}: {source}")]
+    Backend {
+        /// The step.
+        step: &'static str,
+        /// The backend's error.
+        #[source]
+        source: backend::Error,
+    },
+    /// Generating the value failed.
+    #[error("generate: {0}")]
+    Generate(#[from] GenerateError),
+    /// The audit log could not record a step, so the step is not considered done.
+    #[error("audit: {0}")]
+    Audit(#[from] AuditError),
+    /// The policy names a backend that is not open.
+    #[error("backend {0:?} is not configured")]
+    UnknownBackend(String),
+    /// A request the engine refuses (e.g. rollback with no previous version).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl RotationError {
+    /// The step that failed, for audit entries and metrics.
+    pub fn step(&self) -> &'static str {
+        match self {
+            RotationError::Backend { step, .. } => step,
+            RotationError::Generate(_) => "generate",
+            RotationError::Audit(_) => "audit",
+            RotationError::UnknownBackend(_) => "backend",
+            RotationError::Refused(_) => "refused",
+        }
+    }
+
+    /// True when the backend said the secret or version does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RotationError::Backend { source, .. } if source.is_not_found())
+    }
+}
+
+fn step(step: &'static str) -> impl FnOnce(backend::Error) -> RotationError {
+    move |source| RotationError::Backend { step, source }
+}
+
+/// How a rotation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new version is current.
+    Rotated {
+        /// The new current version.
+        version: VersionId,
+        /// The version that became previous.
+        previous: Option<VersionId>,
+    },
+    /// The slot's version was current already (a replica or an earlier run did it).
+    AlreadyDone {
+        /// The current version.
+        version: VersionId,
+    },
+    /// A pending version left by someone else was discarded.
+    Discarded {
+        /// The discarded version.
+        version: VersionId,
+    },
+}
+
+/// Runs rotations against the configured backends and records them in the audit log.
+#[derive(Debug)]
+pub struct Engine {
+    backends: BTreeMap<String, Arc<dyn Backend>>,
+    audit: AuditLog,
+    fingerprinter: Fingerprinter,
+    rng: SystemRandom,
+}
+
+impl Engine {
+    /// An engine over these backends (by policy name) and this audit log.
+    pub fn new(
+        backends: BTreeMap<String, Arc<dyn Backend>>,
+        audit: AuditLog,
+        fingerprinter: Fingerprinter,
+    ) -> Self {
+        Self {
+            backends,
+            audit,
+            fingerprinter,
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// The audit log the engine writes to.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The backend a secret lives in.
+    pub fn backend(&self, name: &str) -> Result<&Arc<dyn Backend>, RotationError> {
+        self.backends
+            .get(name)
+            .ok_or_else(|| RotationError::UnknownBackend(name.to_owned()))
+    }
+
+    /// Describes a secret; `None` when it does not exist yet.
+    pub async fn describe(
+        &self,
+        secret: &SecretPolicy,
+    ) -> Result<Option<backend::SecretDescription>, RotationError> {
+        match self.backend(&secret.backend)?.describe(&secret.name).await {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(RotationError::Backend {
+                step: "describe",
+                source: e,
+            }),
+        }
+    }
+
+    /// Brings one secret up to date: recovers a leftover, then rotates if due. Returns the
+    /// plan that remains (normally `Wait`). `will_retry` only labels failure entries.
+    pub async fn reconcile(
+        &self,
+        secret: &SecretPolicy,
+        will_retry: bool,
+    ) -> Result<Plan, RotationError> {
+        // Recover, then rotate, then report the wait: three passes at most.
+        for _ in 0..3 {
+            let state = self.describe(secret).await?;
+            match plan::plan(secret, state.as_ref(), Utc::now()) {
+                Plan::Recover { version, resume } => {
+                    self.recover(secret, &version, resume, will_retry).await?;
+                }
+                Plan::Rotate(due) => {
+                    self.rotate(secret, &due, will_retry).await?;
+                }
+                other => return Ok(other),
+            }
+        }
+        let state = self.describe(secret).await?;
+        Ok(plan::plan(secret, state.as_ref(), Utc::now()))
+    }
+
+    /// Finishes (`resume`) or discards a pending version left by an interrupted rotation.
+    pub async fn recover(
+        &self,
+        secret: &SecretPolicy,
+        version: &VersionId,
+        resume: bool,
+        will_retry: bool,
+    ) -> Result<Outcome, RotationError> {
+        let action = if resume { "resume" } else { "discard" };
+        tracing::warn!(secret = %secret.name, %version, action, "found an interrupted rotation");
+        self.audit
+            .append(AuditEvent::RecoveryFound {
+                secret: secret.name.to_string(),
+                version: version.to_string(),
+                action: action.to_owned(),
+            })
+            .await?;
+        if resume {
+            let due = Due {
+                version: version.clone(),
+                slot: version.slot(),
+                trigger: Trigger::Recovery,
+            };
+            return self.rotate(secret, &due, will_retry).await;
+        }
+        let backend = self.backend(&secret.backend)?;
+        backend
+            .discard_pending(&secret.name, version)
+            .await
+            .map_err(step("discard_pending"))?;
+        self.audit
+            .append(AuditEvent::PendingDiscarded {
+                secret: secret.name.to_string(),
+                version: version.to_string(),
+                reason: "pending version not made by rekeyd, left by an interrupted writer"
+                    .to_owned(),
+            })
+            .await?;
+        Ok(Outcome::Discarded {
+            version: version.clone(),
+        })
+    }
+
+    /// Runs one rotation to the end, auditing each step; failures are audited too.
+    pub async fn rotate(
+        &self,
+        secret: &SecretPolicy,
+        due: &Due,
+        will_retry: bool,
+    ) -> Result<Outcome, RotationError> {
+        let started = Instant::now();
+        match self.rotate_steps(secret, due, started).await {
+            Ok(outcome) => Ok(outcome),
+            Err(error) => {
+                tracing::error!(secret = %secret.name, version = %due.version, step = error.step(), error = %error, will_retry, "rotation failed");
+                // Best effort: if the audit log itself failed, this fails too and the
+                // original error is what the caller sees.
+                let _ = self
+                    .audit
+                    .append(AuditEvent::RotationFailed {
+                        secret: secret.name.to_string(),
+                        version: Some(due.version.to_string()),
+                        step: error.step().to_owned(),
+                        error: error.to_string(),
+                        will_retry,
+                    })
+                    .await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn rotate_steps(
+        &self,
+        secret: &SecretPolicy,
+        due: &Due,
+        started: Instant,
+    ) -> Result<Outcome, RotationError> {
+        let backend = self.backend(&secret.backend)?;
+        let name = &secret.name;
+        let state = self.describe(secret).await?;
+        let current = state.as_ref().and_then(|s| s.stage(Stage::Current));
+        if current.is_some_and(|c| c.id == due.version) {
+            self.audit
+                .append(AuditEvent::SlotAlreadyDone {
+                    secret: name.to_string(),
+                    version: due.version.to_string(),
+                })
+                .await?;
+            return Ok(Outcome::AlreadyDone {
+                version: due.version.clone(),
+            });
+        }
+        let previous = current.map(|c| c.id.clone());
+        let staged = state
+            .as_ref()
+            .and_then(|s| s.version(&due.version))
+            .is_some();
+
+        tracing::info!(secret = %name, version = %due.version, trigger = ?due.trigger, "rotation started");
+        self.audit
+            .append(AuditEvent::RotationStarted {
+                secret: name.to_string(),
+                backend: secret.backend.clone(),
+                version: due.version.to_string(),
+                slot: due.slot,
+                trigger: due.trigger.clone(),
+            })
+            .await?;
+        fault::point("after_started");
+
+        let outcome = if staged {
+            // A retry, a restart or a replica got here first: the version is stored.
+            PutOutcome::AlreadyPresent
+        } else {
+            let current_value = match &previous {
+                Some(_) => Some(
+                    backend
+                        .read(name, &Selector::Stage(Stage::Current))
+                        .await
+                        .map_err(step("read_current"))?,
+                ),
+                None => None,
+            };
+            let value = generate::generate(&secret.generator, current_value.as_ref(), &self.rng)?;
+            match backend.put_pending(name, &due.version, &value).await {
+                Ok(outcome) => outcome,
+                // A replica stored its own value under the same slot id first: use theirs.
+                Err(backend::Error::Conflict { .. }) => PutOutcome::AlreadyPresent,
+                Err(e) => {
+                    return Err(RotationError::Backend {
+                        step: "put_pending",
+                        source: e,
+                    });
+                }
+            }
+        };
+        fault::point("after_put");
+
+        // Fingerprint what the backend holds, so every replica's log shows the same value.
+        let stored = backend
+            .read(name, &Selector::Version(due.version.clone()))
+            .await
+            .map_err(step("read_pending"))?;
+        self.audit
+            .append(AuditEvent::PendingStored {
+                secret: name.to_string(),
+                version: due.version.to_string(),
+                outcome: match outcome {
+                    PutOutcome::Created => "created",
+                    PutOutcome::AlreadyPresent => "already_present",
+                }
+                .to_owned(),
+                fingerprint: self.fingerprinter.fingerprint(&stored),
+            })
+            .await?;
+        drop(stored);
+        fault::point("after_pending_audited");
+
+        backend
+            .promote(name, &due.version)
+            .await
+            .map_err(step("promote"))?;
+        fault::point("after_promote");
+        self.audit
+            .append(AuditEvent::Promoted {
+                secret: name.to_string(),
+                version: due.version.to_string(),
+                previous: previous.as_ref().map(ToString::to_string),
+            })
+            .await?;
+        fault::point("after_promoted_audited");
+
+        // Retiring is housekeeping: a failure here does not undo a finished rotation.
+        if let Err(e) = backend.retire(name).await {
+            tracing::warn!(secret = %name, error = %e, "could not retire old versions");
+        }
+        fault::point("after_retire");
+
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.audit
+            .append(AuditEvent::RotationSucceeded {
+                secret: name.to_string(),
+                version: due.version.to_string(),
+                duration_ms,
+            })
+            .await?;
+        tracing::info!(secret = %name, version = %due.version, previous = ?previous.as_ref().map(VersionId::as_str), duration_ms, "rotation succeeded");
+        Ok(Outcome::Rotated {
+            version: due.version.clone(),
+            previous,
+        })
+    }
+
+    /// Makes the previous version current again; the rolled-back version becomes previous.
+    pub async fn rollback(
+        &self,
+        secret: &SecretPolicy,
+        by: &str,
+    ) -> Result<(VersionId, VersionId), RotationError> {
+        let backend = self.backend(&secret.backend)?;
+        let state = backend
+            .describe(&secret.name)
+            .await
+            .map_err(step("describe"))?;
+        let (Some(current), Some(previous)) =
+            (state.stage(Stage::Current), state.stage(Stage::Previous))
+        else {
+            return Err(RotationError::Refused(format!(
+                "{} has no previous version to roll back to",
+                secret.name
+            )));
+        };
+        if let Some(pending) = state.stage(Stage::Pending) {
+            return Err(RotationError::Refused(format!(
+                "{} has a rotation in progress (pending version {}); let it finish first",
+                secret.name, pending.id
+            )));
+        }
+        let (from, to) = (current.id.clone(), previous.id.clone());
+        backend
+            .promote(&secret.name, &to)
+            .await
+            .map_err(step("promote"))?;
+        self.audit
+            .append(AuditEvent::RolledBack {
+                secret: secret.name.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+                by: by.to_owned(),
+            })
+            .await?;
+        tracing::warn!(secret = %secret.name, %from, %to, by, "rolled back to the previous version");
+        Ok((from, to))
+    }
+
+    /// A manual rotation requested by `by`, refused inside the grace period unless `force`
+    /// (it would drop the previous version that services may still be using).
+    pub async fn rotate_manually(
+        &self,
+        secret: &SecretPolicy,
+        by: &str,
+        force: bool,
+    ) -> Result<Outcome, RotationError> {
+        let now = Utc::now();
+        // Finish (or discard) an interrupted rotation first, as a scheduled run would.
+        let state = self.describe(secret).await?;
+        if let Plan::Recover { version, resume } = plan::plan(secret, state.as_ref(), now) {
+            self.recover(secret, &version, resume, false).await?;
+        }
+        let state = self.describe(secret).await?;
+        if !force
+            && let Some(current) = state.as_ref().and_then(|s| s.stage(Stage::Current))
+            && state
+                .as_ref()
+                .and_then(|s| s.stage(Stage::Previous))
+                .is_some()
+        {
+            let grace_ends = current.created_at
+                + chrono::Duration::from_std(secret.grace).unwrap_or(chrono::Duration::MAX);
+            if now < grace_ends {
+                return Err(RotationError::Refused(format!(
+                    "{} was rotated at {}; its previous version must stay readable until {} (grace {}). Use --force to rotate anyway",
+                    secret.name,
+                    current.created_at.to_rfc3339(),
+                    grace_ends.to_rfc3339(),
+                    crate::schedule::format_duration(secret.grace),
+                )));
+            }
+        }
+        let due = Due {
+            version: VersionId::for_manual(&secret.name, now),
+            slot: None,
+            trigger: Trigger::Manual { by: by.to_owned() },
+        };
+        self.rotate(secret, &due, false).await
+    }
+}
+
+/// Who is asking, for audit entries of manual actions: `$SUDO_USER` or `$USER`, at the host.
+pub fn local_actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!("{user}@{host}")
+}

@@ -1,0 +1,167 @@
+//! Shared harness for the black-box tests: a scratch directory with a policy, the real
+//! `rekeyd` binary, and readers for what it leaves behind (audit log, store files).
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A scratch deployment: policy file, state directory, audit log.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rekeyd");
+
+/// The policy header every test shares: file store under `state/`, a 1s interval floor.
+pub const HEADER: &str = r#"
+[daemon]
+state_dir = "state"
+min_interval = "1s"
+concurrency = 4
+
+[backends.local]
+type = "file"
+
+[defaults]
+backend = "local"
+grace = "0s"
+generator = { type = "password", length = 24 }
+"#;
+
+impl Sandbox {
+    /// A sandbox whose policy is `HEADER` followed by `secrets`.
+    pub fn new(secrets: &str) -> Self {
+        let sandbox = Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        sandbox.write_policy(secrets);
+        sandbox
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn policy(&self) -> PathBuf {
+        self.path("policy.toml")
+    }
+
+    pub fn audit_log(&self) -> PathBuf {
+        self.path("state/audit.jsonl")
+    }
+
+    pub fn write_policy(&self, secrets: &str) {
+        std::fs::write(self.policy(), format!("{HEADER}\n{secrets}")).expect("write policy");
+    }
+
+    pub fn write_raw_policy(&self, text: &str) {
+        std::fs::write(self.policy(), text).expect("write policy");
+    }
+
+    /// A `rekeyd` command with `--policy` set, run from the sandbox.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .arg("--policy")
+            .arg(self.policy())
+            .current_dir(self.dir.path())
+            .env_remove("REKEYD_CRASH_AT")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `rekeyd ARGS --policy P` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run rekeyd")
+    }
+
+    /// Runs and requires exit code 0, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "rekeyd {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// The secret's value at a stage, via `rekeyd get`.
+    pub fn get(&self, name: &str, stage: &str) -> String {
+        self.ok(&["get", name, "--stage", stage])
+    }
+
+    /// `rekeyd status --format json`, by secret name.
+    pub fn status(&self, name: &str) -> Value {
+        let out = self.ok(&["status", "--format", "json"]);
+        let all: Value = serde_json::from_str(&out).expect("status JSON");
+        all.as_array()
+            .expect("array")
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing from status: {out}"))
+    }
+
+    /// Every audit entry, parsed.
+    pub fn audit_entries(&self) -> Vec<Value> {
+        read_jsonl(&self.audit_log())
+    }
+
+    /// Audit entries of one event kind for one secret.
+    pub fn events(&self, event: &str, secret: &str) -> Vec<Value> {
+        self.audit_entries()
+            .into_iter()
+            .filter(|e| e["event"] == event && e["secret"] == secret)
+            .collect()
+    }
+
+    /// The file store's record of a secret (versions and stages; values are sealed).
+    pub fn store_record(&self, file_name: &str) -> Value {
+        let text = std::fs::read_to_string(self.path(&format!("state/store-local/{file_name}")))
+            .expect("store file");
+        serde_json::from_str(&text).expect("store JSON")
+    }
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Waits for a condition the system under test brings about, failing after `limit`.
+/// Polling a condition with a deadline (not sleeping a guessed time) is the synchronisation.
+pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
+}

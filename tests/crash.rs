@@ -1,0 +1,170 @@
+//! Fault injection: the process is killed (abort, as abrupt as `kill -9`) at every boundary
+//! between durable rotation steps, restarted, and the invariants checked:
+//! exactly one version per rotation, the right stages, nothing pending, an intact audit log.
+
+mod common;
+
+use chrono::Utc;
+use common::Sandbox;
+use rekeyd::rotation::CRASH_POINTS;
+use rekeyd::secret::VersionId;
+use serde_json::Value;
+use std::os::unix::process::ExitStatusExt;
+
+const POLICY: &str = r#"
+[[secrets]]
+name = "app"
+schedule = { every = "30d" }
+"#;
+
+fn crash_at(sandbox: &Sandbox, point: &str, args: &[&str]) {
+    let out = sandbox
+        .command(args)
+        .env("REKEYD_CRASH_AT", point)
+        .output()
+        .expect("run rekeyd");
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "{point}: expected an abort, got {:?}; stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("REKEYD_CRASH_AT={point}")));
+}
+
+fn versions(record: &Value) -> Vec<(String, Vec<String>)> {
+    record["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| {
+            let stages = v["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect();
+            (v["id"].as_str().unwrap().to_owned(), stages)
+        })
+        .collect()
+}
+
+fn assert_audit_intact(sandbox: &Sandbox, point: &str) {
+    let out = sandbox.run(&["audit", "verify", sandbox.audit_log().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{point}: audit log broken: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn a_crash_during_the_first_rotation_is_finished_on_restart() {
+    for point in CRASH_POINTS {
+        let sandbox = Sandbox::new(POLICY);
+        crash_at(&sandbox, point, &["run", "--once"]);
+        sandbox.ok(&["run", "--once"]);
+
+        let policy = rekeyd::policy::load(&sandbox.policy()).expect("policy");
+        let secret = policy.secret("app").expect("app");
+        let slot = rekeyd::rotation::plan::latest_due_slot(secret, Utc::now()).expect("slot");
+        let expected = VersionId::for_slot(&secret.name, slot).to_string();
+
+        let record = sandbox.store_record("app.json");
+        assert_eq!(
+            versions(&record),
+            vec![(expected.clone(), vec!["current".to_owned()])],
+            "{point}: exactly one version, current, for the slot"
+        );
+        assert_eq!(
+            sandbox.events("rotation_succeeded", "app").len(),
+            1,
+            "{point}"
+        );
+        // What the restart had to do, by where the crash happened.
+        let actions: Vec<String> = sandbox
+            .events("recovery_found", "app")
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_owned())
+            .collect();
+        let expected_actions: &[&str] = match point {
+            // Nothing stored: the start is closed as failed and the slot rotated afresh.
+            "after_started" => &[],
+            // A pending version was stored: finished.
+            "after_put" | "after_pending_audited" => &["resume"],
+            // Promoted but its outcome never logged: the success is recorded.
+            _ => &["record_success"],
+        };
+        assert_eq!(actions, expected_actions, "{point}");
+        let interrupted = sandbox
+            .events("rotation_failed", "app")
+            .iter()
+            .filter(|e| e["step"] == "interrupted")
+            .count();
+        assert_eq!(
+            interrupted,
+            usize::from(point == "after_started"),
+            "{point}"
+        );
+        // Every start has an outcome.
+        let starts = sandbox.events("rotation_started", "app").len();
+        let ends = sandbox.events("rotation_succeeded", "app").len()
+            + sandbox.events("rotation_failed", "app").len();
+        assert!(
+            ends >= 1 && starts <= ends + 1,
+            "{point}: {starts} starts, {ends} ends"
+        );
+        assert_audit_intact(&sandbox, point);
+    }
+}
+
+#[test]
+fn a_crash_during_a_manual_rotation_is_finished_or_left_clean_on_restart() {
+    for point in CRASH_POINTS {
+        let sandbox = Sandbox::new(POLICY);
+        sandbox.ok(&["rotate", "app"]);
+        let first = sandbox.get("app", "current");
+        let first_id = sandbox.status("app")["current"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        crash_at(&sandbox, point, &["rotate", "app", "--force"]);
+        sandbox.ok(&["run", "--once"]);
+
+        let record = sandbox.store_record("app.json");
+        let vs = versions(&record);
+        assert!(
+            vs.iter()
+                .all(|(_, stages)| !stages.contains(&"pending".to_owned())),
+            "{point}: nothing pending: {vs:?}"
+        );
+        let started = sandbox.events("rotation_started", "app");
+        let crashed_id = started.last().unwrap()["version"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if point == "after_started" {
+            // Nothing reached the store: the first version is still the only one.
+            assert_eq!(
+                vs,
+                vec![(first_id.clone(), vec!["current".to_owned()])],
+                "{point}"
+            );
+            assert_eq!(sandbox.get("app", "current"), first);
+        } else {
+            // The pending version was stored before the crash: it is finished, once.
+            assert_eq!(
+                vs,
+                vec![
+                    (first_id.clone(), vec!["previous".to_owned()]),
+                    (crashed_id.clone(), vec!["current".to_owned()]),
+                ],
+                "{point}: exactly one new version, current; the old one previous"
+            );
+            assert_eq!(sandbox.get("app", "previous"), first, "{point}");
+        }
+        assert_audit_intact(&sandbox, point);
+    }
+}

@@ -1,0 +1,189 @@
+//! The daemon as an operator runs it: rotations on schedule, SIGHUP reload (a bad policy
+//! keeps the old one running), SIGTERM shutdown.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::{Sandbox, signal, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn start(sandbox: &Sandbox) -> Child {
+    sandbox
+        .command(&["run", "--log", "debug"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start daemon")
+}
+
+fn stop(sandbox: &Sandbox, mut child: Child) -> String {
+    signal(&child, "TERM");
+    let out = wait_for("the daemon to exit", LIMIT, || {
+        child.try_wait().expect("wait")
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(out.success(), "daemon exit status {out:?}; log:\n{stderr}");
+    assert_eq!(
+        sandbox
+            .audit_entries()
+            .iter()
+            .filter(|e| e["event"] == "daemon_stopping")
+            .count(),
+        1
+    );
+    stderr
+}
+
+#[test]
+fn secrets_rotate_on_schedule_one_version_per_slot() {
+    let sandbox = Sandbox::new(
+        r#"
+[[secrets]]
+name = "fast"
+schedule = { every = "1s" }
+
+[[secrets]]
+name = "slow"
+schedule = { every = "30d" }
+"#,
+    );
+    let child = start(&sandbox);
+    // `fast` is created at start and then rotated on each 1s slot.
+    wait_for("three scheduled rotations of fast", LIMIT, || {
+        (sandbox.events("rotation_succeeded", "fast").len() >= 4).then_some(())
+    });
+    stop(&sandbox, child);
+
+    let started = sandbox.events("rotation_started", "fast");
+    let mut slots: Vec<&str> = started.iter().filter_map(|e| e["slot"].as_str()).collect();
+    let total = slots.len();
+    slots.sort();
+    slots.dedup();
+    assert_eq!(slots.len(), total, "one rotation per slot: {started:?}");
+    assert!(
+        started
+            .iter()
+            .skip(1)
+            .all(|e| e["trigger"]["kind"] == "schedule" || e["trigger"]["kind"] == "catch_up")
+    );
+    // `slow` was created once and then left alone.
+    assert_eq!(sandbox.events("rotation_succeeded", "slow").len(), 1);
+    let out = sandbox.ok(&["audit", "verify", sandbox.audit_log().to_str().unwrap()]);
+    assert!(out.contains("OK"), "{out}");
+    // The file store keeps only current and previous.
+    let record = sandbox.store_record("fast.json");
+    assert_eq!(record["versions"].as_array().unwrap().len(), 2, "{record}");
+}
+
+#[test]
+fn sighup_with_a_bad_policy_keeps_the_old_one_and_a_good_one_is_adopted() {
+    let sandbox = Sandbox::new(
+        r#"
+[[secrets]]
+name = "kept"
+schedule = { every = "30d" }
+"#,
+    );
+    let child = start(&sandbox);
+    wait_for("kept created", LIMIT, || {
+        (!sandbox.events("rotation_succeeded", "kept").is_empty()).then_some(())
+    });
+
+    sandbox.write_policy("[[secrets]]\nname = \"kept\"\nschedule = { every = \"soon\" }\n");
+    signal(&child, "HUP");
+    let rejected = wait_for("policy_rejected", LIMIT, || {
+        sandbox
+            .audit_entries()
+            .into_iter()
+            .find(|e| e["event"] == "policy_rejected")
+    });
+    assert!(
+        rejected["first_error"]
+            .as_str()
+            .unwrap()
+            .contains("schedule.every"),
+        "{rejected}"
+    );
+
+    sandbox.write_policy(
+        r#"
+[[secrets]]
+name = "kept"
+schedule = { every = "30d" }
+
+[[secrets]]
+name = "added"
+schedule = { every = "30d" }
+"#,
+    );
+    signal(&child, "HUP");
+    wait_for("the added secret created after reload", LIMIT, || {
+        (!sandbox.events("rotation_succeeded", "added").is_empty()).then_some(())
+    });
+    let loads = sandbox
+        .audit_entries()
+        .into_iter()
+        .filter(|e| e["event"] == "policy_loaded")
+        .count();
+    assert_eq!(loads, 2, "initial load and the good reload");
+    stop(&sandbox, child);
+    assert_eq!(
+        sandbox.events("rotation_succeeded", "kept").len(),
+        1,
+        "not rotated again by the reload"
+    );
+}
+
+#[test]
+fn a_daemon_that_starts_with_a_bad_policy_exits_3() {
+    let sandbox = Sandbox::new("[[secrets]]\nname = \"x\"\n");
+    let out = sandbox.run(&["run"]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn run_once_catches_up_and_exits() {
+    let sandbox = Sandbox::new(
+        r#"
+[[secrets]]
+name = "a"
+schedule = { every = "30d" }
+
+[[secrets]]
+name = "b"
+schedule = { every = "30d" }
+enabled = false
+"#,
+    );
+    sandbox.ok(&["run", "--once"]);
+    assert_eq!(sandbox.events("rotation_succeeded", "a").len(), 1);
+    assert!(
+        sandbox.events("rotation_started", "b").is_empty(),
+        "disabled secrets are left alone"
+    );
+    // Nothing is due on a second pass: the slot is done.
+    sandbox.ok(&["run", "--once"]);
+    assert_eq!(sandbox.events("rotation_succeeded", "a").len(), 1);
+}
+
+#[test]
+fn json_logs_on_request() {
+    let sandbox = Sandbox::new("[[secrets]]\nname = \"a\"\nschedule = { every = \"30d\" }\n");
+    let out = sandbox
+        .command(&["run", "--once", "--log-format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(parsed["level"].is_string());
+    }
+}
