@@ -7,6 +7,7 @@
 //! secret's own field.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,6 +151,32 @@ impl Fields<'_> {
     }
 }
 
+/// Secret names seen so far, with the byte offset of their first definition.
+type NameSet<'a> = HashMap<&'a str, usize, BuildHasherDefault<NameHasher>>;
+
+/// FNV-1a: SipHash's flood resistance buys nothing for names from a local file, and with
+/// 100,000 secrets the hashing shows up.
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
 type CronResult = Result<(Schedule, Duration), (bool, String)>;
 
 /// The state of one pass over `[defaults]` and `[[secrets]]`.
@@ -194,7 +221,8 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         };
         let mut out = Vec::with_capacity(items.len());
         // First definition of each name: its byte offset, for "also defined at line N".
-        let mut seen: HashMap<&'a str, usize> = HashMap::with_capacity(items.len());
+        let mut seen: NameSet<'a> =
+            HashMap::with_capacity_and_hasher(items.len(), Default::default());
         for (i, item) in items.iter().enumerate() {
             let item_loc = loc.index(i);
             let Some(t) = table(d, item, &item_loc, "a table", hint) else {
@@ -217,18 +245,6 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         else {
             return Fields::absent();
         };
-        for (key, _) in t.iter() {
-            if key.get_ref() == "name" {
-                d.report(
-                    key.span(),
-                    &loc.key("name"),
-                    "`name` cannot have a default: every secret names itself",
-                    "remove name from [defaults] and set it in each [[secrets]]",
-                );
-            } else {
-                unknown_key(d, key, DEFAULT_KEYS, &loc);
-            }
-        }
         let fields = self.fields(d, t, &loc, Origin::Defaults);
         // Combinations decided entirely by [defaults] are checked here, once.
         if let Got::Valid(schedule) = &fields.schedule {
@@ -253,9 +269,8 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         t: &'a Table<'a>,
         loc: &Loc<'_>,
         defaults: &Fields<'a>,
-        seen: &mut HashMap<&'a str, usize>,
+        seen: &mut NameSet<'a>,
     ) -> Option<SecretPolicy> {
-        check_keys(d, t, SECRET_KEYS, loc);
         let name = match t.get("name") {
             None => {
                 d.report(
@@ -366,7 +381,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         d: &mut Diags<'_>,
         v: &'a Value<'a>,
         loc: &Loc<'_>,
-        seen: &mut HashMap<&'a str, usize>,
+        seen: &mut NameSet<'a>,
     ) -> Option<SecretName> {
         let hint = "1 to 512 characters: letters, digits and / _ + = . @ -";
         let text = string(d, v, loc, "a string like \"prod/db/password\"", hint)?;
@@ -391,7 +406,8 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         Some(name)
     }
 
-    /// Reads the fields a secret and `[defaults]` share (not `name`; keys checked by caller).
+    /// Reads the fields a secret and `[defaults]` share, and reports unknown keys in the
+    /// same loop (`name` is read by the caller).
     fn fields(
         &mut self,
         d: &mut Diags<'_>,
@@ -402,8 +418,8 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         let mut f = Fields::absent();
         // Iterating the table once (instead of a lookup per field) keeps this linear in the
         // keys actually written.
-        for (key, v) in t.iter() {
-            let key: &str = key.get_ref();
+        for (spanned_key, v) in t.iter() {
+            let key: &str = spanned_key.get_ref();
             let here = loc.key(key);
             let span = v.span();
             match key {
@@ -436,7 +452,20 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                 }
                 "tags" => f.tags = Got::from_option(tags(d, v, &here)),
                 "enabled" => f.enabled = Got::from_option(boolean(d, v, &here)),
-                _ => {}
+                "name" if origin == Origin::Secret => {}
+                "name" => d.report(
+                    spanned_key.span(),
+                    &here,
+                    "`name` cannot have a default: every secret names itself",
+                    "remove name from [defaults] and set it in each [[secrets]]",
+                ),
+                _ => {
+                    let known = match origin {
+                        Origin::Secret => SECRET_KEYS,
+                        _ => DEFAULT_KEYS,
+                    };
+                    unknown_key(d, spanned_key, known, loc);
+                }
             }
         }
         f
@@ -655,11 +684,13 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             };
             let what = format!("{} {}{from}", rule.field, human(field.value));
             let message = (rule.problem)(&what, &gap);
-            let fix = (rule.fix)(rule.field, &gap);
             if at_field {
+                let fix = (rule.fix)(rule.field, "", &gap);
                 d.report(field.span.clone(), &where_loc.key(rule.field), message, fix);
             } else {
-                let fix = format!("{fix} here");
+                // The field comes from [defaults] but the secret's own schedule is what
+                // conflicts with it: the fix is to set the field in this secret.
+                let fix = (rule.fix)(rule.field, " in this secret", &gap);
                 d.report(
                     schedule.span.clone(),
                     &where_loc.key("schedule"),
@@ -677,8 +708,8 @@ struct TimingRule {
     fine: fn(Duration, Duration) -> bool,
     /// The complaint, given "grace 3h (from [defaults])" and the gap.
     problem: fn(&str, &str) -> String,
-    /// The fix, given the field and the gap.
-    fix: fn(&str, &str) -> String,
+    /// The fix, given the field, where to set it (" in this secret" or "") and the gap.
+    fix: fn(&str, &str, &str) -> String,
 }
 
 const GRACE: TimingRule = TimingRule {
@@ -690,7 +721,7 @@ const GRACE: TimingRule = TimingRule {
              replaced before its grace period ends"
         )
     },
-    fix: |field, gap| format!("set {field} to at most {gap}, or rotate less often"),
+    fix: |field, place, gap| format!("set {field}{place} to at most {gap}, or rotate less often"),
 };
 
 const WINDOW: TimingRule = TimingRule {
@@ -702,7 +733,7 @@ const WINDOW: TimingRule = TimingRule {
              would run into the next slot"
         )
     },
-    fix: |field, gap| format!("set {field} below {gap}, or rotate less often"),
+    fix: |field, place, gap| format!("set {field}{place} below {gap}, or rotate less often"),
 };
 
 const MAX_AGE: TimingRule = TimingRule {
@@ -714,7 +745,9 @@ const MAX_AGE: TimingRule = TimingRule {
              overdue and rotate at once"
         )
     },
-    fix: |field, gap| format!("set {field} to at least {gap} (a little more is typical)"),
+    fix: |field, place, gap| {
+        format!("set {field}{place} to at least {gap} (a little more is typical)")
+    },
 };
 
 fn sourced<T>(value: Option<T>, span: &Range<usize>, origin: Origin) -> Option<Src<T>> {

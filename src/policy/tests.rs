@@ -517,11 +517,19 @@ fn unset_grace_shrinks_to_a_short_schedule_and_explicit_grace_does_not() {
     let policy = ok(&secret_with(
         "schedule = { cron = \"30 2 * * *\", timezone = \"Europe/Berlin\" }\n",
     ));
-    assert_eq!(policy.secrets[0].grace, Duration::from_secs(23 * 3600 + 1800));
+    assert_eq!(
+        policy.secrets[0].grace,
+        Duration::from_secs(23 * 3600 + 1800)
+    );
     // Asked for explicitly, a grace longer than the gap is an error.
-    let d = only(&secret_with("schedule = { every = \"2h\" }\ngrace = \"3h\"\n"));
+    let d = only(&secret_with(
+        "schedule = { every = \"2h\" }\ngrace = \"3h\"\n",
+    ));
     assert_eq!(d.path, "secrets[0].grace");
-    assert!(d.message.contains("grace 3h is longer than the 2h"), "{d:#?}");
+    assert!(
+        d.message.contains("grace 3h is longer than the 2h"),
+        "{d:#?}"
+    );
 }
 
 #[test]
@@ -1013,4 +1021,3 @@ fn load_reports_unreadable_and_non_utf8_files() {
     let e = load(&bad).unwrap_err();
     check(&e.0[0], 2, 14, "", &["not valid UTF-8"], &["UTF-8"]);
 }
-
