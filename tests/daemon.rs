@@ -190,7 +190,9 @@ fn json_logs_on_request() {
 
 #[test]
 fn concurrency_is_bounded_and_sigterm_drains_in_flight_rotations() {
-    let mut secrets = String::from("[daemon]\nstate_dir = \"state\"\nmin_interval = \"1s\"\nconcurrency = 2\n\n[backends.local]\ntype = \"file\"\n\n");
+    let mut secrets = String::from(
+        "[daemon]\nstate_dir = \"state\"\nmin_interval = \"1s\"\nconcurrency = 2\n\n[backends.local]\ntype = \"file\"\n\n",
+    );
     for i in 0..30 {
         secrets.push_str(&format!(
             "[[secrets]]\nname = \"busy/{i}\"\nbackend = \"local\"\nschedule = {{ every = \"1s\" }}\ngrace = \"0s\"\ngenerator = {{ type = \"ecdsa-p256\" }}\n\n"
@@ -231,8 +233,14 @@ fn concurrency_is_bounded_and_sigterm_drains_in_flight_rotations() {
         }
         most = most.max(open.len());
     }
-    assert!(most <= 2, "at most `concurrency` rotations in flight, saw {most}");
-    assert!(open.is_empty(), "every started rotation finished before exit: {open:?}");
+    assert!(
+        most <= 2,
+        "at most `concurrency` rotations in flight, saw {most}"
+    );
+    assert!(
+        open.is_empty(),
+        "every started rotation finished before exit: {open:?}"
+    );
     assert!(
         entries[stopping + 1..]
             .iter()
@@ -241,11 +249,13 @@ fn concurrency_is_bounded_and_sigterm_drains_in_flight_rotations() {
     );
     for i in 0..30 {
         let record = sandbox.store_record(&format!("busy%2F{i}.json"));
-        let pending = record["versions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|v| v["stages"].as_array().unwrap().iter().any(|s| s == "pending"));
+        let pending = record["versions"].as_array().unwrap().iter().any(|v| {
+            v["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == "pending")
+        });
         assert!(!pending, "busy/{i} left a pending version");
     }
 }

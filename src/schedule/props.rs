@@ -6,7 +6,6 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::Schedule;
-use super::cron::CronSchedule;
 use super::fields::Fields;
 
 const EXPRESSIONS: &[&str] = &[
@@ -110,46 +109,4 @@ proptest! {
         let noon = Utc.from_utc_datetime(&date.and_hms_opt(12, 0, 0).unwrap());
         prop_assert_eq!(fields.date_matches(date), cron.is_time_matching(&noon).unwrap(), "{} on {}", expr, date);
     }
-}
-
-/// Parsing cost, the budget for loading a large policy. Timing depends on
-/// the machine, so it runs on request: `cargo test --release --lib
-/// schedule::props::parse_cost -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn parse_cost() {
-    let exprs = [
-        "*/5 * * * *",
-        "0 * * * *",
-        "30 2 * * *",
-        "0 0 13 * 5",
-        "@monthly",
-        "0 0 29 2 *",
-    ];
-    for zone in ["UTC", "Europe/Berlin", "America/New_York"] {
-        for expr in exprs {
-            let now = Utc::now();
-            let start = std::time::Instant::now();
-            let rounds = 2_000;
-            for _ in 0..rounds {
-                // Bypass the cache: this is the cost of a schedule seen once.
-                std::hint::black_box(CronSchedule::parse(expr, Some(zone), now).unwrap());
-            }
-            let each = start.elapsed() / rounds;
-            println!("{expr:>14} {zone:>16}: {each:?} per parse");
-            assert!(
-                each < std::time::Duration::from_micros(100),
-                "{expr} in {zone}: {each:?}"
-            );
-        }
-    }
-    // A policy of 100,000 secrets on a handful of schedules.
-    let start = std::time::Instant::now();
-    for i in 0..100_000 {
-        let expr = exprs[i % exprs.len()];
-        std::hint::black_box(Schedule::cron(expr, Some("Europe/Berlin")).unwrap());
-    }
-    let total = start.elapsed();
-    println!("100,000 schedules: {total:?}");
-    assert!(total < std::time::Duration::from_millis(500));
 }
