@@ -19,6 +19,8 @@ pub async fn run_all(backend: &dyn Backend, prefix: &str) {
     promote_moves_current_to_previous(backend, prefix).await;
     promote_is_idempotent(backend, prefix).await;
     promote_unknown_version_is_not_found(backend, prefix).await;
+    promote_refuses_a_stale_expected_current(backend, prefix).await;
+    racing_promotes_from_one_current_let_one_win(backend, prefix).await;
     put_of_the_current_id_changes_nothing(backend, prefix).await;
     new_put_moves_pending(backend, prefix).await;
     discard_pending_leaves_current_untouched(backend, prefix).await;
@@ -68,7 +70,7 @@ async fn seeded(backend: &dyn Backend, secret: &SecretName) {
         .await;
     assert!(put.is_ok(), "seed put of {secret}: {put:?}");
     backend
-        .promote(secret, &version(1))
+        .promote(secret, &version(1), None)
         .await
         .unwrap_or_else(|e| panic!("seed promote of {secret}: {e}"));
 }
@@ -162,7 +164,7 @@ pub async fn promote_moves_current_to_previous(backend: &dyn Backend, prefix: &s
         .await
         .expect("put");
     backend
-        .promote(&secret, &version(2))
+        .promote(&secret, &version(2), Some(&version(1)))
         .await
         .expect("promote");
     assert_eq!(
@@ -188,7 +190,7 @@ pub async fn promote_moves_current_to_previous(backend: &dyn Backend, prefix: &s
         .await
         .expect("put");
     backend
-        .promote(&secret, &version(3))
+        .promote(&secret, &version(3), Some(&version(2)))
         .await
         .expect("promote");
     assert_eq!(
@@ -212,12 +214,12 @@ pub async fn promote_is_idempotent(backend: &dyn Backend, prefix: &str) {
         .await
         .expect("put");
     backend
-        .promote(&secret, &version(2))
+        .promote(&secret, &version(2), Some(&version(1)))
         .await
         .expect("promote");
     let before = backend.describe(&secret).await.expect("describe");
     backend
-        .promote(&secret, &version(2))
+        .promote(&secret, &version(2), Some(&version(1)))
         .await
         .expect("repeated promote");
     let after = backend.describe(&secret).await.expect("describe");
@@ -229,12 +231,87 @@ pub async fn promote_unknown_version_is_not_found(backend: &dyn Backend, prefix:
     let secret = name(prefix, "promote-unknown");
     seeded(backend, &secret).await;
     let err = backend
-        .promote(&secret, &version(99))
+        .promote(&secret, &version(99), Some(&version(1)))
         .await
         .expect_err("unknown version");
     assert!(err.is_not_found(), "expected NotFound, got {err}");
     assert_eq!(
         stage_of(backend, &secret, Stage::Current).await,
+        Some(version(1))
+    );
+}
+
+/// Promoting against a current version that has since changed is `CurrentChanged`.
+pub async fn promote_refuses_a_stale_expected_current(backend: &dyn Backend, prefix: &str) {
+    let secret = name(prefix, "promote-stale");
+    seeded(backend, &secret).await;
+    for n in [2, 3] {
+        backend
+            .put_pending(&secret, &version(n), &value("x"))
+            .await
+            .expect("put");
+    }
+    backend
+        .promote(&secret, &version(2), Some(&version(1)))
+        .await
+        .expect("promote");
+    // Someone who still believes v1 is current must not clobber v2.
+    let err = backend
+        .promote(&secret, &version(3), Some(&version(1)))
+        .await
+        .expect_err("stale expectation");
+    assert!(
+        matches!(err, Error::CurrentChanged { .. }),
+        "expected CurrentChanged, got {err}"
+    );
+    let err = backend
+        .promote(&secret, &version(3), None)
+        .await
+        .expect_err("expected no current, there is one");
+    assert!(
+        matches!(err, Error::CurrentChanged { .. }),
+        "expected CurrentChanged, got {err}"
+    );
+    assert_eq!(
+        stage_of(backend, &secret, Stage::Current).await,
+        Some(version(2))
+    );
+    assert_eq!(
+        stage_of(backend, &secret, Stage::Previous).await,
+        Some(version(1))
+    );
+}
+
+/// Two writers promoting different versions from the same current: one wins, one is told.
+pub async fn racing_promotes_from_one_current_let_one_win(backend: &dyn Backend, prefix: &str) {
+    let secret = name(prefix, "promote-race");
+    seeded(backend, &secret).await;
+    backend
+        .put_pending(&secret, &version(2), &value("two"))
+        .await
+        .expect("put");
+    backend
+        .put_pending(&secret, &version(3), &value("three"))
+        .await
+        .expect("put");
+    let v1 = version(1);
+    let (v2, v3) = (version(2), version(3));
+    let results = futures_join_all(
+        [&v2, &v3]
+            .into_iter()
+            .map(|v| backend.promote(&secret, v, Some(&v1))),
+    )
+    .await;
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(wins, 1, "exactly one promote wins: {results:?}");
+    assert!(
+        results
+            .iter()
+            .any(|r| matches!(r, Err(Error::CurrentChanged { .. }))),
+        "the loser is told: {results:?}"
+    );
+    assert_eq!(
+        stage_of(backend, &secret, Stage::Previous).await,
         Some(version(1))
     );
 }
@@ -320,11 +397,11 @@ pub async fn rollback_by_promoting_previous(backend: &dyn Backend, prefix: &str)
         .await
         .expect("put");
     backend
-        .promote(&secret, &version(2))
+        .promote(&secret, &version(2), Some(&version(1)))
         .await
         .expect("promote");
     backend
-        .promote(&secret, &version(1))
+        .promote(&secret, &version(1), Some(&version(2)))
         .await
         .expect("rollback");
     assert_eq!(
@@ -384,7 +461,7 @@ pub async fn retire_keeps_every_staged_version(backend: &dyn Backend, prefix: &s
             .await
             .expect("put");
         backend
-            .promote(&secret, &version(n))
+            .promote(&secret, &version(n), Some(&version(n - 1)))
             .await
             .expect("promote");
     }
@@ -451,7 +528,7 @@ pub async fn binary_values_round_trip(backend: &dyn Backend, prefix: &str) {
         .await
         .expect("put");
     backend
-        .promote(&secret, &version(1))
+        .promote(&secret, &version(1), None)
         .await
         .expect("promote");
     let read = backend

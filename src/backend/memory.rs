@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::Utc;
 
-use super::versions::{self, PutDecision, StoredVersion};
+use super::versions::{self, Promoted, PutDecision, StoredVersion};
 use super::{Backend, Capabilities, Error, PutOutcome, Result, SecretDescription, Selector};
 use crate::secret::{SecretName, SecretValue, Stage, VersionId};
 
@@ -121,14 +121,26 @@ impl Backend for MemoryBackend {
         }
     }
 
-    async fn promote(&self, name: &SecretName, version: &VersionId) -> Result<()> {
+    async fn promote(
+        &self,
+        name: &SecretName,
+        version: &VersionId,
+        expected_current: Option<&VersionId>,
+    ) -> Result<()> {
         self.with_secret(name, |versions| {
             let index = versions
                 .iter()
                 .position(|v| &v.id == version)
                 .ok_or_else(|| self.not_found(format!("version {version} of {name:?}")))?;
-            versions::promote(versions, index);
-            Ok(())
+            match versions::promote(versions, index, expected_current) {
+                Promoted::Moved | Promoted::AlreadyCurrent => Ok(()),
+                Promoted::Stale(found) => Err(versions::current_changed(
+                    &self.name,
+                    name,
+                    expected_current,
+                    found,
+                )),
+            }
         })
     }
 

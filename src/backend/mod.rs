@@ -115,6 +115,20 @@ pub enum Error {
         /// The version id that clashed.
         version: VersionId,
     },
+    /// `promote` found another version current than the caller expected.
+    #[error(
+        "current version of {secret:?} in backend {backend} is {found}, not {expected}: another writer changed it"
+    )]
+    CurrentChanged {
+        /// The backend instance's name.
+        backend: String,
+        /// The secret.
+        secret: SecretName,
+        /// What the caller expected (`none` for no current version).
+        expected: String,
+        /// What was current (`none` for no current version).
+        found: String,
+    },
     /// The backend refused the caller.
     #[error("permission denied by backend {backend}: {message}")]
     PermissionDenied {
@@ -218,15 +232,25 @@ pub trait Backend: Send + Sync + fmt::Debug {
         value: &SecretValue,
     ) -> Result<PutOutcome>;
 
-    /// Makes `version` current.
+    /// Makes `version` current, provided `expected_current` still is (compare-and-swap).
     ///
     /// # Behavior
-    /// The version that was current becomes previous (the old previous loses that stage);
-    /// `pending` is removed if it pointed at `version`. Promoting the current version again
-    /// changes nothing, so a retry after a crash is safe. Promoting the previous version is
-    /// how a rollback is done. `NotFound` when the version does not exist. The move is atomic:
-    /// a concurrent reader sees either the old or the new current, never neither.
-    async fn promote(&self, name: &SecretName, version: &VersionId) -> Result<()>;
+    /// - `version` is current already: nothing changes, so a retry after a crash is safe.
+    /// - The current version is not `expected_current` (`None`: the caller saw no current
+    ///   version): `CurrentChanged`, and nothing changes. Another writer rotated in between;
+    ///   the caller re-reads and decides again.
+    /// - Otherwise the old current becomes previous (the old previous loses that stage) and
+    ///   `pending` is removed if it pointed at `version`. Promoting the previous version is
+    ///   how a rollback is done.
+    /// - `NotFound` when the version does not exist.
+    ///
+    /// The move is atomic: a concurrent reader sees the old or the new current, never neither.
+    async fn promote(
+        &self,
+        name: &SecretName,
+        version: &VersionId,
+        expected_current: Option<&VersionId>,
+    ) -> Result<()>;
 
     /// Removes the `pending` stage from `version`, abandoning a rotation.
     ///

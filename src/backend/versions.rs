@@ -39,11 +39,32 @@ pub(crate) fn move_stage<V>(versions: &mut [StoredVersion<V>], stage: Stage, ind
     versions[index].stages.sort();
 }
 
-/// Makes `index` current: old current → previous, pending cleared if it was this version.
-/// Returns false when it was current already (nothing changed).
-pub(crate) fn promote<V>(versions: &mut [StoredVersion<V>], index: usize) -> bool {
+/// What a compare-and-swap promote decided.
+pub(crate) enum Promoted {
+    /// The stages moved; the caller persists the change.
+    Moved,
+    /// The version was current already: nothing to write.
+    AlreadyCurrent,
+    /// Another version is current than expected: the id found (if any).
+    Stale(Option<VersionId>),
+}
+
+/// Makes `index` current if `expected` is the current version: old current → previous,
+/// pending cleared if it was this version.
+pub(crate) fn promote<V>(
+    versions: &mut [StoredVersion<V>],
+    index: usize,
+    expected: Option<&VersionId>,
+) -> Promoted {
     if versions[index].stages.contains(&Stage::Current) {
-        return false;
+        return Promoted::AlreadyCurrent;
+    }
+    let found = versions
+        .iter()
+        .find(|v| v.stages.contains(&Stage::Current))
+        .map(|v| v.id.clone());
+    if found.as_ref() != expected {
+        return Promoted::Stale(found);
     }
     if let Some(old) = versions
         .iter()
@@ -53,7 +74,23 @@ pub(crate) fn promote<V>(versions: &mut [StoredVersion<V>], index: usize) -> boo
     }
     move_stage(versions, Stage::Current, index);
     versions[index].stages.retain(|s| *s != Stage::Pending);
-    true
+    Promoted::Moved
+}
+
+/// The error for a stale promote.
+pub(crate) fn current_changed(
+    backend: &str,
+    name: &crate::secret::SecretName,
+    expected: Option<&VersionId>,
+    found: Option<VersionId>,
+) -> super::Error {
+    let text = |v: Option<&VersionId>| v.map_or_else(|| "none".to_owned(), ToString::to_string);
+    super::Error::CurrentChanged {
+        backend: backend.to_owned(),
+        secret: name.clone(),
+        expected: text(expected),
+        found: text(found.as_ref()),
+    }
 }
 
 /// Removes `pending` from the version `id` if it holds it. Returns whether it did.

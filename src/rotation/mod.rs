@@ -21,8 +21,8 @@ use chrono::Utc;
 use ring::rand::SystemRandom;
 
 use crate::audit::{AuditError, AuditEvent, AuditLog, Fingerprinter, Trigger};
-use crate::backend::{self, Backend, PutOutcome, Selector};
-use crate::generate::{self, GenerateError};
+use crate::backend::{self, Backend, PutOutcome, SecretDescription, Selector, VersionInfo};
+use crate::generate::{self, GenerateError, GeneratorSpec};
 use crate::policy::SecretPolicy;
 use crate::secret::{Stage, VersionId};
 use plan::{Due, Plan};
@@ -150,25 +150,31 @@ impl Engine {
 
     /// Brings one secret up to date: recovers a leftover, then rotates if due. Returns the
     /// plan that remains (normally `Wait`). `will_retry` only labels failure entries.
+    ///
+    /// Describes the secret once; after each action the description is updated from what
+    /// the action did, so a scheduled rotation costs describe + put + promote and nothing
+    /// more (issue 4 measures this against the protocol minimum).
     pub async fn reconcile(
         &self,
         secret: &SecretPolicy,
         will_retry: bool,
     ) -> Result<Plan, RotationError> {
+        let mut state = self.describe(secret).await?;
         // Recover, then rotate, then report the wait: three passes at most.
         for _ in 0..3 {
-            let state = self.describe(secret).await?;
-            match plan::plan(secret, state.as_ref(), Utc::now()) {
+            let outcome = match plan::plan(secret, state.as_ref(), Utc::now()) {
                 Plan::Recover { version, resume } => {
-                    self.recover(secret, &version, resume, will_retry).await?;
+                    self.recover(secret, state.as_ref(), &version, resume, will_retry)
+                        .await?
                 }
                 Plan::Rotate(due) => {
-                    self.rotate(secret, &due, will_retry).await?;
+                    self.rotate(secret, &due, state.as_ref(), will_retry)
+                        .await?
                 }
                 other => return Ok(other),
-            }
+            };
+            state = Some(after(secret, state, &outcome));
         }
-        let state = self.describe(secret).await?;
         Ok(plan::plan(secret, state.as_ref(), Utc::now()))
     }
 
@@ -176,6 +182,7 @@ impl Engine {
     pub async fn recover(
         &self,
         secret: &SecretPolicy,
+        state: Option<&SecretDescription>,
         version: &VersionId,
         resume: bool,
         will_retry: bool,
@@ -195,7 +202,7 @@ impl Engine {
                 slot: version.slot(),
                 trigger: Trigger::Recovery,
             };
-            return self.rotate(secret, &due, will_retry).await;
+            return self.rotate(secret, &due, state, will_retry).await;
         }
         let backend = self.backend(&secret.backend)?;
         backend
@@ -215,15 +222,17 @@ impl Engine {
         })
     }
 
-    /// Runs one rotation to the end, auditing each step; failures are audited too.
+    /// Runs one rotation to the end from `state` (the secret as last described; `None` when
+    /// it does not exist), auditing each step; failures are audited too.
     pub async fn rotate(
         &self,
         secret: &SecretPolicy,
         due: &Due,
+        state: Option<&SecretDescription>,
         will_retry: bool,
     ) -> Result<Outcome, RotationError> {
         let started = Instant::now();
-        match self.rotate_steps(secret, due, started).await {
+        match self.rotate_steps(secret, due, state, started).await {
             Ok(outcome) => Ok(outcome),
             Err(error) => {
                 tracing::error!(secret = %secret.name, version = %due.version, step = error.step(), error = %error, will_retry, "rotation failed");
@@ -248,12 +257,12 @@ impl Engine {
         &self,
         secret: &SecretPolicy,
         due: &Due,
+        state: Option<&SecretDescription>,
         started: Instant,
     ) -> Result<Outcome, RotationError> {
         let backend = self.backend(&secret.backend)?;
         let name = &secret.name;
-        let state = self.describe(secret).await?;
-        let current = state.as_ref().and_then(|s| s.stage(Stage::Current));
+        let current = state.and_then(|s| s.stage(Stage::Current));
         if current.is_some_and(|c| c.id == due.version) {
             self.audit
                 .append(AuditEvent::SlotAlreadyDone {
@@ -266,10 +275,7 @@ impl Engine {
             });
         }
         let previous = current.map(|c| c.id.clone());
-        let staged = state
-            .as_ref()
-            .and_then(|s| s.version(&due.version))
-            .is_some();
+        let staged = state.and_then(|s| s.version(&due.version)).is_some();
 
         tracing::info!(secret = %name, version = %due.version, trigger = ?due.trigger, "rotation started");
         self.audit
@@ -283,24 +289,27 @@ impl Engine {
             .await?;
         fault::point("after_started");
 
-        let outcome = if staged {
-            // A retry, a restart or a replica got here first: the version is stored.
-            PutOutcome::AlreadyPresent
+        // The value whose fingerprint is audited: ours when we stored it, else what the
+        // backend holds (a retry, a restart or a replica stored it first).
+        let (outcome, ours) = if staged {
+            (PutOutcome::AlreadyPresent, None)
         } else {
-            let current_value = match &previous {
-                Some(_) => Some(
+            // Only a JSON template keeps fields of the current value; nothing else reads it.
+            let current_value = match (&secret.generator, &previous) {
+                (GeneratorSpec::Json(_), Some(_)) => Some(
                     backend
                         .read(name, &Selector::Stage(Stage::Current))
                         .await
                         .map_err(step("read_current"))?,
                 ),
-                None => None,
+                _ => None,
             };
             let value = generate::generate(&secret.generator, current_value.as_ref(), &self.rng)?;
             match backend.put_pending(name, &due.version, &value).await {
-                Ok(outcome) => outcome,
+                Ok(PutOutcome::Created) => (PutOutcome::Created, Some(value)),
+                Ok(PutOutcome::AlreadyPresent) => (PutOutcome::AlreadyPresent, Some(value)),
                 // A replica stored its own value under the same slot id first: use theirs.
-                Err(backend::Error::Conflict { .. }) => PutOutcome::AlreadyPresent,
+                Err(backend::Error::Conflict { .. }) => (PutOutcome::AlreadyPresent, None),
                 Err(e) => {
                     return Err(RotationError::Backend {
                         step: "put_pending",
@@ -311,11 +320,13 @@ impl Engine {
         };
         fault::point("after_put");
 
-        // Fingerprint what the backend holds, so every replica's log shows the same value.
-        let stored = backend
-            .read(name, &Selector::Version(due.version.clone()))
-            .await
-            .map_err(step("read_pending"))?;
+        let stored = match ours {
+            Some(value) => value,
+            None => backend
+                .read(name, &Selector::Version(due.version.clone()))
+                .await
+                .map_err(step("read_pending"))?,
+        };
         self.audit
             .append(AuditEvent::PendingStored {
                 secret: name.to_string(),
@@ -332,7 +343,7 @@ impl Engine {
         fault::point("after_pending_audited");
 
         backend
-            .promote(name, &due.version)
+            .promote(name, &due.version, previous.as_ref())
             .await
             .map_err(step("promote"))?;
         fault::point("after_promote");
@@ -393,7 +404,7 @@ impl Engine {
         }
         let (from, to) = (current.id.clone(), previous.id.clone());
         backend
-            .promote(&secret.name, &to)
+            .promote(&secret.name, &to, Some(&from))
             .await
             .map_err(step("promote"))?;
         self.audit
@@ -418,11 +429,13 @@ impl Engine {
     ) -> Result<Outcome, RotationError> {
         let now = Utc::now();
         // Finish (or discard) an interrupted rotation first, as a scheduled run would.
-        let state = self.describe(secret).await?;
+        let mut state = self.describe(secret).await?;
         if let Plan::Recover { version, resume } = plan::plan(secret, state.as_ref(), now) {
-            self.recover(secret, &version, resume, false).await?;
+            let outcome = self
+                .recover(secret, state.as_ref(), &version, resume, false)
+                .await?;
+            state = Some(after(secret, state, &outcome));
         }
-        let state = self.describe(secret).await?;
         if !force
             && let Some(current) = state.as_ref().and_then(|s| s.stage(Stage::Current))
             && state
@@ -447,8 +460,51 @@ impl Engine {
             slot: None,
             trigger: Trigger::Manual { by: by.to_owned() },
         };
-        self.rotate(secret, &due, false).await
+        self.rotate(secret, &due, state.as_ref(), false).await
     }
+}
+
+/// The secret as it stands after `outcome`, without asking the backend again: what the
+/// contract guarantees a successful step did.
+fn after(
+    secret: &SecretPolicy,
+    state: Option<SecretDescription>,
+    outcome: &Outcome,
+) -> SecretDescription {
+    let mut state = state.unwrap_or_else(|| SecretDescription {
+        name: secret.name.clone(),
+        versions: Vec::new(),
+    });
+    match outcome {
+        Outcome::Rotated { version, previous } => {
+            state
+                .versions
+                .retain(|v| &v.id == version || Some(&v.id) == previous.as_ref());
+            for v in &mut state.versions {
+                v.stages = if Some(&v.id) == previous.as_ref() {
+                    vec![Stage::Previous]
+                } else {
+                    vec![Stage::Current]
+                };
+            }
+            if !state.versions.iter().any(|v| &v.id == version) {
+                state.versions.push(VersionInfo {
+                    id: version.clone(),
+                    created_at: Utc::now(),
+                    stages: vec![Stage::Current],
+                });
+            }
+        }
+        Outcome::Discarded { version } => {
+            for v in &mut state.versions {
+                if &v.id == version {
+                    v.stages.retain(|s| *s != Stage::Pending);
+                }
+            }
+        }
+        Outcome::AlreadyDone { .. } => {}
+    }
+    state
 }
 
 /// Who is asking, for audit entries of manual actions: `$SUDO_USER` or `$USER`, at the host.
@@ -462,3 +518,6 @@ pub fn local_actor() -> String {
         .unwrap_or_else(|_| "localhost".to_owned());
     format!("{user}@{host}")
 }
+
+#[cfg(test)]
+mod tests;

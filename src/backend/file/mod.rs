@@ -23,7 +23,7 @@ use ring::aead::{Aad, NONCE_LEN, Nonce};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
-use super::versions::{self, PutDecision, StoredVersion};
+use super::versions::{self, Promoted, PutDecision, StoredVersion};
 use super::{
     Backend, Capabilities, Error, ErrorStatus, PutOutcome, Result, SecretDescription, Selector,
 };
@@ -393,8 +393,14 @@ impl Backend for FileBackend {
         .await
     }
 
-    async fn promote(&self, name: &SecretName, version: &VersionId) -> Result<()> {
+    async fn promote(
+        &self,
+        name: &SecretName,
+        version: &VersionId,
+        expected_current: Option<&VersionId>,
+    ) -> Result<()> {
         let (name, version) = (name.clone(), version.clone());
+        let expected = expected_current.cloned();
         self.blocking(move |inner| {
             let _lock = inner.lock(&name)?;
             let mut file = inner.require_file(&name)?;
@@ -403,10 +409,16 @@ impl Backend for FileBackend {
                 .iter()
                 .position(|v| v.id == version)
                 .ok_or_else(|| inner.not_found(format!("version {version} of {name:?}")))?;
-            if versions::promote(&mut file.versions, index) {
-                inner.write_file(&file)?;
+            match versions::promote(&mut file.versions, index, expected.as_ref()) {
+                Promoted::Moved => inner.write_file(&file),
+                Promoted::AlreadyCurrent => Ok(()),
+                Promoted::Stale(found) => Err(versions::current_changed(
+                    &inner.name,
+                    &name,
+                    expected.as_ref(),
+                    found,
+                )),
             }
-            Ok(())
         })
         .await
     }

@@ -196,15 +196,30 @@ async fn two_store_instances_writing_at_once_lose_no_update() {
                 .put_pending(&secret, &id, &SecretValue::new(i.to_be_bytes().to_vec()))
                 .await
                 .expect("put");
-            backend.promote(&secret, &id).await.expect("promote");
+            // Compare-and-swap until this task's version is current: a lost race is a
+            // CurrentChanged, never a silent overwrite.
+            loop {
+                let current = backend
+                    .describe(&secret)
+                    .await
+                    .expect("describe")
+                    .stage(Stage::Current)
+                    .map(|v| v.id.clone());
+                match backend.promote(&secret, &id, current.as_ref()).await {
+                    Ok(()) => break,
+                    Err(Error::CurrentChanged { .. }) => continue,
+                    Err(e) => panic!("promote: {e}"),
+                }
+            }
         }));
     }
     for t in tasks {
         t.await.expect("task");
     }
     let description = one.describe(&secret).await.expect("describe");
-    // Every promote ran under the lock: the last one is current, the one before previous,
-    // and the 38 versions that lost their stages are still there (retire drops them).
+    // Every promote ran under the lock and against the version it saw: the last one is
+    // current, the one before previous, and the 38 versions that lost their stages are
+    // still there (retire drops them).
     assert_eq!(description.versions.len(), 40, "no write was lost");
     assert!(description.stage(Stage::Current).is_some());
     assert!(description.stage(Stage::Previous).is_some());

@@ -1,0 +1,272 @@
+//! Engine tests on the memory backend: the calls a rotation makes, racing replicas,
+//! rollback and the grace refusal.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::audit::{AuditEvent, AuditLog, Fingerprinter};
+use crate::backend::memory::MemoryBackend;
+use crate::backend::{Capabilities, PutOutcome, Result as BackendResult, SecretDescription};
+use crate::generate::{BytesSpec, Encoding, JsonSpec};
+use crate::schedule::Schedule;
+use crate::secret::{SecretName, SecretValue};
+
+/// Counts every call before forwarding it, to pin down what a rotation costs.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<MemoryBackend>,
+    describe: AtomicUsize,
+    put: AtomicUsize,
+    promote: AtomicUsize,
+    read: AtomicUsize,
+    other: AtomicUsize,
+}
+
+impl Counting {
+    fn over(inner: Arc<MemoryBackend>) -> Self {
+        Self {
+            inner,
+            describe: AtomicUsize::new(0),
+            put: AtomicUsize::new(0),
+            promote: AtomicUsize::new(0),
+            read: AtomicUsize::new(0),
+            other: AtomicUsize::new(0),
+        }
+    }
+    fn counts(&self) -> [usize; 4] {
+        [
+            self.describe.load(Ordering::SeqCst),
+            self.put.load(Ordering::SeqCst),
+            self.promote.load(Ordering::SeqCst),
+            self.read.load(Ordering::SeqCst),
+        ]
+    }
+}
+
+#[async_trait]
+impl Backend for Counting {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn describe(&self, name: &SecretName) -> BackendResult<SecretDescription> {
+        self.describe.fetch_add(1, Ordering::SeqCst);
+        self.inner.describe(name).await
+    }
+    async fn put_pending(
+        &self,
+        name: &SecretName,
+        version: &VersionId,
+        value: &SecretValue,
+    ) -> BackendResult<PutOutcome> {
+        self.put.fetch_add(1, Ordering::SeqCst);
+        self.inner.put_pending(name, version, value).await
+    }
+    async fn promote(
+        &self,
+        name: &SecretName,
+        version: &VersionId,
+        expected: Option<&VersionId>,
+    ) -> BackendResult<()> {
+        self.promote.fetch_add(1, Ordering::SeqCst);
+        self.inner.promote(name, version, expected).await
+    }
+    async fn discard_pending(&self, name: &SecretName, version: &VersionId) -> BackendResult<()> {
+        self.other.fetch_add(1, Ordering::SeqCst);
+        self.inner.discard_pending(name, version).await
+    }
+    async fn read(&self, name: &SecretName, selector: &Selector) -> BackendResult<SecretValue> {
+        self.read.fetch_add(1, Ordering::SeqCst);
+        self.inner.read(name, selector).await
+    }
+    async fn list(&self) -> BackendResult<Vec<SecretName>> {
+        self.inner.list().await
+    }
+    async fn retire(&self, name: &SecretName) -> BackendResult<usize> {
+        self.inner.retire(name).await
+    }
+}
+
+fn policy(generator: GeneratorSpec) -> SecretPolicy {
+    SecretPolicy {
+        name: SecretName::new("app/db").unwrap(),
+        backend: "local".into(),
+        schedule: Schedule::every(Duration::from_secs(30 * 86_400), "app/db"),
+        schedule_text: "every 30d".into(),
+        generator,
+        notify: Vec::new(),
+        grace: Duration::ZERO,
+        window: None,
+        max_age: None,
+        owner: None,
+        tags: BTreeMap::new(),
+        enabled: true,
+    }
+}
+
+fn bytes() -> GeneratorSpec {
+    GeneratorSpec::Bytes(BytesSpec {
+        length: 32,
+        encoding: Encoding::Hex,
+    })
+}
+
+async fn engine(dir: &std::path::Path, log: &str, backend: Arc<dyn Backend>) -> Engine {
+    let audit = AuditLog::open(&dir.join(log)).await.expect("audit");
+    let mut backends = BTreeMap::new();
+    backends.insert("local".to_owned(), backend);
+    Engine::new(backends, audit, Fingerprinter::from_key(&[9; 32]))
+}
+
+fn events(dir: &std::path::Path, log: &str) -> Vec<AuditEvent> {
+    crate::audit::read_logs(&[dir.join(log)])
+        .expect("read")
+        .entries
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_scheduled_rotation_costs_describe_put_promote_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = Arc::new(MemoryBackend::new("local"));
+    let counting = Arc::new(Counting::over(Arc::clone(&memory)));
+    let engine = engine(dir.path(), "audit.jsonl", counting.clone()).await;
+    let secret = policy(bytes());
+    // Creating the secret and a later rotation cost the same.
+    let plan = engine.reconcile(&secret, true).await.expect("create");
+    assert!(matches!(plan, Plan::Wait { .. }), "{plan:?}");
+    assert_eq!(
+        counting.counts(),
+        [1, 1, 1, 0],
+        "describe, put, promote; no reads"
+    );
+    let again = engine.reconcile(&secret, true).await.expect("nothing due");
+    assert!(matches!(again, Plan::Wait { .. }));
+    assert_eq!(
+        counting.counts(),
+        [2, 1, 1, 0],
+        "a look with nothing due is one describe"
+    );
+}
+
+#[tokio::test]
+async fn a_json_template_reads_the_current_value_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = Arc::new(MemoryBackend::new("local"));
+    let counting = Arc::new(Counting::over(Arc::clone(&memory)));
+    let engine = engine(dir.path(), "audit.jsonl", counting.clone()).await;
+    let mut template = serde_json::Map::new();
+    template.insert("username".into(), "app".into());
+    let secret = policy(GeneratorSpec::Json(JsonSpec {
+        template,
+        field: "password".into(),
+        generate: Box::new(bytes()),
+    }));
+    engine
+        .rotate_manually(&secret, "alice", true)
+        .await
+        .expect("first");
+    let before = counting.counts();
+    engine
+        .rotate_manually(&secret, "alice", true)
+        .await
+        .expect("second");
+    let after = counting.counts();
+    let delta: Vec<usize> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        delta,
+        vec![1, 1, 1, 1],
+        "describe, read current, put, promote"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_rotating_one_slot_make_one_version_and_log_the_same_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared: Arc<MemoryBackend> = Arc::new(MemoryBackend::new("local"));
+    let a = Arc::new(engine(dir.path(), "a.jsonl", shared.clone()).await);
+    let b = Arc::new(engine(dir.path(), "b.jsonl", shared.clone()).await);
+    let secret = Arc::new(policy(bytes()));
+    let (ra, rb) = tokio::join!(
+        {
+            let (a, s) = (a.clone(), secret.clone());
+            async move { a.reconcile(&s, true).await }
+        },
+        {
+            let (b, s) = (b.clone(), secret.clone());
+            async move { b.reconcile(&s, true).await }
+        }
+    );
+    ra.expect("replica a");
+    rb.expect("replica b");
+    let described = shared.describe(&secret.name).await.unwrap();
+    assert_eq!(
+        described.versions.len(),
+        1,
+        "one version for the slot: {described:?}"
+    );
+    let fingerprint = |log: &str| {
+        events(dir.path(), log).into_iter().find_map(|e| match e {
+            AuditEvent::PendingStored { fingerprint, .. } => Some(fingerprint),
+            _ => None,
+        })
+    };
+    // Each replica either rotated or found the slot done; where both logged a pending
+    // value, it is the same value.
+    if let (Some(fa), Some(fb)) = (fingerprint("a.jsonl"), fingerprint("b.jsonl")) {
+        assert_eq!(fa, fb, "both logs fingerprint the stored value");
+    }
+    for log in ["a.jsonl", "b.jsonl"] {
+        let ended = events(dir.path(), log).into_iter().any(|e| {
+            matches!(
+                e,
+                AuditEvent::RotationSucceeded { .. } | AuditEvent::SlotAlreadyDone { .. }
+            )
+        });
+        let idle = !events(dir.path(), log)
+            .iter()
+            .any(|e| matches!(e, AuditEvent::RotationStarted { .. }));
+        assert!(ended || idle, "{log}: every start ends in success");
+    }
+}
+
+#[tokio::test]
+async fn rollback_swaps_current_and_previous_and_refuses_without_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = Arc::new(MemoryBackend::new("local"));
+    let engine = engine(dir.path(), "audit.jsonl", memory.clone()).await;
+    let secret = policy(bytes());
+    let refused = engine.rollback(&secret, "bob").await;
+    assert!(refused.is_err());
+    engine
+        .rotate_manually(&secret, "alice", true)
+        .await
+        .unwrap();
+    let err = engine
+        .rollback(&secret, "bob")
+        .await
+        .expect_err("no previous");
+    assert!(matches!(err, RotationError::Refused(_)), "{err}");
+    engine
+        .rotate_manually(&secret, "alice", true)
+        .await
+        .unwrap();
+    let (from, to) = engine.rollback(&secret, "bob").await.expect("rollback");
+    let described = memory.describe(&secret.name).await.unwrap();
+    assert_eq!(described.stage(Stage::Current).map(|v| &v.id), Some(&to));
+    assert_eq!(described.stage(Stage::Previous).map(|v| &v.id), Some(&from));
+    assert!(
+        events(dir.path(), "audit.jsonl")
+            .iter()
+            .any(|e| matches!(e, AuditEvent::RolledBack { by, .. } if by == "bob"))
+    );
+}
