@@ -82,7 +82,9 @@ pub async fn open_runtime(
     if created {
         tracing::warn!(key_file = %policy.daemon.audit_key_file.display(), "created a new audit fingerprint key (mode 0600)");
     }
-    let backends = backend::open_all(&policy).map_err(|e| startup("cannot open a backend", &e))?;
+    let backends = backend::open_all(&policy)
+        .await
+        .map_err(|e| startup("cannot open a backend", &e))?;
     let engine = Engine::new(backends, audit, fingerprinter);
     Ok((Arc::new(policy), Arc::new(engine)))
 }

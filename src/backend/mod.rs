@@ -170,18 +170,25 @@ impl Error {
     }
 }
 
+/// Opens one backend instance from its policy configuration.
+pub async fn open(
+    name: &str,
+    config: &crate::policy::BackendConfig,
+) -> Result<std::sync::Arc<dyn Backend>> {
+    Ok(match config {
+        crate::policy::BackendConfig::File(file) => {
+            std::sync::Arc::new(file::FileBackend::open(name, file)?)
+        }
+    })
+}
+
 /// Opens every backend instance the policy defines, by name.
-pub fn open_all(
+pub async fn open_all(
     policy: &crate::policy::Policy,
 ) -> Result<std::collections::BTreeMap<String, std::sync::Arc<dyn Backend>>> {
     let mut out = std::collections::BTreeMap::new();
     for (name, config) in &policy.backends {
-        let backend: std::sync::Arc<dyn Backend> = match config {
-            crate::policy::BackendConfig::File(file) => {
-                std::sync::Arc::new(file::FileBackend::open(name, file)?)
-            }
-        };
-        out.insert(name.clone(), backend);
+        out.insert(name.clone(), open(name, config).await?);
     }
     Ok(out)
 }

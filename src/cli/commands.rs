@@ -174,7 +174,7 @@ async fn rotate(
     let policy = policy::load(path)?;
     let secret = Arc::clone(secret_of(&policy, name)?);
     if dry_run {
-        let backends = backend::open_all(&policy)?;
+        let backends = backend::open_all(&policy).await?;
         return dry_run_report(&policy, &secret, &backends).await;
     }
     let by = by.unwrap_or_else(rotation::local_actor);
@@ -342,7 +342,7 @@ async fn rollback(path: &Path, name: &str, by: Option<String>) -> CliResult {
 
 async fn status(path: &Path, format: OutputFormat) -> CliResult {
     let policy = policy::load(path)?;
-    let backends = backend::open_all(&policy)?;
+    let backends = backend::open_all(&policy).await?;
     let statuses = status::collect(&policy, &backends, Utc::now()).await;
     match format {
         OutputFormat::Json => print_json(&statuses),
