@@ -106,3 +106,24 @@ pub struct SecretPolicy {
     /// Disabled secrets are validated but never rotated.
     pub enabled: bool,
 }
+
+#[cfg(test)]
+impl SecretPolicy {
+    /// A minimal enabled secret `app/db` on backend `local`, for tests elsewhere in the crate.
+    pub(crate) fn example(schedule: Schedule, generator: GeneratorSpec) -> Self {
+        Self {
+            name: SecretName::new("app/db").expect("valid name"),
+            backend: "local".into(),
+            schedule,
+            schedule_text: String::new(),
+            generator,
+            notify: Vec::new(),
+            grace: Duration::ZERO,
+            window: None,
+            max_age: None,
+            owner: None,
+            tags: BTreeMap::new(),
+            enabled: true,
+        }
+    }
+}

@@ -160,7 +160,6 @@ pub fn plan(secret: &SecretPolicy, state: Option<&SecretDescription>, now: DateT
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
     use chrono::TimeZone;
@@ -174,23 +173,13 @@ mod tests {
     const HOUR: Duration = Duration::from_secs(3600);
 
     fn secret(schedule: Schedule) -> SecretPolicy {
-        SecretPolicy {
-            name: SecretName::new("app/db").unwrap(),
-            backend: "local".into(),
+        SecretPolicy::example(
             schedule,
-            schedule_text: String::new(),
-            generator: GeneratorSpec::Bytes(BytesSpec {
+            GeneratorSpec::Bytes(BytesSpec {
                 length: 32,
                 encoding: Encoding::Hex,
             }),
-            notify: Vec::new(),
-            grace: Duration::ZERO,
-            window: None,
-            max_age: None,
-            owner: None,
-            tags: BTreeMap::new(),
-            enabled: true,
-        }
+        )
     }
 
     fn daily_0230() -> Schedule {
