@@ -279,3 +279,57 @@ fn help_lists_exit_codes() {
         "{text}"
     );
 }
+
+#[test]
+fn exec_runs_a_command_with_secrets_in_its_environment() {
+    let sandbox = Sandbox::new(
+        r#"
+[[secrets]]
+name = "app/db"
+schedule = { every = "30d" }
+
+[[secrets]]
+name = "app/login"
+schedule = { every = "30d" }
+generator = { type = "json", template = { username = "svc" }, field = "password", generate = { type = "password", length = 20 } }
+"#,
+    );
+    sandbox.ok(&["rotate", "app/db"]);
+    sandbox.ok(&["rotate", "app/login"]);
+    let db = sandbox.get("app/db", "current");
+    let password = sandbox.ok(&["get", "app/login", "--field", "password"]);
+    // A real child process prints what it received; its exit code becomes ours.
+    let out = sandbox.run(&[
+        "exec",
+        "--secret",
+        "app/db=DB_PASSWORD",
+        "--secret",
+        "app/login#password=LOGIN_PASSWORD",
+        "--",
+        "sh",
+        "-c",
+        "printf '%s\\n%s' \"$DB_PASSWORD\" \"$LOGIN_PASSWORD\"; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "the command's exit code");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{db}\n{password}")
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains(&db) && !stderr.contains(&password),
+        "no value logged"
+    );
+}
+
+#[test]
+fn exec_runs_nothing_when_a_secret_cannot_be_read() {
+    let sandbox = Sandbox::new(ONE_SECRET);
+    let marker = sandbox.path("ran");
+    let touch = format!("touch {}", marker.display());
+    let out = sandbox.run(&["exec", "-s", "app/db=X", "--", "sh", "-c", &touch]);
+    assert_eq!(out.status.code(), Some(4), "never rotated: not found");
+    let out = sandbox.run(&["exec", "-s", "nope=X", "--", "sh", "-c", &touch]);
+    assert_eq!(out.status.code(), Some(4), "not in the policy");
+    assert!(!marker.exists(), "the command never ran");
+}

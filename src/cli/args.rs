@@ -125,6 +125,25 @@ pub enum Command {
         #[arg(long)]
         field: Option<String>,
     },
+    /// Run a command with secrets in its environment (for container entrypoints).
+    ///
+    /// Example: rekeyd exec --secret prod/db#password=DB_PASSWORD -- /app/server
+    Exec {
+        /// NAME=ENV_VAR, or NAME#FIELD=ENV_VAR for one field of a JSON secret; repeatable.
+        #[arg(
+            long = "secret",
+            short = 's',
+            required = true,
+            value_name = "NAME[#FIELD]=VAR"
+        )]
+        secrets: Vec<crate::cli::exec::Mapping>,
+        /// Which stage to read.
+        #[arg(long, default_value = "current")]
+        stage: Stage,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Verify and search audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -303,6 +322,31 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn exec_takes_mappings_and_a_command() {
+        match parse(&["exec", "-s", "a=A", "--secret", "b#pw=B", "--", "env", "-0"]).command {
+            Command::Exec {
+                secrets,
+                stage,
+                command,
+            } => {
+                assert_eq!(secrets.len(), 2);
+                assert_eq!(secrets[1].field.as_deref(), Some("pw"));
+                assert_eq!(stage, Stage::Current);
+                assert_eq!(command, vec![std::ffi::OsString::from("env"), "-0".into()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["rekeyd", "exec", "-s", "a=A"]).is_err(),
+            "a command is required"
+        );
+        assert!(
+            Cli::try_parse_from(["rekeyd", "exec", "-s", "a", "--", "env"]).is_err(),
+            "bad mapping"
+        );
     }
 
     #[test]

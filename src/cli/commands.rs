@@ -19,7 +19,7 @@ use crate::policy::{self, Policy, SecretPolicy};
 use crate::rotation::plan::{self, Plan};
 use crate::rotation::status;
 use crate::rotation::{self, Outcome};
-use crate::secret::{Stage, VersionId};
+use crate::secret::{SecretValue, Stage, VersionId};
 
 type CliResult = Result<(), Failure>;
 
@@ -47,6 +47,11 @@ pub async fn execute(cli: Cli) -> CliResult {
             version,
             field,
         } => get(&policy, &name, stage, version, field).await,
+        Command::Exec {
+            secrets,
+            stage,
+            command,
+        } => super::exec::exec(&policy, &secrets, stage, &command).await,
         Command::Audit(AuditCommand::Verify {
             logs,
             anchor,
@@ -415,33 +420,38 @@ async fn get(
         None => Selector::Stage(stage),
     };
     let value = backend.read(&secret.name, &selector).await?;
-    let mut stdout = std::io::stdout().lock();
-    let written = match field {
-        None => stdout.write_all(value.expose()),
-        Some(field) => {
-            let parsed: serde_json::Value =
-                serde_json::from_slice(value.expose()).map_err(|_| {
-                    Failure::new(
-                        exit::FAILED,
-                        format!("{name} is not a JSON object, so --field cannot apply"),
-                    )
-                })?;
-            let zeroizing = zeroize::Zeroizing::new(match parsed.get(&field) {
-                Some(serde_json::Value::String(text)) => text.clone(),
-                Some(other) => other.to_string(),
-                None => {
-                    return Err(Failure::new(
-                        exit::NOT_FOUND,
-                        format!("{name} has no field {field:?}"),
-                    ));
-                }
-            });
-            stdout.write_all(zeroizing.as_bytes())
-        }
+    let value = match field {
+        None => value,
+        Some(field) => json_field(&value, name, &field)?,
     };
-    written
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(value.expose())
         .and_then(|_| stdout.flush())
         .map_err(|e| Failure::new(exit::FAILED, format!("cannot write to stdout: {e}")))
+}
+
+/// One top-level field of a JSON secret: strings as they are, anything else as JSON text.
+pub(super) fn json_field(
+    value: &SecretValue,
+    name: &str,
+    field: &str,
+) -> Result<SecretValue, Failure> {
+    let parsed: serde_json::Value = serde_json::from_slice(value.expose()).map_err(|_| {
+        Failure::new(
+            exit::FAILED,
+            format!("{name} is not a JSON object, so a field cannot be taken from it"),
+        )
+    })?;
+    let parsed = crate::generate::WipedValue(parsed);
+    match parsed.0.get(field) {
+        Some(serde_json::Value::String(text)) => Ok(SecretValue::from_string(text.clone())),
+        Some(other) => Ok(SecretValue::from_string(other.to_string())),
+        None => Err(Failure::new(
+            exit::NOT_FOUND,
+            format!("{name} has no field {field:?}"),
+        )),
+    }
 }
 
 fn audit_verify(logs: &[PathBuf], anchor: Option<&str>, format: OutputFormat) -> CliResult {

@@ -2,6 +2,7 @@
 
 pub mod args;
 mod commands;
+pub mod exec;
 pub mod exit;
 mod table;
 
