@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod generate;
 pub mod hex;
 pub mod policy;
+pub mod report;
 pub mod rotation;
 pub mod schedule;
 pub mod secret;

@@ -149,9 +149,36 @@ pub enum Command {
     Audit(AuditCommand),
 }
 
+/// Report output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// One self-contained HTML page.
+    Html,
+    /// CSV rows for spreadsheets.
+    Csv,
+}
+
 /// `rekeyd audit …`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
+    /// Write the auditor's report: per secret, rotations against policy, gaps, failures,
+    /// manual rotations and who asked, and each log's chain check.
+    Report {
+        /// Audit log files, one per replica (default: the policy's audit log).
+        logs: Vec<PathBuf>,
+        /// Start of the period (RFC 3339; default: 30 days before --until).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// End of the period (RFC 3339; default: now).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+        format: ReportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Prove each log's hash chain: report every edited, removed, inserted or reordered line.
     Verify {
         /// Audit log files (one per replica).
@@ -347,6 +374,37 @@ mod tests {
             Cli::try_parse_from(["rekeyd", "exec", "-s", "a", "--", "env"]).is_err(),
             "bad mapping"
         );
+    }
+
+    #[test]
+    fn audit_report_flags() {
+        match parse(&[
+            "audit",
+            "report",
+            "a.jsonl",
+            "--format",
+            "csv",
+            "-o",
+            "r.csv",
+            "--since",
+            "2026-11-01T00:00:00Z",
+        ])
+        .command
+        {
+            Command::Audit(AuditCommand::Report {
+                logs,
+                format,
+                output,
+                since,
+                until,
+            }) => {
+                assert_eq!(logs, vec![PathBuf::from("a.jsonl")]);
+                assert_eq!(format, ReportFormat::Csv);
+                assert_eq!(output, Some(PathBuf::from("r.csv")));
+                assert!(since.is_some() && until.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

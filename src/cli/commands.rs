@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio::sync::mpsc;
 
-use super::args::{AuditCommand, Cli, Command, OutputFormat};
+use super::args::{AuditCommand, Cli, Command, OutputFormat, ReportFormat};
 use super::exit::{self, Failure};
 use super::table;
 use crate::audit;
@@ -52,6 +52,13 @@ pub async fn execute(cli: Cli) -> CliResult {
             stage,
             command,
         } => super::exec::exec(&policy, &secrets, stage, &command).await,
+        Command::Audit(AuditCommand::Report {
+            logs,
+            since,
+            until,
+            format,
+            output,
+        }) => audit_report(&policy, logs, since, until, format, output.as_deref()),
         Command::Audit(AuditCommand::Verify {
             logs,
             anchor,
@@ -549,6 +556,49 @@ fn audit_query(
     match format {
         OutputFormat::Json => println!("{}", audit::render_json(&result.entries)),
         OutputFormat::Table => print!("{}", audit::render_table(&result.entries)),
+    }
+    Ok(())
+}
+
+fn audit_report(
+    policy_path: &Path,
+    logs: Vec<PathBuf>,
+    since: Option<chrono::DateTime<Utc>>,
+    until: Option<chrono::DateTime<Utc>>,
+    format: ReportFormat,
+    output: Option<&Path>,
+) -> CliResult {
+    let policy = policy::load(policy_path)?;
+    let logs = if logs.is_empty() {
+        vec![policy.daemon.audit_log.clone()]
+    } else {
+        logs
+    };
+    let until = until.unwrap_or_else(Utc::now);
+    let since = since.unwrap_or(until - chrono::Duration::days(30));
+    let failed = |e: audit::AuditError| Failure::new(exit::FAILED, e.to_string());
+    let mut checks = Vec::with_capacity(logs.len());
+    for log in &logs {
+        let verified = audit::verify(log).map_err(failed)?;
+        checks.push(crate::report::LogCheck::new(
+            &log.display().to_string(),
+            &verified,
+        ));
+    }
+    let read = audit::read_logs(&logs).map_err(failed)?;
+    let report = crate::report::build(&policy, &read.entries, checks, since, until);
+    let text = match format {
+        ReportFormat::Html => crate::report::render_html(&report),
+        ReportFormat::Csv => crate::report::render_csv(&report),
+    };
+    match output {
+        None => print!("{text}"),
+        Some(path) => std::fs::write(path, text).map_err(|e| {
+            Failure::new(
+                exit::FAILED,
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })?,
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::schedule;
 use crate::secret::{Stage, VersionId};
 
 /// A scheduled rotation that rekeyd runs late by more than this is a catch-up, not on time.
-const ON_TIME_TOLERANCE: ChronoDuration = ChronoDuration::minutes(5);
+pub const ON_TIME_TOLERANCE: ChronoDuration = ChronoDuration::minutes(5);
 
 /// A rotation to run: which version id to write and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
