@@ -5,12 +5,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod api;
 pub mod audit;
 pub mod backend;
 pub mod cli;
 pub mod daemon;
 pub mod generate;
 pub mod hex;
+pub mod metrics;
 pub mod policy;
 pub mod report;
 pub mod rotation;

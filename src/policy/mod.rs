@@ -9,6 +9,7 @@
 //! - `secrets`: `[defaults]`, `[[secrets]]`, schedules and cross-field checks;
 //! - `generator`: generator tables.
 
+mod api;
 mod diagnostic;
 mod generator;
 mod model;
@@ -19,7 +20,8 @@ mod tests;
 mod validate;
 
 pub use model::{
-    BackendConfig, DaemonSettings, FileBackendConfig, NotifyTarget, Policy, SecretPolicy,
+    ApiSettings, BackendConfig, DaemonSettings, FileBackendConfig, NotifyTarget, Policy,
+    SecretPolicy,
 };
 
 use std::fmt;

@@ -24,6 +24,8 @@ pub struct Policy {
     pub notify: BTreeMap<String, NotifyTarget>,
     /// The secrets, in file order.
     pub secrets: Vec<Arc<SecretPolicy>>,
+    /// The HTTP API (`[api]`); off when absent.
+    pub api: Option<ApiSettings>,
 }
 
 impl Policy {
@@ -48,6 +50,23 @@ pub struct DaemonSettings {
     pub min_interval: Duration,
     /// Longest wait between retries of a failed rotation.
     pub max_retry_backoff: Duration,
+}
+
+/// The `[api]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiSettings {
+    /// Address and port to listen on.
+    pub listen: std::net::SocketAddr,
+    /// Bearer tokens for `/v1` (required beyond loopback).
+    pub tokens_file: Option<PathBuf>,
+    /// Certificate and key (PEM) to serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+    /// Rotation requests a client may make at once.
+    pub rotate_burst: u32,
+    /// One more rotation request is allowed per client this often.
+    pub rotate_every: Duration,
 }
 
 /// One backend instance.

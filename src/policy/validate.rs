@@ -13,7 +13,7 @@ use super::parse::{Table, check_keys, duration, env_name, integer, non_empty, ta
 use super::secrets::SecretWalk;
 use super::{BackendConfig, DaemonSettings, Diagnostic, FileBackendConfig, NotifyTarget, Policy};
 
-const TOP_KEYS: &[&str] = &["daemon", "defaults", "backends", "notify", "secrets"];
+const TOP_KEYS: &[&str] = &["daemon", "api", "defaults", "backends", "notify", "secrets"];
 const DAEMON_KEYS: &[&str] = &[
     "state_dir",
     "audit_log",
@@ -56,6 +56,7 @@ pub(super) fn policy(file: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>>
     let (daemon, min_interval) = daemon(&mut d, root, base);
     let (backends, backend_names) = backends(&mut d, root, base, &daemon.state_dir);
     let (notify, notify_names) = notify(&mut d, root);
+    let api = super::api::api(&mut d, root, base);
     let secrets = SecretWalk::new(&backend_names, &notify_names, min_interval).run(&mut d, root);
 
     if !d.is_clean() {
@@ -68,6 +69,7 @@ pub(super) fn policy(file: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>>
         backends,
         notify,
         secrets,
+        api,
     })
 }
 
