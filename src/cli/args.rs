@@ -144,6 +144,12 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<std::ffi::OsString>,
     },
+    /// Probe this host's API (for container HEALTHCHECKs): exit 0 when it answers 2xx.
+    Health {
+        /// Check readiness (/readyz) instead of liveness (/healthz).
+        #[arg(long)]
+        ready: bool,
+    },
     /// Verify and search audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),

@@ -47,6 +47,9 @@ pub async fn execute(cli: Cli) -> CliResult {
             version,
             field,
         } => get(&policy, &name, stage, version, field).await,
+        Command::Health { ready } => {
+            super::health::probe(&policy, if ready { "/readyz" } else { "/healthz" })
+        }
         Command::Exec {
             secrets,
             stage,

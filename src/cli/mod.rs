@@ -4,6 +4,7 @@ pub mod args;
 mod commands;
 pub mod exec;
 pub mod exit;
+mod health;
 mod table;
 
 pub use args::Cli;
