@@ -13,6 +13,8 @@
 
 ARG RUST_VERSION=1.95
 
+# Debian 12 (bookworm) in both stages: the binary links the build stage's glibc, which must
+# not be newer than the runtime's.
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
 # Only what `cargo build` reads: the manifest, the lock file, the sources, and benches/
