@@ -105,6 +105,9 @@ fn rotate_get_rollback_and_status_round_trip() {
     sandbox.ok(&["rollback", "app/db", "--by", "bob"]);
     assert_eq!(sandbox.get("app/db", "current"), first);
     assert_eq!(sandbox.get("app/db", "previous"), second);
+    // The daemon's next look keeps the rollback (until the next scheduled slot).
+    sandbox.ok(&["run", "--once"]);
+    assert_eq!(sandbox.get("app/db", "current"), first, "rollback held");
 
     let manual = sandbox.events("rotation_started", "app/db");
     assert_eq!(manual.len(), 2);
@@ -233,6 +236,23 @@ fn audit_verify_reports_the_tampered_line_and_exits_5() {
     assert!(
         stdout.contains(&format!("{log_arg}:5:")),
         "line 5 named:\n{stdout}"
+    );
+}
+
+#[test]
+fn audit_export_copies_the_log_byte_for_byte_and_one_anchor_fits_one_log() {
+    let sandbox = Sandbox::new(ONE_SECRET);
+    sandbox.ok(&["rotate", "app/db"]);
+    let exported = sandbox.run(&["audit", "export"]);
+    assert!(exported.status.success());
+    assert_eq!(exported.stdout, std::fs::read(sandbox.audit_log()).unwrap());
+    let log = sandbox.audit_log();
+    let log = log.to_str().unwrap();
+    let out = sandbox.run(&["audit", "verify", log, log, "--anchor", "1:00"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an anchor with two logs is a usage error"
     );
 }
 

@@ -185,6 +185,13 @@ pub enum AuditCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Print an audit log's raw bytes to stdout, to copy it out of a container without a
+    /// shell: `kubectl exec POD -- rekeyd audit export > replica-0.jsonl`.
+    Export {
+        /// The log (default: the policy's audit log).
+        #[arg(value_name = "LOG")]
+        file: Option<PathBuf>,
+    },
     /// Prove each log's hash chain: report every edited, removed, inserted or reordered line.
     Verify {
         /// Audit log files (one per replica).
@@ -408,6 +415,17 @@ mod tests {
                 assert_eq!(format, ReportFormat::Csv);
                 assert_eq!(output, Some(PathBuf::from("r.csv")));
                 assert!(since.is_some() && until.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn audit_export_takes_an_optional_log() {
+        // Its positional must not collide with the global --log filter.
+        match parse(&["audit", "export", "a.jsonl", "--log", "debug"]).command {
+            Command::Audit(AuditCommand::Export { file }) => {
+                assert_eq!(file, Some(PathBuf::from("a.jsonl")))
             }
             other => panic!("{other:?}"),
         }

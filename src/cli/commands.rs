@@ -62,6 +62,7 @@ pub async fn execute(cli: Cli) -> CliResult {
             format,
             output,
         }) => audit_report(&policy, logs, since, until, format, output.as_deref()),
+        Command::Audit(AuditCommand::Export { file }) => audit_export(&policy, file.as_deref()),
         Command::Audit(AuditCommand::Verify {
             logs,
             anchor,
@@ -465,6 +466,13 @@ pub(super) fn json_field(
 }
 
 fn audit_verify(logs: &[PathBuf], anchor: Option<&str>, format: OutputFormat) -> CliResult {
+    if anchor.is_some() && logs.len() > 1 {
+        // Each replica's log has its own chain and so its own head.
+        return Err(Failure::new(
+            2,
+            "--anchor names one log's head: verify that log alone (rekeyd audit verify LOG --anchor SEQ:HASH)",
+        ));
+    }
     let anchor = anchor
         .map(|a| {
             a.parse::<audit::Anchor>()
@@ -603,5 +611,24 @@ fn audit_report(
             )
         })?,
     }
+    Ok(())
+}
+
+/// Copies an audit log's bytes to stdout unchanged (images without `cat` or a shell).
+fn audit_export(policy_path: &Path, log: Option<&Path>) -> CliResult {
+    let log = match log {
+        Some(log) => log.to_owned(),
+        None => policy::load(policy_path)?.daemon.audit_log,
+    };
+    let mut file = std::fs::File::open(&log).map_err(|e| {
+        Failure::new(
+            exit::NOT_FOUND,
+            format!("cannot open {}: {e}", log.display()),
+        )
+    })?;
+    let mut stdout = std::io::stdout().lock();
+    std::io::copy(&mut file, &mut stdout)
+        .and_then(|_| stdout.flush())
+        .map_err(|e| Failure::new(exit::FAILED, format!("cannot copy {}: {e}", log.display())))?;
     Ok(())
 }
