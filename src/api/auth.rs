@@ -76,7 +76,21 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 impl Tokens {
     /// Reads the token file. Errors name the file and the entry, never a token.
+    /// A file readable by every user is refused; group-readable is allowed, because
+    /// Kubernetes mounts Secrets root-owned with the pod's group (`fsGroup`).
     pub fn load(path: &Path) -> Result<Self, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o004 != 0 {
+            return Err(format!(
+                "token file {} is readable by every user (mode {:o}): chmod o-r it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
         let text = zeroize::Zeroizing::new(
             std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?,
@@ -190,6 +204,19 @@ sha256 = "REPLACE"
         );
         assert_eq!(t.authenticate("read-token-012345678"), None);
         assert_eq!(t.authenticate(""), None);
+    }
+
+    #[test]
+    fn an_empty_file_accepts_no_token_and_a_world_readable_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        std::fs::write(&path, "# no tokens yet\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        let tokens = Tokens::load(&path).expect("empty is valid");
+        assert_eq!(tokens.authenticate("anything-at-all-123"), None);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Tokens::load(&path).unwrap_err().contains("chmod o-r"));
     }
 
     #[test]
