@@ -65,12 +65,11 @@ EXPOSE 9464
 # (docker run --stop-timeout 90, compose stop_grace_period: 90s). SIGHUP reloads the policy.
 STOPSIGNAL SIGTERM
 
-# There is no shell or curl in this image, so the check runs the binary itself. `status`
-# proves the binary starts, the policy parses and every backend opens (keys readable);
-# it reads each secret's metadata, hence the long interval. To be replaced by a call to the
-# daemon's own /healthz once a `rekeyd` subcommand for it exists (docs/deployment.md).
-HEALTHCHECK --interval=5m --timeout=30s --start-period=1m --retries=3 \
-    CMD ["/usr/local/bin/rekeyd", "status", "--format", "json"]
+# There is no shell or curl in this image, so the binary probes its own API: `rekeyd
+# health` GETs /healthz on the policy's [api] listener over loopback (the policy must
+# enable [api]; HTTPS listeners are probed by the orchestrator instead).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=1m --retries=3 \
+    CMD ["/usr/local/bin/rekeyd", "health"]
 
 ENTRYPOINT ["/usr/local/bin/rekeyd"]
 CMD ["run"]
