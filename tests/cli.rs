@@ -353,3 +353,38 @@ fn exec_runs_nothing_when_a_secret_cannot_be_read() {
     assert_eq!(out.status.code(), Some(4), "not in the policy");
     assert!(!marker.exists(), "the command never ran");
 }
+
+#[test]
+fn replicas_can_share_the_fingerprint_key_through_the_environment() {
+    let sandbox = Sandbox::new(ONE_SECRET);
+    let text = std::fs::read_to_string(sandbox.policy()).unwrap().replace(
+        "concurrency = 4",
+        "concurrency = 4\naudit_key_env = \"REKEYD_TEST_AUDIT_KEY\"",
+    );
+    sandbox.write_raw_policy(&text);
+    let key = [0x5au8; 32];
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let out = sandbox
+        .command(&["rotate", "app/db"])
+        .env("REKEYD_TEST_AUDIT_KEY", &hex)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = sandbox.get("app/db", "current");
+    // The same HMAC computed here, independently of rekeyd's fingerprint code.
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+        value.as_bytes(),
+    );
+    let expected: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let stored = sandbox.events("pending_stored", "app/db");
+    assert_eq!(stored[0]["fingerprint"], format!("hmac-sha256:{expected}"));
+    assert!(
+        !sandbox.path("state/audit.key").exists(),
+        "no key file when the variable is set"
+    );
+}

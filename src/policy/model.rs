@@ -44,6 +44,9 @@ pub struct DaemonSettings {
     pub audit_log: PathBuf,
     /// The key for value fingerprints in the audit log.
     pub audit_key_file: PathBuf,
+    /// An environment variable holding the fingerprint key (64 hex digits), used instead of
+    /// the file when set, so replicas share one key and their fingerprints compare.
+    pub audit_key_env: Option<String>,
     /// How many rotations may run at once.
     pub concurrency: usize,
     /// The shortest schedule interval the policy accepts.

@@ -18,6 +18,7 @@ const DAEMON_KEYS: &[&str] = &[
     "state_dir",
     "audit_log",
     "audit_key_file",
+    "audit_key_env",
     "concurrency",
     "min_interval",
     "max_retry_backoff",
@@ -93,6 +94,9 @@ fn daemon(d: &mut Diags<'_>, root: &Table<'_>, base: &Path) -> (DaemonSettings, 
     let state_dir = path(d, "state_dir").unwrap_or_else(|| base.join("state"));
     let audit_log = path(d, "audit_log").unwrap_or_else(|| state_dir.join("audit.jsonl"));
     let audit_key_file = path(d, "audit_key_file").unwrap_or_else(|| state_dir.join("audit.key"));
+    let audit_key_env = t
+        .get("audit_key_env")
+        .and_then(|v| env_name(d, v, &loc.key("audit_key_env")).map(str::to_owned));
 
     let concurrency = t.get("concurrency").map_or(Some(8), |v| {
         let hint = "how many rotations may run at once, 1 to 1024";
@@ -123,6 +127,7 @@ fn daemon(d: &mut Diags<'_>, root: &Table<'_>, base: &Path) -> (DaemonSettings, 
         state_dir,
         audit_log,
         audit_key_file,
+        audit_key_env,
         concurrency: concurrency.unwrap_or(8),
         min_interval: min_interval.unwrap_or(Duration::from_secs(3600)),
         max_retry_backoff: max_retry_backoff.unwrap_or(Duration::from_secs(900)),
