@@ -56,6 +56,8 @@ pub struct DaemonSettings {
 pub enum BackendConfig {
     /// The embedded encrypted file store.
     File(FileBackendConfig),
+    /// A HashiCorp Vault KV engine.
+    Vault(super::vault::VaultBackendConfig),
 }
 
 /// `type = "file"`.

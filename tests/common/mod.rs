@@ -165,3 +165,5 @@ pub fn signal(child: &std::process::Child, signal: &str) {
         .expect("run kill");
     assert!(status.success(), "kill -{signal} failed");
 }
+
+pub mod rvault;
