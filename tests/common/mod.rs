@@ -167,3 +167,4 @@ pub fn signal(child: &std::process::Child, signal: &str) {
 }
 
 pub mod rvault;
+pub mod vault_contract;

@@ -427,6 +427,9 @@ impl Kv2 {
                     })
                 };
             }
+            // The pending sibling may be the only record of which version is current
+            // (a promote stopped before its mapping): record that before replacing it.
+            self.heal(name, &state).await.map_err(|e| self.fail(e))?;
             let cas = state.sibling.as_ref().map_or(0, |s| s.current_version);
             let mut body = json!({
                 "options": { "cas": cas },
@@ -478,7 +481,7 @@ impl Kv2 {
         let mut state = self.state(name).await.map_err(fail)?;
         let found = state.current.as_ref().map(|c| c.id.clone());
         if found.as_ref() == Some(version) {
-            return Ok(());
+            return self.heal(name, &state).await.map_err(fail);
         }
         if found.as_ref() != expected_current {
             return Err(versions::current_changed(
@@ -536,6 +539,19 @@ impl Kv2 {
         self.record_mapping(name, written, version, state.current.as_ref())
             .await
             .map_err(fail)
+    }
+
+    /// Records the mapping for a current version that was identified by its value only.
+    async fn heal(&self, name: &SecretName, state: &State) -> std::result::Result<(), VaultError> {
+        match &state.current {
+            Some(current)
+                if !state.current_mapped && !current.id.as_str().starts_with(FOREIGN_PREFIX) =>
+            {
+                self.record_mapping(name, current.number, &current.id, state.previous.as_ref())
+                    .await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Writes the stage mapping for the version this promote won, unless a later version
