@@ -268,7 +268,9 @@ impl Writer {
             // The new directory entries must be durable before any entry is acknowledged.
             sync_dir(parent).map_err(io)?;
             for dir in &created_dirs {
-                sync_dir(dir.parent().unwrap_or(Path::new("."))).map_err(io)?;
+                // A relative `state` has the parent "", which is the working directory.
+                let above = dir.parent().filter(|p| !p.as_os_str().is_empty());
+                sync_dir(above.unwrap_or(Path::new("."))).map_err(io)?;
             }
         } else {
             let mode = file.metadata().map_err(io)?.permissions().mode();

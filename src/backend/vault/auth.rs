@@ -198,7 +198,7 @@ impl Auth {
                         let info: Lookup = reply.data()?;
                         Session {
                             ttl: (info.ttl > 0).then(|| Duration::from_secs(info.ttl)),
-                            renewable: info.renewable.unwrap_or(true),
+                            renewable: info.ttl > 0 && info.renewable.unwrap_or(true),
                             obtained: Instant::now(),
                             retry_at: None,
                             token,
@@ -253,7 +253,7 @@ impl Auth {
         };
         self.logins.fetch_add(1, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::AcqRel);
-        tracing::info!(
+        tracing::debug!(
             address = %self.api.address(),
             method = method_name(&self.method),
             ttl_s = session.ttl.map(|t| t.as_secs()),
@@ -355,6 +355,7 @@ impl Auth {
         }
         match self.login().await {
             Ok(fresh) => {
+                tracing::info!(address = %self.api.address(), method = method_name(&self.method), "logged in to Vault again");
                 if !can_login_again && *fresh.token == *current.token {
                     tracing::warn!(
                         address = %self.api.address(),
