@@ -941,3 +941,33 @@ fn a_vault_only_policy_named_by_a_relative_path_runs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("ERROR"), "{stderr}");
 }
+
+#[test]
+fn tls_with_a_custom_ca_is_trusted_only_when_configured() {
+    let ca = common::rvault::TestCa::new();
+    let server = RustyVault::start_tls(&ca);
+    assert!(server.addr.starts_with("https://"));
+    let auth = token_auth(token_file(&server, &server.root_token));
+    runtime().block_on(async {
+        let mut config = v1_config(&server, auth);
+        config.ca_cert = Some(ca.ca.clone());
+        let backend = VaultBackend::open("vault", &config).await.expect("open");
+        rotate(&backend, &name("tls/app"), "v-one", "one", None).await;
+        let read = backend
+            .read(&name("tls/app"), &Selector::Stage(Stage::Current))
+            .await
+            .expect("read");
+        assert_eq!(read.expose(), b"one");
+
+        // Without the CA the server is not trusted, and the error says what to set.
+        config.ca_cert = None;
+        let backend = VaultBackend::open("vault", &config).await.expect("open");
+        let err = backend
+            .describe(&name("tls/app"))
+            .await
+            .expect_err("untrusted server");
+        let text = err.to_string();
+        assert!(text.contains("certificate"), "{text}");
+        assert!(text.contains("set ca_cert"), "{text}");
+    });
+}

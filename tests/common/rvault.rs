@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 /// A running, unsealed RustyVault.
 pub struct RustyVault {
     child: Child,
+    /// Set when the server speaks TLS: the client side, trusting the test CA.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     pub dir: tempfile::TempDir,
     pub port: u16,
     /// `http://127.0.0.1:PORT`.
@@ -59,20 +61,40 @@ fn free_port() -> u16 {
 }
 
 impl RustyVault {
-    /// Starts, initialises (one key share) and unseals a fresh server.
+    /// Starts, initialises (one key share) and unseals a fresh server on plain HTTP.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// As [`start`], with a TLS listener using `tls.cert`/`tls.key`, signed by `tls.ca`.
+    pub fn start_tls(tls: &TestCa) -> Self {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&TestCa>) -> Self {
         let bin = binary();
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let addr = format!("http://127.0.0.1:{port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let addr = format!("{scheme}://127.0.0.1:{port}");
+        let listener_tls = match tls {
+            None => "  tls_disable = true\n".to_owned(),
+            // No client certificates: RustyVault's OpenSSL set-up then refuses TLS session
+            // resumption with an internal-error alert (no session id context).
+            Some(t) => format!(
+                "  tls_disable = false\n  tls_disable_client_certs = true\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n",
+                t.cert.display(),
+                t.key.display()
+            ),
+        };
         let config = dir.path().join("config.hcl");
-        // Loopback only, plain HTTP, storage and work dir inside the temp dir (rvault's
-        // default work dir is /tmp/rusty_vault).
+        // Loopback only, storage and work dir inside the temp dir (rvault's default work
+        // dir is /tmp/rusty_vault).
         std::fs::write(
             &config,
             format!(
                 "storage \"file\" {{\n  path = \"{data}\"\n}}\n\
-                 listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_disable = true\n}}\n\
+                 listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n{listener_tls}}}\n\
                  api_addr = \"{addr}\"\nwork_dir = \"{work}\"\nlog_level = \"warn\"\n",
                 data = dir.path().join("data").display(),
                 work = dir.path().join("work").display(),
@@ -91,6 +113,7 @@ impl RustyVault {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let mut server = RustyVault {
             child,
+            tls: tls.map(TestCa::client_config),
             dir,
             port,
             addr,
@@ -161,7 +184,12 @@ impl RustyVault {
         body: Option<&Value>,
     ) -> (u16, Value) {
         self.try_call(method, path, token, body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{method} {path}: {e}\nrvault log:\n{}",
+                    std::fs::read_to_string(self.dir.path().join("rvault.log")).unwrap_or_default()
+                )
+            })
     }
 
     /// As [`call`] with the root token.
@@ -176,7 +204,27 @@ impl RustyVault {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> std::io::Result<(u16, Value)> {
-        http(self.port, method, &format!("/v1/{path}"), token, body)
+        let path = format!("/v1/{path}");
+        match &self.tls {
+            None => http(self.port, method, &path, token, body),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
+                    .expect("IP server name")
+                    .to_owned();
+                let conn = rustls::ClientConnection::new(std::sync::Arc::clone(config), name)
+                    .map_err(std::io::Error::other)?;
+                let sock = TcpStream::connect(("127.0.0.1", self.port))?;
+                sock.set_read_timeout(Some(Duration::from_secs(30)))?;
+                exchange(
+                    rustls::StreamOwned::new(conn, sock),
+                    self.port,
+                    method,
+                    &path,
+                    token,
+                    body,
+                )
+            }
+        }
     }
 
     /// Enables AppRole and creates `role` with the given token TTLs; returns
@@ -237,8 +285,20 @@ pub fn http(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> std::io::Result<(u16, Value)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    exchange(stream, port, method, path, token, body)
+}
+
+/// One request and its answer over an open stream (plain or TLS).
+fn exchange(
+    mut stream: impl Read + Write,
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -250,8 +310,20 @@ pub fn http(
     request.push_str("\r\n");
     request.push_str(&payload);
     stream.write_all(request.as_bytes())?;
+    stream.flush()?;
+    // Read until the answer is complete rather than until the peer closes: how a TLS
+    // server ends a connection varies (close_notify or not, an alert).
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    let mut chunk = [0u8; 8192];
+    while !complete(&raw) {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(_) if complete(&raw) => break,
+            Err(e) if raw.is_empty() => return Err(e),
+            Err(_) => break,
+        }
+    }
     let text = String::from_utf8_lossy(&raw);
     let (head, rest) = text
         .split_once("\r\n\r\n")
@@ -278,6 +350,27 @@ pub fn http(
     Ok((status, value))
 }
 
+/// Whether `raw` holds a whole HTTP response (headers and the body they announce).
+fn complete(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let head = head.to_ascii_lowercase();
+    if head.contains("transfer-encoding: chunked") {
+        return body.contains("0\r\n\r\n");
+    }
+    match head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|l| l.trim().parse::<usize>().ok())
+    {
+        Some(length) => body.len() >= length,
+        // No length: a status without a body (204) or one ended by closing.
+        None => head.starts_with("http/1.1 204") || head.starts_with("http/1.1 304"),
+    }
+}
+
 fn dechunk(mut rest: &str) -> String {
     let mut out = String::new();
     while let Some((size, tail)) = rest.split_once("\r\n") {
@@ -291,4 +384,104 @@ fn dechunk(mut rest: &str) -> String {
         rest = tail[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1 it signed, made with the
+/// `openssl` command (which `.ci/test` installs).
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |name: &str| dir.path().join(name);
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("the TLS test needs the `openssl` command (apt-get install openssl; .ci/test installs it): {e}")
+                });
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rekeyd test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            p("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        TestCa {
+            ca: p("ca.pem"),
+            cert: p("server.pem"),
+            key: p("server.key"),
+            dir,
+        }
+    }
+
+    fn client_config(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&self.ca).expect("read CA") {
+            roots.add(cert.expect("CA cert")).expect("add CA");
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        std::sync::Arc::new(config)
+    }
 }

@@ -313,11 +313,32 @@ impl Api {
                     },
                 }
             }
-            other => VaultError::Unreachable {
-                address: self.address.clone(),
-                what: format!("{operation} of `{path}`"),
-                source: Box::new(other),
-            },
+            other => {
+                // The transport's own words are in the source chain (reqwest, hyper,
+                // rustls): "connection refused", "invalid peer certificate: UnknownIssuer".
+                let mut causes = Vec::new();
+                let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(&other);
+                while let Some(c) = cause {
+                    causes.push(c.to_string());
+                    cause = c.source();
+                }
+                causes.dedup();
+                let mut what = format!("{operation} of `{path}`");
+                if !causes.is_empty() {
+                    what.push_str(": ");
+                    what.push_str(&causes.join(": "));
+                }
+                if causes.iter().any(|c| c.contains("certificate")) {
+                    what.push_str(
+                        "; the server's TLS certificate is not trusted: set ca_cert to the CA that signed it",
+                    );
+                }
+                VaultError::Unreachable {
+                    address: self.address.clone(),
+                    what,
+                    source: Box::new(other),
+                }
+            }
         }
     }
 }

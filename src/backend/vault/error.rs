@@ -46,7 +46,7 @@ pub(crate) enum VaultError {
         path: String,
     },
     /// The server could not be reached or did not answer in time.
-    #[error("cannot reach Vault at {address} ({what}): {source}")]
+    #[error("cannot reach Vault at {address}: {what}")]
     Unreachable {
         /// The server.
         address: String,
