@@ -1029,3 +1029,156 @@ fn load_reports_unreadable_and_non_utf8_files() {
     let e = load(&bad).unwrap_err();
     check(&e.0[0], 2, 14, "", &["not valid UTF-8"], &["UTF-8"]);
 }
+
+// ---- vault backends ----
+
+#[test]
+fn vault_backend_defaults_and_every_auth_method() {
+    let policy = ok(r#"[backends.v2]
+type = "vault"
+address = "https://vault.example:8200/"
+
+[backends.v1]
+type = "vault"
+address = "http://127.0.0.1:8200"
+mount = "/kv/"
+kv_version = 1
+namespace = "admin/team-a"
+ca_cert = "certs/vault-ca.pem"
+auth = { method = "token", token_file = "/run/secrets/vault-token" }
+
+[backends.approle]
+type = "vault"
+address = "https://vault.example:8200"
+max_versions = 5
+auth = { method = "approle", role_id = "db7f0d0e", secret_id_env = "VAULT_SECRET_ID" }
+
+[backends.k8s]
+type = "vault"
+address = "https://vault.example:8200"
+auth = { method = "kubernetes", role = "rekeyd", mount = "k8s-prod" }
+"#);
+    let vault = |name: &str| match &policy.backends[name] {
+        BackendConfig::Vault(v) => v.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    let v2 = vault("v2");
+    assert_eq!(v2.address, "https://vault.example:8200");
+    assert_eq!(v2.mount, "secret");
+    assert_eq!(v2.kv_version, KvVersion::V2);
+    assert_eq!(
+        v2.auth,
+        VaultAuth::Token {
+            token: CredentialSource::Env("VAULT_TOKEN".into())
+        }
+    );
+    let v1 = vault("v1");
+    assert_eq!(v1.mount, "kv");
+    assert_eq!(v1.kv_version, KvVersion::V1);
+    assert_eq!(v1.namespace.as_deref(), Some("admin/team-a"));
+    assert_eq!(
+        v1.ca_cert.as_deref(),
+        Some(Path::new("/srv/rekeyd/certs/vault-ca.pem"))
+    );
+    assert_eq!(
+        v1.auth,
+        VaultAuth::Token {
+            token: CredentialSource::File("/run/secrets/vault-token".into())
+        }
+    );
+    let approle = vault("approle");
+    assert_eq!(approle.max_versions, Some(5));
+    assert_eq!(
+        approle.auth,
+        VaultAuth::AppRole {
+            mount: "approle".into(),
+            role_id: CredentialSource::Literal("db7f0d0e".into()),
+            secret_id: CredentialSource::Env("VAULT_SECRET_ID".into()),
+        }
+    );
+    assert_eq!(
+        vault("k8s").auth,
+        VaultAuth::Kubernetes {
+            mount: "k8s-prod".into(),
+            role: "rekeyd".into(),
+            jwt_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+        }
+    );
+}
+
+#[test]
+fn vault_backend_problems_are_positioned() {
+    let found = problems(
+        r#"[backends.a]
+type = "vault"
+mount = "secret"
+
+[backends.b]
+type = "vault"
+address = "vault.example:8200"
+kv_version = 3
+
+[backends.c]
+type = "vault"
+address = "https://v"
+kv_version = 1
+max_versions = 4
+auth = { method = "token", token = "hvs.literal" }
+
+[backends.d]
+type = "vault"
+address = "https://v"
+auth = { method = "approle", role_id = "r", secret_id_env = "S", secret_id_file = "f" }
+
+[backends.e]
+type = "vault"
+address = "https://v"
+auth = { method = "kerberos" }
+max_version = 2
+
+[backends.f]
+type = "vault"
+address = "https://v"
+namespace = "team a"
+"#,
+    );
+    let at: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.column, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (1, 1, "backends.a.address"),
+            (7, 11, "backends.b.address"),
+            (8, 14, "backends.b.kv_version"),
+            (14, 16, "backends.c.max_versions"),
+            (15, 36, "backends.c.auth.token"),
+            (20, 83, "backends.d.auth.secret_id_file"),
+            (25, 19, "backends.e.auth.method"),
+            (26, 1, "backends.e.max_version"),
+            (31, 13, "backends.f.namespace"),
+        ],
+        "{found:#?}"
+    );
+    assert!(found[0].message.contains("needs an `address`"));
+    assert!(found[1].message.contains("not an http:// or https:// URL"));
+    assert!(found[2].message.contains("between 1 and 2"));
+    assert!(found[3].message.contains("KV v2 only"));
+    assert!(
+        found[4]
+            .message
+            .contains("would put a credential in the policy")
+    );
+    assert!(found[4].hint.contains("token_env or token_file"));
+    assert!(found[5].message.contains("from one place only"));
+    assert!(found[6].message.contains("unknown auth method `kerberos`"));
+    assert!(found[7].message.contains("did you mean `max_versions`?"));
+    assert!(found[8].message.contains("not a Vault namespace"));
+    // The literal token never appears in a diagnostic.
+    assert!(
+        found
+            .iter()
+            .all(|d| !format!("{d:?}").contains("hvs.literal"))
+    );
+}

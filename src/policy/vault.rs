@@ -151,14 +151,23 @@ pub(super) fn backend(
         .map(|n| if n == 1 { KvVersion::V1 } else { KvVersion::V2 }),
     };
     let namespace = optional(t.get("namespace"), |v| {
-        non_empty(
-            d,
-            v,
-            &loc.key("namespace"),
-            "a namespace string",
-            "the Vault Enterprise or HCP namespace, e.g. \"admin/team-a\"",
-        )
-        .map(|s| s.trim_matches('/').to_owned())
+        let hint = "the Vault Enterprise or HCP namespace, e.g. \"admin/team-a\"";
+        let at = loc.key("namespace");
+        let text = non_empty(d, v, &at, "a namespace string", hint)?;
+        // It travels in an HTTP header: letters, digits, `_`, `-`, `.`, `/` only.
+        let plain = text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c));
+        if !plain || text.trim_matches('/').is_empty() {
+            d.report(
+                v.span(),
+                &at,
+                format!("`{text}` is not a Vault namespace"),
+                hint,
+            );
+            return None;
+        }
+        Some(text.trim_matches('/').to_owned())
     });
     let ca_cert = optional(t.get("ca_cert"), |v| {
         non_empty(d, v, &loc.key("ca_cert"), "a path string", PATH_HINT).map(|p| base.join(p))
