@@ -1182,3 +1182,24 @@ namespace = "team a"
             .all(|d| !format!("{d:?}").contains("hvs.literal"))
     );
 }
+
+#[test]
+fn production_config_vault_example_parses_once_uncommented() {
+    let path = config("production.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("# [backends.vault]").expect("commented vault example");
+    let (before, rest) = text.split_at(start);
+    let end = rest.find("\n\n").expect("example ends with a blank line");
+    let example: String = rest[..end]
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    let policy = parse(&path, &format!("{before}{example}{}", &rest[end..]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let BackendConfig::Vault(vault) = &policy.backends["vault"] else {
+        panic!("vault backend expected")
+    };
+    assert_eq!(vault.kv_version, KvVersion::V2);
+    assert_eq!(vault.max_versions, Some(10));
+    assert!(matches!(vault.auth, VaultAuth::AppRole { .. }));
+}

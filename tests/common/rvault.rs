@@ -25,7 +25,7 @@ pub struct RustyVault {
     unseal_key: String,
 }
 
-/// Where `rvault` is: `$REKEYD_RVAULT`, `PATH`, or `~/.cargo/bin`.
+/// Where `rvault` is: `$REKEYD_RVAULT`, `PATH`, `$CARGO_HOME/bin` or `~/.cargo/bin`.
 fn binary() -> PathBuf {
     if let Ok(path) = std::env::var("REKEYD_RVAULT") {
         return PathBuf::from(path);
@@ -37,6 +37,9 @@ fn binary() -> PathBuf {
                 .collect()
         })
         .unwrap_or_default();
+    if let Some(cargo_home) = std::env::var_os("CARGO_HOME") {
+        candidates.push(Path::new(&cargo_home).join("bin/rvault"));
+    }
     if let Some(home) = std::env::var_os("HOME") {
         candidates.push(Path::new(&home).join(".cargo/bin/rvault"));
     }
