@@ -971,3 +971,37 @@ fn tls_with_a_custom_ca_is_trusted_only_when_configured() {
         assert!(text.contains("set ca_cert"), "{text}");
     });
 }
+
+#[test]
+fn a_secret_that_was_in_vault_before_rekeyd_is_adopted_and_kept_as_previous() {
+    let server = RustyVault::start();
+    let (code, _) = server.root(
+        "POST",
+        "secret/legacy/db",
+        Some(&serde_json::json!({"value": "set-by-hand-long-ago"})),
+    );
+    assert!(code < 300);
+    let sandbox = vault_sandbox(
+        &server,
+        "[[secrets]]\nname = \"legacy/db\"\nschedule = { every = \"30d\" }\n",
+    );
+    let before = status(&sandbox, &server, "legacy/db");
+    assert_eq!(before["current"]["id"], "unmanaged", "{before}");
+    ok(&sandbox, &server, &["run", "--once"]);
+    let after = status(&sandbox, &server, "legacy/db");
+    assert_eq!(
+        after["current"]["id"],
+        slot_version(&sandbox, "legacy/db").as_str(),
+        "{after}"
+    );
+    assert_eq!(after["previous"]["id"], "unmanaged", "{after}");
+    assert_eq!(
+        ok(
+            &sandbox,
+            &server,
+            &["get", "legacy/db", "--stage", "previous"]
+        ),
+        "set-by-hand-long-ago"
+    );
+    assert_ne!(vault_value(&server, "legacy/db"), "set-by-hand-long-ago");
+}

@@ -1187,7 +1187,9 @@ namespace = "team a"
 fn production_config_vault_example_parses_once_uncommented() {
     let path = config("production.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let start = text.find("# [backends.vault]").expect("commented vault example");
+    let start = text
+        .find("# [backends.vault]")
+        .expect("commented vault example");
     let (before, rest) = text.split_at(start);
     let end = rest.find("\n\n").expect("example ends with a blank line");
     let example: String = rest[..end]
