@@ -387,7 +387,10 @@ fn kv2_denied_writes_name_the_path_and_the_capability() {
             text.contains("secret/data/prod/db__rekeyd/pending"),
             "{text}"
         );
-        assert!(text.contains("`update` capability"), "{text}");
+        assert!(
+            text.contains(r#"path "secret/data/prod/db__rekeyd/pending" { capabilities = ["create", "update"] }"#),
+            "{text}"
+        );
         assert!(!text.contains(&token), "token leaked: {text}");
     });
 }

@@ -6,6 +6,9 @@
 //! request itself and parses only the fields it needs from the answer, because `vaultrs`'s
 //! typed responses insist on fields (`request_id`, `accessor`, …) that Vault-API servers
 //! such as RustyVault leave out, and one of its paths (`renew-self`) is misspelt.
+//!
+//! rekeyd zeroizes its own request and response buffers; the copies inside the HTTP stack
+//! (rustify, reqwest, hyper, vaultrs's token string) are freed without being wiped.
 
 use std::sync::{Arc, RwLock};
 
@@ -41,13 +44,14 @@ pub(crate) enum Method {
 }
 
 impl Method {
-    /// The word for messages, and the ACL capability the method needs on the path.
+    /// The word for messages, and the ACL capabilities the method needs on the path (a
+    /// write needs `create` for a new path, `update` for an existing one).
     fn operation(self) -> (&'static str, &'static str) {
         match self {
-            Method::Get => ("read", "read"),
-            Method::List => ("list", "list"),
-            Method::Post => ("write", "update"),
-            Method::Delete => ("delete", "delete"),
+            Method::Get => ("read", "\"read\""),
+            Method::List => ("list", "\"list\""),
+            Method::Post => ("write", "\"create\", \"update\""),
+            Method::Delete => ("delete", "\"delete\""),
         }
     }
 }

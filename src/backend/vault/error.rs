@@ -10,14 +10,14 @@ use crate::backend::{Error, ErrorStatus};
 pub(crate) enum VaultError {
     /// HTTP 403: the token lacks a capability (or is invalid or expired).
     #[error(
-        "Vault denied {operation} of `{path}`: the token's policy needs the `{capability}` capability on \"{path}\" (path \"{path}\" {{ capabilities = [\"{capability}\"] }}), or the token is invalid or expired{detail}"
+        "Vault denied {operation} of `{path}`: grant the token's policy path \"{path}\" {{ capabilities = [{capability}] }} (or a glob covering it), or the token is invalid or expired{detail}"
     )]
     PermissionDenied {
         /// What rekeyd was doing (`read`, `write`, `list`, `delete`).
         operation: &'static str,
         /// The API path, e.g. `secret/data/prod/db`.
         path: String,
-        /// The ACL capability that operation needs.
+        /// The ACL capabilities that operation needs, quoted and comma-separated.
         capability: &'static str,
         /// Vault's own words, prefixed with `: `, or empty.
         detail: String,

@@ -76,8 +76,10 @@ pub(crate) struct Conn {
     mount: String,
     kv_version: KvVersion,
     /// Set once the mount was found to be the configured KV version (or could not be
-    /// checked for lack of permission).
+    /// checked for lack of permission); the mutex keeps concurrent first calls to one check.
     mount_checked: tokio::sync::Mutex<bool>,
+    /// The same, readable without waiting on the mutex.
+    mount_ok: std::sync::atomic::AtomicBool,
 }
 
 impl Conn {
@@ -141,6 +143,9 @@ impl Conn {
     /// Checks once that the mount runs the configured KV version, so a KV v2 layout is
     /// never written into a KV v1 mount as literal `data/…` keys (or the reverse).
     async fn check_mount(&self) -> std::result::Result<(), VaultError> {
+        if self.mount_ok.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
         let mut checked = self.mount_checked.lock().await;
         if *checked {
             return Ok(());
@@ -180,6 +185,8 @@ impl Conn {
             ),
         }
         *checked = true;
+        self.mount_ok
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -275,6 +282,7 @@ impl VaultBackend {
             mount: config.mount.clone(),
             kv_version: config.kv_version,
             mount_checked: tokio::sync::Mutex::new(false),
+            mount_ok: std::sync::atomic::AtomicBool::new(false),
         });
         let kv = match config.kv_version {
             KvVersion::V1 => Kv::V1(kv1::Kv1::new(name, Arc::clone(&conn))),
