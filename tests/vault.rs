@@ -1008,3 +1008,54 @@ fn a_secret_that_was_in_vault_before_rekeyd_is_adopted_and_kept_as_previous() {
     );
     assert_ne!(vault_value(&server, "legacy/db"), "set-by-hand-long-ago");
 }
+
+#[test]
+fn every_request_carries_the_configured_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let server = ContractVault::start().await;
+        let auth = token_auth(file_with(&dir, "token", &server.root_token));
+        let mut config = v2_config(&server.addr, auth);
+        config.namespace = Some("admin/team-a".to_owned());
+        let backend = VaultBackend::open("vault", &config).await.expect("open");
+        rotate(&backend, &name("app"), "v-one", "one", None).await;
+        let seen = server.seen();
+        assert!(seen.len() > 3);
+        for s in &seen {
+            assert_eq!(
+                s.namespace.as_deref(),
+                Some("admin/team-a"),
+                "{} {}",
+                s.method,
+                s.path
+            );
+        }
+    });
+}
+
+#[test]
+fn a_kv1_engine_at_another_mount_is_used_through_mount() {
+    let server = RustyVault::start();
+    let (code, body) = server.root(
+        "POST",
+        "sys/mounts/team-kv",
+        Some(&serde_json::json!({"type": "kv"})),
+    );
+    assert!(code < 300, "{body}");
+    let auth = token_auth(token_file(&server, &server.root_token));
+    runtime().block_on(async {
+        let mut config = v1_config(&server, auth);
+        config.mount = "team-kv".to_owned();
+        let backend = VaultBackend::open("vault", &config).await.expect("open");
+        rotate(&backend, &name("svc/api-key"), "v-one", "key-one", None).await;
+        assert_eq!(
+            backend.list().await.expect("list"),
+            vec![name("svc/api-key")]
+        );
+    });
+    let (code, body) = server.root("GET", "team-kv/svc/api-key", None);
+    assert_eq!(code, 200);
+    assert_eq!(body["data"]["value"], "key-one");
+    let (code, _) = server.root("GET", "secret/svc/api-key", None);
+    assert_eq!(code, 404, "nothing written to the default mount");
+}

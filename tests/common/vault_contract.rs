@@ -59,6 +59,7 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub token: Option<String>,
+    pub namespace: Option<String>,
     pub body: Value,
 }
 
@@ -193,6 +194,7 @@ async fn serve(stream: tokio::net::TcpStream, state: Arc<Mutex<State>>) -> std::
                 method: method.clone(),
                 path: path.clone(),
                 token: token.clone(),
+                namespace: headers.get("x-vault-namespace").cloned(),
                 body: body.clone(),
             });
             handle(&mut state, &method, &path, &query, token.as_deref(), &body)
