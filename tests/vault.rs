@@ -1059,3 +1059,38 @@ fn a_kv1_engine_at_another_mount_is_used_through_mount() {
     let (code, _) = server.root("GET", "secret/svc/api-key", None);
     assert_eq!(code, 404, "nothing written to the default mount");
 }
+
+#[test]
+fn a_kv1_lock_left_by_a_dead_rekeyd_is_taken_over_after_the_lease() {
+    // A rekeyd that died inside a locked step leaves its lock record behind.
+    let server = RustyVault::start();
+    let (code, _) = server.root(
+        "POST",
+        "secret/stale/app__rekeyd/lock",
+        Some(&serde_json::json!({"owner": "0123456789abcdef", "holder": "rekeyd pid 1 on gone"})),
+    );
+    assert!(code < 300);
+    let auth = token_auth(token_file(&server, &server.root_token));
+    runtime().block_on(async {
+        let backend = VaultBackend::open("vault", &v1_config(&server, auth))
+            .await
+            .expect("open");
+        let started = std::time::Instant::now();
+        let put = backend
+            .put_pending(&name("stale/app"), &id("v-one"), &value("one"))
+            .await;
+        let waited = started.elapsed();
+        assert!(matches!(put, Ok(PutOutcome::Created)), "{put:?}");
+        // Not before the 60 s lease has passed on this process's clock, and soon after.
+        assert!(
+            waited >= std::time::Duration::from_secs(60),
+            "took over after {waited:?}"
+        );
+        assert!(
+            waited < std::time::Duration::from_secs(90),
+            "waited {waited:?}"
+        );
+    });
+    let (code, _) = server.root("GET", "secret/stale/app__rekeyd/lock", None);
+    assert_eq!(code, 404, "the lock is released after the put");
+}
