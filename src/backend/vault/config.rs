@@ -40,8 +40,25 @@ pub(crate) fn client(config: &VaultBackendConfig) -> Result<Api, VaultError> {
         }
         ca_certs.push(path.display().to_string());
     }
-    if ca_certs.is_empty() && config.address.starts_with("http://") {
-        tracing::debug!(address = %config.address, "Vault address is plain HTTP");
+    // vaultrs panics on an address it cannot parse; the policy checks it, callers that
+    // build the config themselves get an error instead.
+    let url = url::Url::parse(&config.address)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        .ok_or_else(|| {
+            VaultError::Config(format!(
+                "`{}` is not a URL with http:// or https:// and a host: write the Vault address as https://host:port",
+                config.address
+            ))
+        })?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    if url.scheme() == "http" && !loopback {
+        tracing::warn!(address = %config.address, "the Vault address is plain HTTP: tokens and secret values cross the network unencrypted; use https://");
     }
     let mut builder = VaultClientSettingsBuilder::default();
     builder

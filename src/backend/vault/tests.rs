@@ -53,7 +53,7 @@ fn debug_output_never_shows_the_token() {
 }
 
 #[tokio::test]
-async fn open_names_the_unset_variable_and_the_unreadable_file() {
+async fn open_names_the_unset_variable_the_unreadable_file_and_the_bad_address() {
     let unset = "REKEYD_TEST_VAULT_TOKEN_THAT_IS_NEVER_SET";
     let err = VaultBackend::open(
         "vault",
@@ -64,6 +64,15 @@ async fn open_names_the_unset_variable_and_the_unreadable_file() {
     .await
     .expect_err("an unset token variable must fail at open");
     assert!(err.to_string().contains(unset), "{err}");
+
+    let mut bad_address = config(VaultAuth::Token {
+        token: crate::policy::CredentialSource::File("/dev/null".into()),
+    });
+    bad_address.address = "vault.example:8200 with spaces".to_owned();
+    let err = VaultBackend::open("vault", &bad_address)
+        .await
+        .expect_err("an address that is not a URL must fail, not panic");
+    assert!(err.to_string().contains("is not a URL"), "{err}");
 
     let missing = std::path::PathBuf::from("/nonexistent/rekeyd/vault-ca.pem");
     let mut with_ca = config(VaultAuth::Token {
