@@ -70,9 +70,22 @@ fn main() {
     let peer_rate = peer_count as f64 / peer.as_secs_f64();
     println!("durable audit appends, {WRITERS} concurrent writers");
     println!("{:<46} {:>12} {:>10}", "what", "appends/s", "fsyncs");
-    println!("{:<46} {:>12.0} {:>10}", format!("rekeyd group commit ({APPENDS} appends)"), ours_rate, fsyncs);
-    println!("{:<46} {:>12.0} {:>10}", format!("peer: write+fsync per entry ({peer_count})"), peer_rate, peer_count);
-    println!("ratio rekeyd / peer: {:.1}x faster (target: at least 100,000 appends/s)", ours_rate / peer_rate);
+    println!(
+        "{:<46} {:>12.0} {:>10}",
+        format!("rekeyd group commit ({APPENDS} appends)"),
+        ours_rate,
+        fsyncs
+    );
+    println!(
+        "{:<46} {:>12.0} {:>10}",
+        format!("peer: write+fsync per entry ({peer_count})"),
+        peer_rate,
+        peer_count
+    );
+    println!(
+        "ratio rekeyd / peer: {:.1}x faster (target: at least 100,000 appends/s)",
+        ours_rate / peer_rate
+    );
 
     // 2. verify over VERIFY_ENTRIES, written once through the real writer.
     let big = dir.path().join("big.jsonl");
@@ -103,8 +116,22 @@ fn main() {
     }
     let floor = start.elapsed();
     println!();
-    println!("audit verify, {VERIFY_ENTRIES} entries ({} MiB)", bytes.len() >> 20);
-    println!("{:<46} {:>10.0}ms", "rekeyd audit::verify (read, parse, chain)", verify.as_secs_f64() * 1e3);
-    println!("{:<46} {:>10.0}ms", "floor: ring SHA-256 of each line in memory", floor.as_secs_f64() * 1e3);
-    println!("ratio rekeyd / floor: {:.2}x (target: within 1.5x)", verify.as_secs_f64() / floor.as_secs_f64());
+    println!(
+        "audit verify, {VERIFY_ENTRIES} entries ({} MiB)",
+        bytes.len() >> 20
+    );
+    println!(
+        "{:<46} {:>10.0}ms",
+        "rekeyd audit::verify (read, parse, chain)",
+        verify.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<46} {:>10.0}ms",
+        "floor: ring SHA-256 of each line in memory",
+        floor.as_secs_f64() * 1e3
+    );
+    println!(
+        "ratio rekeyd / floor: {:.2}x (target: within 1.5x)",
+        verify.as_secs_f64() / floor.as_secs_f64()
+    );
 }

@@ -4,10 +4,20 @@ use clap::Parser;
 use rekeyd::cli::{self, Cli, args::LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// The Vault client's crates log every 404 (an absent path, which rekeyd expects) as an
+/// error; rekeyd reports what matters itself. Named in a filter, they log as asked.
+const QUIET_UNLESS_NAMED: &[&str] = &["vaultrs", "rustify"];
+
 fn init_logging(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let text = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_owned());
+    let mut filter = EnvFilter::try_new(&text).unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in QUIET_UNLESS_NAMED {
+        if !text.contains(target)
+            && let Ok(directive) = format!("{target}=off").parse()
+        {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

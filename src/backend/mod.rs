@@ -15,6 +15,7 @@ use crate::secret::{SecretName, SecretValue, Stage, VersionId};
 
 pub mod file;
 pub mod memory;
+pub mod vault;
 mod versions;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -178,6 +179,9 @@ pub async fn open(
     Ok(match config {
         crate::policy::BackendConfig::File(file) => {
             std::sync::Arc::new(file::FileBackend::open(name, file)?)
+        }
+        crate::policy::BackendConfig::Vault(vault) => {
+            std::sync::Arc::new(vault::VaultBackend::open(name, vault).await?)
         }
     })
 }

@@ -7,7 +7,8 @@
 //! - `diagnostic`: positions, field paths, suggestions;
 //! - `validate`: the whole file, `[daemon]`, `[backends.*]`, `[notify.*]`;
 //! - `secrets`: `[defaults]`, `[[secrets]]`, schedules and cross-field checks;
-//! - `generator`: generator tables.
+//! - `generator`: generator tables;
+//! - `vault`: `type = "vault"` backend tables.
 
 mod api;
 mod diagnostic;
@@ -18,11 +19,13 @@ mod secrets;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod vault;
 
 pub use model::{
     ApiSettings, BackendConfig, DaemonSettings, FileBackendConfig, NotifyTarget, Policy,
     SecretPolicy,
 };
+pub use vault::{CredentialSource, KvVersion, VaultAuth, VaultBackendConfig};
 
 use std::fmt;
 use std::path::Path;

@@ -78,6 +78,8 @@ pub struct ApiSettings {
 pub enum BackendConfig {
     /// The embedded encrypted file store.
     File(FileBackendConfig),
+    /// A HashiCorp Vault KV engine.
+    Vault(super::vault::VaultBackendConfig),
 }
 
 /// `type = "file"`.

@@ -83,7 +83,9 @@ fn example_config_parses_with_paths_next_to_it() {
         dir.join("state").join("audit.key")
     );
     assert_eq!(policy.daemon.min_interval, Duration::from_secs(60));
-    let BackendConfig::File(local) = &policy.backends["local"];
+    let BackendConfig::File(local) = &policy.backends["local"] else {
+        panic!("file backend expected")
+    };
     assert_eq!(local.path, dir.join("state").join("store-local"));
     assert_eq!(local.key_file, dir.join("state").join("local.key"));
     assert_eq!(local.key_env, None);
@@ -151,10 +153,14 @@ fn production_config_parses_with_defaults_applied() {
     );
     assert!(!policy.secret("prod/legacy/ftp-password").unwrap().enabled);
 
-    let BackendConfig::File(primary) = &policy.backends["primary"];
+    let BackendConfig::File(primary) = &policy.backends["primary"] else {
+        panic!("file backend expected")
+    };
     assert_eq!(primary.key_file, Path::new("/var/lib/rekeyd/primary.key"));
     assert_eq!(primary.key_env.as_deref(), Some("REKEYD_PRIMARY_KEY"));
-    let BackendConfig::File(payments) = &policy.backends["payments"];
+    let BackendConfig::File(payments) = &policy.backends["payments"] else {
+        panic!("file backend expected")
+    };
     assert_eq!(payments.path, Path::new("/var/lib/rekeyd/payments-store"));
     assert_eq!(
         policy.notify["payments"].secret_env.as_deref(),
@@ -175,7 +181,9 @@ fn defaults_and_relative_paths() {
     assert_eq!(policy.daemon.concurrency, 8);
     assert_eq!(policy.daemon.min_interval, hours(1));
     assert_eq!(policy.daemon.max_retry_backoff, Duration::from_secs(900));
-    let BackendConfig::File(local) = &policy.backends["local"];
+    let BackendConfig::File(local) = &policy.backends["local"] else {
+        panic!("file backend expected")
+    };
     assert_eq!(local.path, dir.join("state/store-local"));
 
     let a = &policy.secrets[0];
@@ -861,7 +869,7 @@ key_env = "1BAD"
     );
     assert!(found[0].message.contains("planned but not supported yet"));
     assert!(found[1].message.contains("did you mean `file`?"));
-    assert!(found[1].hint.contains("\"aws\" and \"vault\" are planned"));
+    assert!(found[1].hint.contains("\"aws\" is planned"));
     assert!(found[2].hint.contains("type = \"file\""));
     assert!(found[3].message.contains("not a valid backends name"));
     assert!(
@@ -912,7 +920,7 @@ fn many_problems_in_one_pass_sorted_by_position() {
 concurrency = "eight"
 
 [backends.local]
-type = "vault"
+type = "vualt"
 
 [[secrets]]
 name = "a"
@@ -1063,4 +1071,180 @@ fn api_beyond_loopback_needs_tokens_and_tls_needs_both_files() {
         &["not an address and port"],
         &["127.0.0.1:9464"],
     );
+}
+
+// ---- vault backends ----
+
+#[test]
+fn vault_backend_defaults_and_every_auth_method() {
+    let policy = ok(r#"[backends.v2]
+type = "vault"
+address = "https://vault.example:8200/"
+
+[backends.v1]
+type = "vault"
+address = "http://127.0.0.1:8200"
+mount = "/kv/"
+kv_version = 1
+namespace = "admin/team-a"
+ca_cert = "certs/vault-ca.pem"
+auth = { method = "token", token_file = "/run/secrets/vault-token" }
+
+[backends.approle]
+type = "vault"
+address = "https://vault.example:8200"
+max_versions = 5
+auth = { method = "approle", role_id = "db7f0d0e", secret_id_env = "VAULT_SECRET_ID" }
+
+[backends.k8s]
+type = "vault"
+address = "https://vault.example:8200"
+auth = { method = "kubernetes", role = "rekeyd", mount = "k8s-prod" }
+"#);
+    let vault = |name: &str| match &policy.backends[name] {
+        BackendConfig::Vault(v) => v.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    let v2 = vault("v2");
+    assert_eq!(v2.address, "https://vault.example:8200");
+    assert_eq!(v2.mount, "secret");
+    assert_eq!(v2.kv_version, KvVersion::V2);
+    assert_eq!(
+        v2.auth,
+        VaultAuth::Token {
+            token: CredentialSource::Env("VAULT_TOKEN".into())
+        }
+    );
+    let v1 = vault("v1");
+    assert_eq!(v1.mount, "kv");
+    assert_eq!(v1.kv_version, KvVersion::V1);
+    assert_eq!(v1.namespace.as_deref(), Some("admin/team-a"));
+    assert_eq!(
+        v1.ca_cert.as_deref(),
+        Some(Path::new("/srv/rekeyd/certs/vault-ca.pem"))
+    );
+    assert_eq!(
+        v1.auth,
+        VaultAuth::Token {
+            token: CredentialSource::File("/run/secrets/vault-token".into())
+        }
+    );
+    let approle = vault("approle");
+    assert_eq!(approle.max_versions, Some(5));
+    assert_eq!(
+        approle.auth,
+        VaultAuth::AppRole {
+            mount: "approle".into(),
+            role_id: CredentialSource::Literal("db7f0d0e".into()),
+            secret_id: CredentialSource::Env("VAULT_SECRET_ID".into()),
+        }
+    );
+    assert_eq!(
+        vault("k8s").auth,
+        VaultAuth::Kubernetes {
+            mount: "k8s-prod".into(),
+            role: "rekeyd".into(),
+            jwt_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+        }
+    );
+}
+
+#[test]
+fn vault_backend_problems_are_positioned() {
+    let found = problems(
+        r#"[backends.a]
+type = "vault"
+mount = "secret"
+
+[backends.b]
+type = "vault"
+address = "vault.example:8200"
+kv_version = 3
+
+[backends.c]
+type = "vault"
+address = "https://v"
+kv_version = 1
+max_versions = 4
+auth = { method = "token", token = "hvs.literal" }
+
+[backends.d]
+type = "vault"
+address = "https://v"
+auth = { method = "approle", role_id = "r", secret_id_env = "S", secret_id_file = "f" }
+
+[backends.e]
+type = "vault"
+address = "https://v"
+auth = { method = "kerberos" }
+max_version = 2
+
+[backends.f]
+type = "vault"
+address = "https://v"
+namespace = "team a"
+"#,
+    );
+    let at: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.column, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (1, 1, "backends.a.address"),
+            (7, 11, "backends.b.address"),
+            (8, 14, "backends.b.kv_version"),
+            (14, 16, "backends.c.max_versions"),
+            (15, 36, "backends.c.auth.token"),
+            (20, 83, "backends.d.auth.secret_id_file"),
+            (25, 19, "backends.e.auth.method"),
+            (26, 1, "backends.e.max_version"),
+            (31, 13, "backends.f.namespace"),
+        ],
+        "{found:#?}"
+    );
+    assert!(found[0].message.contains("needs an `address`"));
+    assert!(found[1].message.contains("not an http:// or https:// URL"));
+    assert!(found[2].message.contains("between 1 and 2"));
+    assert!(found[3].message.contains("KV v2 only"));
+    assert!(
+        found[4]
+            .message
+            .contains("would put a credential in the policy")
+    );
+    assert!(found[4].hint.contains("token_env or token_file"));
+    assert!(found[5].message.contains("from one place only"));
+    assert!(found[6].message.contains("unknown auth method `kerberos`"));
+    assert!(found[7].message.contains("did you mean `max_versions`?"));
+    assert!(found[8].message.contains("not a Vault namespace"));
+    // The literal token never appears in a diagnostic.
+    assert!(
+        found
+            .iter()
+            .all(|d| !format!("{d:?}").contains("hvs.literal"))
+    );
+}
+
+#[test]
+fn production_config_vault_example_parses_once_uncommented() {
+    let path = config("production.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text
+        .find("# [backends.vault]")
+        .expect("commented vault example");
+    let (before, rest) = text.split_at(start);
+    let end = rest.find("\n\n").expect("example ends with a blank line");
+    let example: String = rest[..end]
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    let policy = parse(&path, &format!("{before}{example}{}", &rest[end..]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let BackendConfig::Vault(vault) = &policy.backends["vault"] else {
+        panic!("vault backend expected")
+    };
+    assert_eq!(vault.kv_version, KvVersion::V2);
+    assert_eq!(vault.max_versions, Some(10));
+    assert!(matches!(vault.auth, VaultAuth::AppRole { .. }));
 }

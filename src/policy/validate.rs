@@ -25,9 +25,9 @@ const DAEMON_KEYS: &[&str] = &[
 ];
 const FILE_BACKEND_KEYS: &[&str] = &["type", "path", "key_file", "key_env"];
 const NOTIFY_KEYS: &[&str] = &["url", "secret_env"];
-const BACKEND_TYPES: &[&str] = &["file"];
+const BACKEND_TYPES: &[&str] = &["file", "vault"];
 /// Backend types on the roadmap: named as such rather than "unknown".
-const PLANNED_BACKEND_TYPES: &[&str] = &["aws", "vault"];
+const PLANNED_BACKEND_TYPES: &[&str] = &["aws"];
 
 const PATH_HINT: &str =
     "a file system path; relative paths resolve against the policy file's directory";
@@ -203,11 +203,11 @@ fn backends<'a>(
                 span.clone(),
                 &type_loc,
                 "a backend needs a `type`",
-                "add type = \"file\" (the only type today)",
+                "add type = \"file\" or type = \"vault\"",
             );
             continue;
         };
-        let hint = "the only supported type today is \"file\"";
+        let hint = "supported types are \"file\" and \"vault\"";
         let Some(kind) = non_empty(d, kind_value, &type_loc, "a string like \"file\"", hint) else {
             continue;
         };
@@ -216,7 +216,7 @@ fn backends<'a>(
                 kind_value.span(),
                 &type_loc,
                 format!("backend type `{kind}` is planned but not supported yet"),
-                "use type = \"file\" for now",
+                "use type = \"file\" or \"vault\" for now",
             );
             continue;
         }
@@ -231,8 +231,14 @@ fn backends<'a>(
                 kind_value.span(),
                 &type_loc,
                 message,
-                "the only supported type today is \"file\" (\"aws\" and \"vault\" are planned)",
+                "supported types are \"file\" and \"vault\" (\"aws\" is planned)",
             );
+            continue;
+        }
+        if kind == "vault" {
+            if let Some(config) = super::vault::backend(d, t, &loc, span.clone(), base) {
+                configs.insert((*name).to_owned(), BackendConfig::Vault(config));
+            }
             continue;
         }
         check_keys(d, t, FILE_BACKEND_KEYS, &loc);

@@ -166,3 +166,6 @@ pub fn signal(child: &std::process::Child, signal: &str) {
         .expect("run kill");
     assert!(status.success(), "kill -{signal} failed");
 }
+
+pub mod rvault;
+pub mod vault_contract;
