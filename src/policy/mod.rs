@@ -5,13 +5,15 @@
 //!
 //! - `parse`: typed reads from the spanned TOML tree;
 //! - `diagnostic`: positions, field paths, suggestions;
-//! - `validate`: the whole file, `[daemon]`, `[backends.*]`, `[notify.*]`;
+//! - `validate`: the whole file, `[daemon]`, `[backends.*]`;
+//! - `notify`: `[notify.*]` webhook targets;
 //! - `secrets`: `[defaults]`, `[[secrets]]`, schedules and cross-field checks;
 //! - `generator`: generator tables.
 
 mod diagnostic;
 mod generator;
 mod model;
+mod notify;
 mod parse;
 mod secrets;
 #[cfg(test)]
@@ -19,7 +21,8 @@ mod tests;
 mod validate;
 
 pub use model::{
-    BackendConfig, DaemonSettings, FileBackendConfig, NotifyTarget, Policy, SecretPolicy,
+    BackendConfig, Confirm, DaemonSettings, FileBackendConfig, KeySource, NotifyTarget, Policy,
+    SecretPolicy,
 };
 
 use std::fmt;

@@ -184,6 +184,7 @@ mod tests {
                 encoding: Encoding::Hex,
             }),
             notify: Vec::new(),
+            confirm: None,
             grace: Duration::ZERO,
             window: None,
             max_age: None,

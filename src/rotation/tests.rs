@@ -102,6 +102,7 @@ fn policy(generator: GeneratorSpec) -> SecretPolicy {
         schedule_text: "every 30d".into(),
         generator,
         notify: Vec::new(),
+        confirm: None,
         grace: Duration::ZERO,
         window: None,
         max_age: None,
