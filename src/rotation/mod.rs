@@ -6,12 +6,12 @@
 //! come from the secret and its slot, so a retry or a second replica repeats the same
 //! idempotent calls instead of making a second version.
 
-mod fault;
 mod interrupted;
 pub mod plan;
 pub mod status;
 
-pub use fault::POINTS as CRASH_POINTS;
+pub use crate::fault::NOTIFY_POINTS as NOTIFY_CRASH_POINTS;
+pub use crate::fault::POINTS as CRASH_POINTS;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -287,7 +287,7 @@ impl Engine {
                 trigger: due.trigger.clone(),
             })
             .await?;
-        fault::point("after_started");
+        crate::fault::point("after_started");
 
         // The value whose fingerprint is audited: ours when we stored it, else what the
         // backend holds (a retry, a restart or a replica stored it first).
@@ -318,7 +318,7 @@ impl Engine {
                 }
             }
         };
-        fault::point("after_put");
+        crate::fault::point("after_put");
 
         let stored = match ours {
             Some(value) => value,
@@ -340,13 +340,13 @@ impl Engine {
             })
             .await?;
         drop(stored);
-        fault::point("after_pending_audited");
+        crate::fault::point("after_pending_audited");
 
         backend
             .promote(name, &due.version, previous.as_ref())
             .await
             .map_err(step("promote"))?;
-        fault::point("after_promote");
+        crate::fault::point("after_promote");
         self.audit
             .append(AuditEvent::Promoted {
                 secret: name.to_string(),
@@ -354,13 +354,13 @@ impl Engine {
                 previous: previous.as_ref().map(ToString::to_string),
             })
             .await?;
-        fault::point("after_promoted_audited");
+        crate::fault::point("after_promoted_audited");
 
         // Retiring is housekeeping: a failure here does not undo a finished rotation.
         if let Err(e) = backend.retire(name).await {
             tracing::warn!(secret = %name, error = %e, "could not retire old versions");
         }
-        fault::point("after_retire");
+        crate::fault::point("after_retire");
 
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.audit
