@@ -154,12 +154,20 @@ pub fn random_id(rng: &SystemRandom) -> String {
     format!("msg_{}", crate::hex::encode(&bytes))
 }
 
-/// The id of an event that happens once per (type, secret, version, target), such as a
-/// version becoming current: every process that enqueues it (the rotation, or the restart
-/// that finishes it) picks the same id, so the outbox and the receiver see one message.
-pub fn derived_id(kind: EventType, secret: &str, version: &str, target: &str) -> String {
+/// The id of an event that happens once per (type, secret, version, target, `extra`), such
+/// as a version becoming current: every process that enqueues it (the rotation, or the
+/// restart that finishes it) picks the same id, so the outbox and the receiver see one
+/// message. `extra` tells apart events that may repeat for one version id (a pending
+/// event names the stored value by its keyed fingerprint: a retry stores a new value).
+pub fn derived_id(
+    kind: EventType,
+    secret: &str,
+    version: &str,
+    target: &str,
+    extra: &str,
+) -> String {
     let mut ctx = digest::Context::new(&digest::SHA256);
-    for part in [kind.as_str(), secret, version, target] {
+    for part in [kind.as_str(), secret, version, target, extra] {
         ctx.update(part.as_bytes());
         ctx.update(&[0]);
     }
@@ -241,13 +249,14 @@ mod tests {
         let rng = SystemRandom::new();
         let (a, b) = (random_id(&rng), random_id(&rng));
         assert_ne!(a, b);
-        let d = derived_id(EventType::Rotated, "s", "v", "t");
-        assert_eq!(d, derived_id(EventType::Rotated, "s", "v", "t"));
-        assert_ne!(d, derived_id(EventType::Rotated, "s", "v", "u"));
+        let d = derived_id(EventType::Rotated, "s", "v", "t", "");
+        assert_eq!(d, derived_id(EventType::Rotated, "s", "v", "t", ""));
+        assert_ne!(d, derived_id(EventType::Rotated, "s", "v", "u", ""));
+        assert_ne!(d, derived_id(EventType::Rotated, "s", "v", "t", "fp"));
         // The separator keeps ("ab", "c") and ("a", "bc") apart.
         assert_ne!(
-            derived_id(EventType::Rotated, "ab", "c", "t"),
-            derived_id(EventType::Rotated, "a", "bc", "t")
+            derived_id(EventType::Rotated, "ab", "c", "t", ""),
+            derived_id(EventType::Rotated, "a", "bc", "t", "")
         );
         for id in [&a, &b, &d] {
             assert!(valid_id(id), "{id}");

@@ -55,6 +55,9 @@ pub enum NotifyError {
     /// The HTTP client could not be built.
     #[error("cannot set up the webhook HTTP client: {0}")]
     Client(String),
+    /// The audit log could not record an answer.
+    #[error("audit: {0}")]
+    Audit(#[from] crate::audit::AuditError),
     /// The worker was started twice.
     #[error("the delivery worker is already running")]
     AlreadyStarted,
@@ -181,35 +184,43 @@ impl Inner {
         &self,
         confirmation: &Confirmation,
     ) -> Result<(), NotifyError> {
-        let store = self.confirmations.dir().to_owned();
-        self.confirmations
-            .record(confirmation)
-            .map_err(|source| NotifyError::Store {
-                path: store.display().to_string(),
-                source,
-            })?;
+        record_confirmation(&self.confirmations, &self.audit, confirmation).await?;
         self.metrics
             .add(&confirmation.target, |c| match confirmation.decision {
                 Decision::Confirmed => c.confirmed += 1,
                 Decision::Refused => c.refused += 1,
             });
-        tracing::info!(secret = %confirmation.secret, version = %confirmation.version, notify_target = %confirmation.target, decision = confirmation.decision.as_str(), via = %confirmation.via, "confirmation recorded");
-        self.audit
-            .append(AuditEvent::ConfirmationRecorded {
-                secret: confirmation.secret.clone(),
-                version: confirmation.version.clone(),
-                target: confirmation.target.clone(),
-                decision: confirmation.decision.as_str().to_owned(),
-                via: confirmation.via.clone(),
-                by: confirmation.by.clone(),
-            })
-            .await
-            .map_err(|e| NotifyError::Store {
-                path: "audit log".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
         Ok(())
     }
+}
+
+/// Records a consumer's answer durably (a waiting gate in any process sees it), then
+/// audits it. The one path for every way an answer arrives: a webhook response, `rekeyd
+/// confirm`, the HTTP API.
+pub async fn record_confirmation(
+    store: &Confirmations,
+    audit: &AuditLog,
+    confirmation: &Confirmation,
+) -> Result<(), NotifyError> {
+    store
+        .record(confirmation)
+        .map_err(|source| NotifyError::Store {
+            path: store.dir().display().to_string(),
+            source,
+        })?;
+    tracing::info!(secret = %confirmation.secret, version = %confirmation.version, notify_target = %confirmation.target, decision = confirmation.decision.as_str(), via = %confirmation.via, "confirmation recorded");
+    audit
+        .append(AuditEvent::ConfirmationRecorded {
+            secret: confirmation.secret.clone(),
+            version: confirmation.version.clone(),
+            target: confirmation.target.clone(),
+            decision: confirmation.decision.as_str().to_owned(),
+            via: confirmation.via.clone(),
+            by: confirmation.by.clone(),
+        })
+        .await
+        .map_err(NotifyError::Audit)?;
+    Ok(())
 }
 
 /// True while the process that owns a message may still deliver it.
@@ -240,9 +251,20 @@ fn load_targets(policy: &Policy) -> Result<HashMap<String, Arc<Target>>, NotifyE
         .collect()
 }
 
+/// How a message id is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdKey<'a> {
+    /// Fresh: the event may happen more than once (a failure).
+    Random,
+    /// Derived from (type, secret, version, target) and this text: enqueueing the same
+    /// event again, after a crash, is a no-op (see [`event::derived_id`]).
+    Derived(&'a str),
+}
+
 /// One event about to be queued for each target.
 #[derive(Clone, Copy)]
 struct Draft<'a> {
+    id: IdKey<'a>,
     kind: EventType,
     body: &'a str,
     version: &'a str,
@@ -397,6 +419,7 @@ impl Notifier {
             body,
             version,
             now,
+            ..
         } = *draft;
         let window = self
             .inner
@@ -404,10 +427,11 @@ impl Notifier {
             .get(target)
             .and_then(|t| t.config.window);
         let coalesce = !gated && window.is_some();
-        let id = match kind {
-            // Once per version: every process that enqueues it picks the same id.
-            EventType::Rotated => event::derived_id(kind, secret.name.as_str(), version, target),
-            _ => event::random_id(&self.inner.rng),
+        let id = match draft.id {
+            IdKey::Derived(extra) => {
+                event::derived_id(kind, secret.name.as_str(), version, target, extra)
+            }
+            IdKey::Random => event::random_id(&self.inner.rng),
         };
         Message {
             id,
@@ -436,14 +460,14 @@ impl Notifier {
     }
 
     /// Persists one event for every notify target of `secret` and hands it to the worker.
-    /// Returns once every message is durable. A gated pending event that an earlier run of
-    /// this rotation left in the outbox is reused (adopted if its process stopped), not
-    /// duplicated.
+    /// Returns once every message is durable. With a derived id, an event an earlier run
+    /// already queued is not queued twice (and is adopted if that run's process stopped).
     pub async fn enqueue(
         &self,
         secret: &SecretPolicy,
         kind: EventType,
         data: &SecretEvent,
+        id: IdKey<'_>,
     ) -> Result<Vec<String>, NotifyError> {
         if secret.notify.is_empty() {
             return Ok(Vec::new());
@@ -459,6 +483,7 @@ impl Notifier {
             .iter()
             .map(|target| {
                 let draft = Draft {
+                    id,
                     kind,
                     body: &body,
                     version: &data.version,
@@ -472,29 +497,23 @@ impl Notifier {
             tokio::task::spawn_blocking(move || -> std::io::Result<Vec<(Message, bool)>> {
                 let mut out = Vec::with_capacity(messages.len());
                 for message in messages {
-                    if let Some(gate) = &message.gate {
-                        let earlier = inner.outbox.scan(|m| {
-                            m.kind == EventType::RotationPending
-                                && m.target == message.target
-                                && m.gate.as_ref() == Some(gate)
-                        })?;
-                        if let Some(mut earlier) = earlier.into_iter().next() {
-                            let stopped =
-                                !alive(earlier.owner_pid, &earlier.owner_host, &inner.host);
-                            let mine =
-                                earlier.owner_pid == inner.pid && earlier.owner_host == inner.host;
-                            if stopped && !mine {
-                                earlier.owner_pid = inner.pid;
-                                earlier.owner_host = inner.host.clone();
-                                inner.outbox.update(&earlier)?;
-                            }
-                            // A live owner (the daemon) delivers it; its answer is seen here.
-                            out.push((earlier, stopped || mine));
-                            continue;
-                        }
+                    if inner.outbox.put(&message)? {
+                        out.push((message, true));
+                        continue;
                     }
-                    let fresh = inner.outbox.put(&message)?;
-                    out.push((message, fresh));
+                    // Queued or done already under this id: an earlier run of this step. If
+                    // its process stopped before delivering it, this one takes it over; a
+                    // live owner (the daemon) delivers it, and its answers are seen here.
+                    let Some(mut earlier) = inner.outbox.queued(&message.id) else {
+                        continue;
+                    };
+                    let mine = earlier.owner_pid == inner.pid && earlier.owner_host == inner.host;
+                    if !mine && !alive(earlier.owner_pid, &earlier.owner_host, &inner.host) {
+                        earlier.owner_pid = inner.pid;
+                        earlier.owner_host = inner.host.clone();
+                        inner.outbox.update(&earlier)?;
+                        out.push((earlier, true));
+                    }
                 }
                 Ok(out)
             })

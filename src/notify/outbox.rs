@@ -221,6 +221,15 @@ impl Outbox {
         Ok(done)
     }
 
+    /// A queued message, read from disk.
+    pub fn queued(&self, id: &str) -> Option<Message> {
+        if !valid_id(id) {
+            return None;
+        }
+        let bytes = fs::read(self.queued_path(id)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// The outcome of a message that left the queue.
     pub fn done(&self, id: &str) -> Option<Done> {
         if !valid_id(id) {
