@@ -177,6 +177,12 @@ impl Outbox {
         let linked = fs::hard_link(&temp, self.queued_path(&message.id));
         let _ = fs::remove_file(&temp);
         match linked {
+            // `finish` records done before it unlinks the queued file, so if the link got
+            // in after a concurrent finish, the done record is visible now: take it back.
+            Ok(()) if self.done_path(&message.id).exists() => {
+                let _ = fs::remove_file(self.queued_path(&message.id));
+                Ok(false)
+            }
             Ok(()) => {
                 sync_dir(&queue)?;
                 Ok(true)
