@@ -348,6 +348,13 @@ async fn dry_run_report(
             println!("notify:    {target} ({url})");
         }
     }
+    if let Some(confirm) = &secret.confirm {
+        println!(
+            "confirm:   promote only once {} confirm(s) within {}; otherwise discard",
+            confirm.targets.join(", "),
+            crate::schedule::format_duration(confirm.timeout)
+        );
+    }
     println!("audit:     rotation_started, pending_stored, promoted, rotation_succeeded");
     Ok(())
 }

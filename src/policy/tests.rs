@@ -160,6 +160,20 @@ fn production_config_parses_with_defaults_applied() {
         policy.notify["payments"].keys,
         [KeySource::Env("PAYMENTS_WHSEC".into())]
     );
+    assert_eq!(policy.notify["payments"].max_attempts, 20);
+    assert_eq!(
+        policy.notify["platform"].window,
+        Some(Duration::from_secs(60))
+    );
+    let api_key = policy.secret("prod/payments/api-key").unwrap();
+    assert_eq!(
+        api_key.confirm,
+        Some(Confirm {
+            targets: vec!["payments".into()],
+            timeout: Duration::from_secs(600),
+        })
+    );
+    assert_eq!(db.confirm, None);
 }
 
 #[test]
