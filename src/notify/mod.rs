@@ -505,15 +505,18 @@ impl Notifier {
                     // its process stopped before delivering it, this one takes it over; a
                     // live owner (the daemon) delivers it, and its answers are seen here.
                     let Some(mut earlier) = inner.outbox.queued(&message.id) else {
+                        out.push((message, false));
                         continue;
                     };
                     let mine = earlier.owner_pid == inner.pid && earlier.owner_host == inner.host;
-                    if !mine && !alive(earlier.owner_pid, &earlier.owner_host, &inner.host) {
+                    let adopt =
+                        !mine && !alive(earlier.owner_pid, &earlier.owner_host, &inner.host);
+                    if adopt {
                         earlier.owner_pid = inner.pid;
                         earlier.owner_host = inner.host.clone();
                         inner.outbox.update(&earlier)?;
-                        out.push((earlier, true));
                     }
+                    out.push((earlier, adopt));
                 }
                 Ok(out)
             })
@@ -625,5 +628,126 @@ impl Notifier {
         confirmation: &Confirmation,
     ) -> Result<(), NotifyError> {
         self.inner.record_confirmation(confirmation).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A minimal HTTP server answering each request with the next status of `statuses`
+    /// (then 200), counting requests. Enough to drive the worker in-process.
+    async fn server(statuses: Vec<u16>) -> (u16, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&count);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then as many body bytes as content-length says.
+                loop {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let n = seen.fetch_add(1, Ordering::SeqCst) as usize;
+                let status = statuses.get(n).copied().unwrap_or(200);
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        (port, count)
+    }
+
+    #[tokio::test]
+    async fn the_worker_delivers_counts_every_outcome_and_drains() {
+        let (port, requests) = server(vec![500]).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("k.whsec"),
+            "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
+        .unwrap();
+        let policy = crate::policy::parse(
+            &dir.path().join("p.toml"),
+            &format!(
+                "[backends.local]\ntype = \"file\"\n\n[notify.hooks]\nurl = \"http://127.0.0.1:{port}/h\"\n\
+                 secret_file = \"k.whsec\"\nbackoff = \"10ms\"\n\n[[secrets]]\nname = \"app\"\n\
+                 backend = \"local\"\nschedule = {{ every = \"30d\" }}\n\
+                 generator = {{ type = \"ed25519\" }}\nnotify = [\"hooks\"]\n"
+            ),
+        )
+        .unwrap();
+        let audit = AuditLog::open(&dir.path().join("audit.jsonl"))
+            .await
+            .unwrap();
+        let notifier = Notifier::open(&policy, audit.clone()).unwrap();
+        notifier.start(Mode::OwnOnly).await.unwrap();
+        assert!(matches!(
+            notifier.start(Mode::OwnOnly).await,
+            Err(NotifyError::AlreadyStarted)
+        ));
+        let secret = policy.secret("app").unwrap();
+        let data = SecretEvent {
+            secret: "app".into(),
+            backend: "local".into(),
+            version: "v1".into(),
+            stage: "current".into(),
+            trigger: "manual".into(),
+            ..SecretEvent::default()
+        };
+        let ids = notifier
+            .enqueue(secret, EventType::Rotated, &data, IdKey::Derived(""))
+            .await
+            .unwrap();
+        assert_eq!(notifier.drain(Duration::from_secs(20)).await, 0);
+        assert_eq!(requests.load(Ordering::SeqCst), 2, "one 500, then a 2xx");
+        let counters = notifier.metrics().targets["hooks"];
+        assert_eq!(
+            (
+                counters.queued,
+                counters.attempts,
+                counters.failed_attempts,
+                counters.delivered
+            ),
+            (1, 2, 1, 1)
+        );
+        assert_eq!(counters.given_up, 0);
+        // The same event again (a restart finishing the rotation): nothing new is sent.
+        let again = notifier
+            .enqueue(secret, EventType::Rotated, &data, IdKey::Derived(""))
+            .await
+            .unwrap();
+        assert_eq!(again, ids);
+        assert_eq!(notifier.drain(Duration::from_secs(5)).await, 0);
+        assert_eq!(requests.load(Ordering::SeqCst), 2);
+        assert_eq!(notifier.metrics().targets["hooks"].queued, 1);
+        notifier.stop().await;
+        assert!(
+            notifier.outbox().load().unwrap().messages.is_empty(),
+            "the outbox is empty once delivered"
+        );
+        audit.close().await;
     }
 }
