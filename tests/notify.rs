@@ -979,3 +979,55 @@ fn a_gated_rotation_interrupted_by_a_crash_waits_for_confirmation_again() {
     assert_eq!(current_id(&sandbox, "pay/key"), v3);
     assert_eq!(pending_requests(&v3), asked, "asked again after confirming");
 }
+
+#[test]
+fn sigterm_stops_delivery_cleanly_and_leaves_undelivered_messages_queued() {
+    let k = key(41);
+    let mut rx = Receiver::start(&[&k]);
+    let url = rx.url("/hooks");
+    rx.stop();
+    let sandbox = sandbox(
+        &format!(
+            r#"
+[notify.hooks]
+url = "{url}"
+secret_file = "k.whsec"
+backoff = "100ms"
+max_backoff = "200ms"
+
+[[secrets]]
+name = "app"
+schedule = {{ every = "30d" }}
+notify = ["hooks"]
+"#
+        ),
+        &[("k.whsec", &k)],
+    );
+    let mut daemon = start_daemon(&sandbox);
+    wait_for("both messages to fail once", LIMIT, || {
+        let tried: BTreeSet<String> = audit_of(&sandbox, "notification_attempt_failed")
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect();
+        (tried.len() == 2).then_some(())
+    });
+    signal(&daemon, "TERM");
+    let status = wait_for("the daemon to exit", LIMIT, || daemon.try_wait().unwrap());
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        queued_files(&sandbox).len(),
+        2,
+        "undelivered messages stay queued"
+    );
+    assert!(
+        audit_of(&sandbox, "notification_failed").is_empty(),
+        "nothing given up"
+    );
+    assert_eq!(audit_of(&sandbox, "daemon_stopping").len(), 1);
+
+    // The next start delivers them.
+    rx.restart();
+    sandbox.ok(&["run", "--once"]);
+    assert!(queued_files(&sandbox).is_empty());
+    assert_eq!(by_id(&delivered(&rx.requests())).len(), 2);
+}

@@ -149,14 +149,6 @@ impl Breaker {
         }
     }
 
-    /// When an open breaker lets a probe through.
-    pub(crate) fn reopens_at(&self) -> Option<DateTime<Utc>> {
-        match self {
-            Breaker::Open { until } => Some(*until),
-            _ => None,
-        }
-    }
-
     /// The endpoint answered (2xx, or any status that says it is up).
     pub(crate) fn success(&mut self) -> Change {
         let was_closed = matches!(self, Breaker::Closed { .. });
@@ -381,8 +373,15 @@ impl Worker {
         }
     }
 
+    /// When the loop must look again: the earliest time a queued message may be attempted
+    /// or must be given up. A message held only by requests in flight (a half-open probe, a
+    /// full endpoint) waits for their results, which wake the loop anyway.
     fn next_wake(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let targets = self.inner.targets();
+        let mut flying: HashMap<&str, usize> = HashMap::new();
+        for m in self.in_flight.values() {
+            *flying.entry(m.target.as_str()).or_default() += 1;
+        }
         self.queue
             .values()
             .map(|m| {
@@ -390,12 +389,15 @@ impl Worker {
                     .get(&m.target)
                     .map(|t| m.created_at + chrono_duration(t.config.give_up_after))
                     .unwrap_or(now);
-                let breaker = self
-                    .breakers
-                    .get(&m.target)
-                    .and_then(Breaker::reopens_at)
-                    .unwrap_or(now);
-                m.next_attempt_at.max(breaker).min(deadline)
+                let busy = flying.get(m.target.as_str()).copied().unwrap_or(0);
+                let ready = match self.breakers.get(&m.target) {
+                    Some(Breaker::HalfOpen) => None,
+                    Some(Breaker::Open { .. }) if busy > 0 => None,
+                    Some(Breaker::Open { until }) => Some(m.next_attempt_at.max(*until)),
+                    _ if busy >= PER_ENDPOINT => None,
+                    _ => Some(m.next_attempt_at),
+                };
+                ready.map_or(deadline, |at| at.min(deadline))
             })
             .min()
     }
@@ -919,7 +921,12 @@ mod tests {
         assert!(!b.allow(later, 1), "only one probe");
         // A failed probe opens it again; a successful one closes it.
         assert_eq!(b.failure(later, 3, cooldown), Change::Opened(1));
-        assert_eq!(b.reopens_at(), Some(later + chrono::Duration::seconds(10)));
+        assert_eq!(
+            b,
+            Breaker::Open {
+                until: later + chrono::Duration::seconds(10)
+            }
+        );
         assert!(b.allow(later + chrono::Duration::seconds(10), 0));
         assert_eq!(b.success(), Change::Closed);
         assert_eq!(b, Breaker::Closed { failures: 0 });
