@@ -57,9 +57,9 @@ pub enum KeyError {
 
 /// One HMAC signing key. Its bytes are zeroized on drop and never printed.
 pub struct SigningKey {
-    key: hmac::Key,
-    /// Kept only so the key material is wiped when the key is dropped.
-    _raw: Zeroizing<Vec<u8>>,
+    /// Only the raw bytes are kept (zeroized on drop): ring's `hmac::Key` holds derived
+    /// state it does not wipe, so one is built per signature and dropped at once.
+    raw: Zeroizing<Vec<u8>>,
 }
 
 impl fmt::Debug for SigningKey {
@@ -87,10 +87,7 @@ impl SigningKey {
         if raw.len() > MAX_KEY_BYTES {
             return Err("it decodes to more than 64 bytes");
         }
-        Ok(Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, &raw),
-            _raw: raw,
-        })
+        Ok(Self { raw })
     }
 
     /// Reads and parses the key for `target` from where the policy says it lives.
@@ -121,7 +118,8 @@ impl SigningKey {
 
     /// `v1,<base64 HMAC-SHA256(key, id.timestamp.body)>`.
     fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        let mut ctx = hmac::Context::with_key(&self.key);
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.raw);
+        let mut ctx = hmac::Context::with_key(&key);
         ctx.update(id.as_bytes());
         ctx.update(b".");
         ctx.update(timestamp.to_string().as_bytes());
