@@ -978,6 +978,33 @@ fn a_gated_rotation_interrupted_by_a_crash_waits_for_confirmation_again() {
     sandbox.ok(&["run", "--once"]);
     assert_eq!(current_id(&sandbox, "pay/key"), v3);
     assert_eq!(pending_requests(&v3), asked, "asked again after confirming");
+
+    // 4. Crash after the refusal was decided and announced, before the discard: the
+    //    restart finishes the discard without asking again.
+    rx.script(pending_rule(409));
+    let (id, value) = (
+        current_id(&sandbox, "pay/key"),
+        sandbox.get("pay/key", "current"),
+    );
+    let v4 = crash("after_failed_notified");
+    let mut before = store_versions(&sandbox);
+    before.retain(|(vid, _)| *vid != v4);
+    let asked = pending_requests(&v4);
+    let out = sandbox.run(&["run", "--once"]);
+    assert!(!out.status.success());
+    assert_untouched(&sandbox, &id, &value, &before);
+    assert_eq!(pending_requests(&v4), asked, "asked again after refusing");
+    let failed: Vec<Request> = delivered(&rx.requests())
+        .into_iter()
+        .filter(|r| {
+            r.kind == "secret.rotation.failed" && r.json()["data"]["version"] == v4.as_str()
+        })
+        .collect();
+    assert!(
+        !failed.is_empty(),
+        "the failure queued before the crash is delivered"
+    );
+    assert!(queued_files(&sandbox).is_empty());
 }
 
 #[test]

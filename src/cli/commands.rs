@@ -439,6 +439,8 @@ async fn confirm(
         via: "cli".to_owned(),
         by: by.unwrap_or_else(rotation::local_actor),
         at: Utc::now(),
+        // Checked against the backend above: this answer is for the version pending now.
+        fingerprint: None,
     };
     let store = notify::Confirmations::new(&policy.daemon.state_dir);
     let recorded = notify::record_confirmation(&store, &audit, &answer).await;

@@ -721,6 +721,7 @@ impl Worker {
             via: "response".into(),
             by: format!("HTTP {status}"),
             at: Utc::now(),
+            fingerprint: Some(gate.fingerprint.clone()).filter(|f| !f.is_empty()),
         };
         if let Err(e) = self.inner.record_confirmation(&confirmation).await {
             tracing::error!(error = %e, secret = %gate.secret, "cannot record a confirmation");

@@ -59,6 +59,9 @@ pub struct Confirmation {
     pub by: String,
     /// When it was recorded.
     pub at: DateTime<Utc>,
+    /// For an answer to a webhook: the fingerprint of the stored value it answered for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// How a gate ended.
@@ -73,6 +76,8 @@ pub enum GateOutcome {
         /// Targets with no confirmation.
         missing: Vec<String>,
     },
+    /// An earlier run already gave this gate up (it stopped before discarding the version).
+    Abandoned(String),
 }
 
 /// The confirmation records of one state directory.
@@ -108,17 +113,24 @@ impl Confirmations {
 
     /// Records an answer durably (replacing an earlier one) and wakes local waiters.
     pub fn record(&self, confirmation: &Confirmation) -> io::Result<()> {
+        let path = self.path(
+            &confirmation.secret,
+            &confirmation.version,
+            &confirmation.target,
+        );
+        self.write(&path, confirmation)?;
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// temp + fsync + rename + fsync of the directory.
+    fn write<T: Serialize>(&self, path: &Path, value: &T) -> io::Result<()> {
         if !self.dir.is_dir() {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(&self.dir)?;
         }
-        let path = self.path(
-            &confirmation.secret,
-            &confirmation.version,
-            &confirmation.target,
-        );
         let temp = path.with_extension(format!("{}.tmp", std::process::id()));
         let mut file = OpenOptions::new()
             .write(true)
@@ -126,12 +138,10 @@ impl Confirmations {
             .truncate(true)
             .mode(0o600)
             .open(&temp)?;
-        file.write_all(&serde_json::to_vec_pretty(confirmation).map_err(io::Error::other)?)?;
+        file.write_all(&serde_json::to_vec_pretty(value).map_err(io::Error::other)?)?;
         file.sync_all()?;
-        fs::rename(&temp, &path)?;
-        File::open(&self.dir)?.sync_all()?;
-        self.changed.notify_waiters();
-        Ok(())
+        fs::rename(&temp, path)?;
+        File::open(&self.dir)?.sync_all()
     }
 
     /// The answer recorded for a target, if any.
@@ -154,18 +164,65 @@ impl Confirmations {
         Ok(())
     }
 
-    /// Where the gate stands now: `Some` once it is decided. Records before `since` (the
-    /// pending version's creation) belong to an earlier attempt and are ignored.
+    fn abandoned_path(&self, secret: &str, version: &str) -> PathBuf {
+        self.path(secret, version, "\0abandoned")
+    }
+
+    /// Records durably that the gate for this stored value (named by its fingerprint) was
+    /// given up, so a run that resumes it after a crash finishes the discard at once.
+    pub fn mark_abandoned(
+        &self,
+        secret: &str,
+        version: &str,
+        fingerprint: &str,
+        reason: &str,
+    ) -> io::Result<()> {
+        let record = serde_json::json!({
+            "secret": secret,
+            "version": version,
+            "fingerprint": fingerprint,
+            "reason": reason,
+            "at": Utc::now(),
+        });
+        self.write(&self.abandoned_path(secret, version), &record)
+    }
+
+    /// Why the gate for this stored value was given up, if it was.
+    pub fn abandoned(&self, secret: &str, version: &str, fingerprint: &str) -> Option<String> {
+        let bytes = fs::read(self.abandoned_path(secret, version)).ok()?;
+        let record: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        (record["fingerprint"] == fingerprint)
+            .then(|| record["reason"].as_str().map(str::to_owned))
+            .flatten()
+    }
+
+    /// The answer that counts for this stored value: recorded after `since` (the pending
+    /// version's creation) and, for an answer to a webhook, about this fingerprint.
+    fn current(
+        &self,
+        secret: &str,
+        version: &str,
+        target: &str,
+        since: DateTime<Utc>,
+        fingerprint: &str,
+    ) -> Option<Confirmation> {
+        self.get(secret, version, target)
+            .filter(|c| c.at >= since && c.fingerprint.as_deref().is_none_or(|f| f == fingerprint))
+    }
+
+    /// Where the gate stands now: `Some` once it is decided. Answers for an earlier value
+    /// of this version id are ignored.
     pub fn decide(
         &self,
         secret: &str,
         version: &str,
         targets: &[String],
         since: DateTime<Utc>,
+        fingerprint: &str,
     ) -> Option<GateOutcome> {
         let mut confirmed = Vec::with_capacity(targets.len());
         for target in targets {
-            match self.get(secret, version, target).filter(|c| c.at >= since) {
+            match self.current(secret, version, target, since, fingerprint) {
                 Some(c) if c.decision == Decision::Refused => return Some(GateOutcome::Refused(c)),
                 Some(c) => confirmed.push(c),
                 None => {}
@@ -181,13 +238,14 @@ impl Confirmations {
         version: &str,
         targets: &[String],
         since: DateTime<Utc>,
+        fingerprint: &str,
         timeout: Duration,
     ) -> GateOutcome {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // Registered before looking, so a record written in between still wakes us.
             let changed = self.changed.notified();
-            if let Some(outcome) = self.decide(secret, version, targets, since) {
+            if let Some(outcome) = self.decide(secret, version, targets, since, fingerprint) {
                 return outcome;
             }
             let now = tokio::time::Instant::now();
@@ -195,8 +253,7 @@ impl Confirmations {
                 let missing = targets
                     .iter()
                     .filter(|t| {
-                        self.get(secret, version, t)
-                            .filter(|c| c.at >= since)
+                        self.current(secret, version, t, since, fingerprint)
                             .is_none()
                     })
                     .cloned()
@@ -225,6 +282,7 @@ mod tests {
             via: "cli".into(),
             by: "alice@host".into(),
             at: Utc::now(),
+            fingerprint: None,
         }
     }
 
@@ -235,13 +293,20 @@ mod tests {
         let targets = vec!["a".to_owned(), "b".to_owned()];
         let since = Utc::now() - chrono::Duration::seconds(1);
         store.record(&answer("a", Decision::Confirmed)).unwrap();
-        assert_eq!(store.decide("app/db", "v1", &targets, since), None);
+        assert_eq!(store.decide("app/db", "v1", &targets, since, "fp"), None);
 
         let waiter = {
             let (store, targets) = (store.clone(), targets.clone());
             tokio::spawn(async move {
                 store
-                    .wait("app/db", "v1", &targets, since, Duration::from_secs(30))
+                    .wait(
+                        "app/db",
+                        "v1",
+                        &targets,
+                        since,
+                        "fp",
+                        Duration::from_secs(30),
+                    )
                     .await
             })
         };
@@ -261,7 +326,14 @@ mod tests {
         // The version was re-created after that answer: it counts for nothing.
         let since = Utc::now() + chrono::Duration::seconds(1);
         let outcome = store
-            .wait("app/db", "v1", &targets, since, Duration::from_millis(50))
+            .wait(
+                "app/db",
+                "v1",
+                &targets,
+                since,
+                "fp",
+                Duration::from_millis(50),
+            )
             .await;
         assert_eq!(
             outcome,
@@ -273,10 +345,33 @@ mod tests {
         store.record(&answer("a", Decision::Refused)).unwrap();
         let since = Utc::now() - chrono::Duration::seconds(5);
         assert!(matches!(
-            store.decide("app/db", "v1", &targets, since),
+            store.decide("app/db", "v1", &targets, since, "fp"),
             Some(GateOutcome::Refused(c)) if c.via == "cli"
+        ));
+        // A webhook's answer counts only for the value it was sent about.
+        let mut response = answer("a", Decision::Confirmed);
+        response.fingerprint = Some("old-value".into());
+        store.record(&response).unwrap();
+        assert_eq!(
+            store.decide("app/db", "v1", &targets, since, "new-value"),
+            None
+        );
+        assert!(matches!(
+            store.decide("app/db", "v1", &targets, since, "old-value"),
+            Some(GateOutcome::Confirmed(_))
         ));
         store.clear("app/db", "v1", &targets).unwrap();
         assert_eq!(store.get("app/db", "v1", "a"), None);
+
+        // An abandoned gate is remembered for the value it was about, not for a new one.
+        assert_eq!(store.abandoned("app/db", "v1", "fp1"), None);
+        store
+            .mark_abandoned("app/db", "v1", "fp1", "refused")
+            .unwrap();
+        assert_eq!(
+            store.abandoned("app/db", "v1", "fp1").as_deref(),
+            Some("refused")
+        );
+        assert_eq!(store.abandoned("app/db", "v1", "fp2"), None);
     }
 }

@@ -444,6 +444,11 @@ impl Notifier {
             gate: gated.then(|| outbox::GateRef {
                 secret: secret.name.to_string(),
                 version: version.to_owned(),
+                // A pending event's id is derived from the stored value's fingerprint.
+                fingerprint: match draft.id {
+                    IdKey::Derived(fingerprint) => fingerprint.to_owned(),
+                    IdKey::Random => String::new(),
+                },
             }),
             coalesce,
             parts: Vec::new(),
@@ -545,6 +550,7 @@ impl Notifier {
         secret: &SecretPolicy,
         version: &str,
         since: DateTime<Utc>,
+        fingerprint: &str,
     ) -> GateOutcome {
         let Some(confirm) = &secret.confirm else {
             return GateOutcome::Confirmed(Vec::new());
@@ -557,6 +563,7 @@ impl Notifier {
                 version,
                 &confirm.targets,
                 since,
+                fingerprint,
                 confirm.timeout,
             )
             .await;
@@ -568,12 +575,27 @@ impl Notifier {
         outcome
     }
 
-    /// A gated rotation was abandoned: stop delivering its pending events and forget the
-    /// answers for it, so a retry under the same version id asks again.
+    /// Why an earlier run gave up the gate for this stored value, if it did; a restart
+    /// then finishes the discard instead of asking consumers already told it failed.
+    pub async fn abandoned(
+        &self,
+        secret: &SecretPolicy,
+        version: &str,
+        fingerprint: &str,
+    ) -> Option<String> {
+        self.inner
+            .confirmations
+            .abandoned(secret.name.as_str(), version, fingerprint)
+    }
+
+    /// A gated rotation was abandoned: stop delivering its pending events, forget the
+    /// answers for it (a retry under the same version id asks again), and remember the
+    /// decision for this stored value (a resume after a crash does not ask again).
     pub async fn abandon(
         &self,
         secret: &SecretPolicy,
         version: &str,
+        fingerprint: &str,
         reason: &str,
     ) -> Result<(), NotifyError> {
         let (done, finished) = oneshot::channel();
@@ -591,10 +613,11 @@ impl Notifier {
             .map(|c| c.targets.clone())
             .unwrap_or_default();
         let inner = Arc::clone(&self.inner);
-        let (name, version, reason) = (
+        let (name, version, reason, fingerprint) = (
             secret.name.to_string(),
             version.to_owned(),
             reason.to_owned(),
+            fingerprint.to_owned(),
         );
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             // Messages another (stopped) process left, or queued with no worker here.
@@ -611,7 +634,10 @@ impl Notifier {
                     },
                 )?;
             }
-            inner.confirmations.clear(&name, &version, &targets)
+            inner.confirmations.clear(&name, &version, &targets)?;
+            inner
+                .confirmations
+                .mark_abandoned(&name, &version, &fingerprint, &reason)
         })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))

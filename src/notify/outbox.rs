@@ -25,6 +25,10 @@ pub struct GateRef {
     pub secret: String,
     /// The pending version.
     pub version: String,
+    /// The stored value's audit fingerprint: a 2xx confirms this value, not a later one
+    /// stored under the same version id.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 /// One queued notification to one target.

@@ -395,7 +395,7 @@ impl Engine {
         )
         .await?;
         if secret.confirm.is_some() {
-            self.gate(secret, due, previous.as_ref(), stored_since)
+            self.gate(secret, due, previous.as_ref(), stored_since, &fingerprint)
                 .await?;
         }
 
@@ -473,6 +473,7 @@ impl Engine {
         due: &Due,
         current: Option<&VersionId>,
         since: chrono::DateTime<Utc>,
+        fingerprint: &str,
     ) -> Result<(), RotationError> {
         let Some(confirm) = &secret.confirm else {
             return Ok(());
@@ -486,7 +487,17 @@ impl Engine {
         };
         let version = due.version.as_str();
         tracing::info!(secret = %secret.name, %version, targets = ?confirm.targets, timeout = %crate::schedule::format_duration(confirm.timeout), "waiting for confirmation");
-        let reason = match notifier.await_confirmation(secret, version, since).await {
+        // A crash after this gate was given up but before the discard: the decision stands.
+        let decided = notifier.abandoned(secret, version, fingerprint).await;
+        let outcome = match decided {
+            Some(reason) => GateOutcome::Abandoned(reason),
+            None => {
+                notifier
+                    .await_confirmation(secret, version, since, fingerprint)
+                    .await
+            }
+        };
+        let reason = match outcome {
             GateOutcome::Confirmed(_) => {
                 tracing::info!(secret = %secret.name, %version, "confirmed by every required target");
                 crate::fault::point("after_confirmed");
@@ -501,9 +512,12 @@ impl Engine {
                 missing.join(", "),
                 crate::schedule::format_duration(confirm.timeout)
             ),
+            GateOutcome::Abandoned(reason) => reason,
         };
         tracing::warn!(secret = %secret.name, %version, reason = %reason, "promotion not confirmed; discarding the pending version");
-        notifier.abandon(secret, version, &reason).await?;
+        notifier
+            .abandon(secret, version, fingerprint, &reason)
+            .await?;
         // The failure is durable before the discard completes.
         self.notify(secret, EventType::RotationFailed, IdKey::Random, || {
             let mut data = event_data(secret, due, "discarded");
