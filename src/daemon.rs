@@ -35,7 +35,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// How long a run that exits (`run --once`, `rotate`) keeps delivering webhooks before it
 /// leaves the rest in the outbox for the daemon.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(15);
-/// Delivery records older than this are pruned at start (they only prevent resending).
+/// Delivery and confirmation records older than this are pruned at start (they only
+/// prevent resending, and gates wait minutes).
 const DONE_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
 /// What the daemon is told from outside.
@@ -173,10 +174,17 @@ pub async fn run(
     let (policy, engine) = open_runtime(policy, None, Notifications::Open).await?;
     let notifier = Arc::clone(engine.notifier().expect("open_runtime sets a notifier"));
     let outbox = notifier.outbox().clone();
-    if let Ok(Ok(pruned)) = tokio::task::spawn_blocking(move || outbox.prune(DONE_RETENTION)).await
-        && pruned > 0
-    {
-        tracing::info!(pruned, "pruned old webhook delivery records");
+    let confirmations = notify::Confirmations::new(&policy.daemon.state_dir);
+    let pruned = tokio::task::spawn_blocking(move || {
+        outbox.prune(DONE_RETENTION).unwrap_or(0) + confirmations.prune(DONE_RETENTION).unwrap_or(0)
+    })
+    .await
+    .unwrap_or(0);
+    if pruned > 0 {
+        tracing::info!(
+            pruned,
+            "pruned old webhook delivery and confirmation records"
+        );
     }
     // Deliveries resume before anything else, so what a crash left goes out first.
     notifier

@@ -327,7 +327,16 @@ impl Worker {
         match command {
             Command::Queued(message) => {
                 self.seen += 1;
-                if !self.in_flight.contains_key(&message.id) {
+                if self.in_flight.contains_key(&message.id) {
+                    return;
+                }
+                // The rescan may have found and delivered it before this command arrived.
+                let outbox = self.inner.outbox.clone();
+                let id = message.id.clone();
+                let done = tokio::task::spawn_blocking(move || outbox.done(&id).is_some())
+                    .await
+                    .unwrap_or(false);
+                if !done {
                     self.queue.insert(message.id.clone(), message);
                 }
             }

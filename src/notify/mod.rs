@@ -516,11 +516,11 @@ impl Notifier {
                     let mine = earlier.owner_pid == inner.pid && earlier.owner_host == inner.host;
                     let adopt =
                         !mine && !alive(earlier.owner_pid, &earlier.owner_host, &inner.host);
-                    if adopt {
+                    let adopt = adopt && {
                         earlier.owner_pid = inner.pid;
                         earlier.owner_host = inner.host.clone();
-                        inner.outbox.update(&earlier)?;
-                    }
+                        inner.outbox.adopt(&earlier)?
+                    };
                     out.push((earlier, adopt));
                 }
                 Ok(out)

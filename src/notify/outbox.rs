@@ -205,6 +205,18 @@ impl Outbox {
         fs::rename(&temp, self.queued_path(&message.id))
     }
 
+    /// Takes over a queued message for this process (rewriting its owner). Returns `false`
+    /// when it was finished meanwhile (the rewrite is then taken back), so the caller does
+    /// not send a delivered message again.
+    pub fn adopt(&self, message: &Message) -> io::Result<bool> {
+        self.update(message)?;
+        if self.done_path(&message.id).exists() {
+            let _ = fs::remove_file(self.queued_path(&message.id));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     /// Records how a message left the queue, then removes it from the queue. A crash in
     /// between leaves both; [`Outbox::load`] finishes the removal.
     pub fn finish(&self, message: &Message, finished: Finished) -> io::Result<Done> {
