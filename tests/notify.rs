@@ -1058,3 +1058,47 @@ notify = ["hooks"]
     assert!(queued_files(&sandbox).is_empty());
     assert_eq!(by_id(&delivered(&rx.requests())).len(), 2);
 }
+
+#[test]
+fn a_cli_rotate_stops_delivering_in_bounded_time_and_the_daemon_takes_over() {
+    let k = key(43);
+    let mut rx = Receiver::start(&[&k]);
+    let url = rx.url("/hooks");
+    rx.stop();
+    // After the first failure the next attempt is 30s away: past the CLI's delivery bound.
+    let sandbox = sandbox(
+        &format!(
+            r#"
+[notify.hooks]
+url = "{url}"
+secret_file = "k.whsec"
+backoff = "30s"
+
+[[secrets]]
+name = "app"
+schedule = {{ every = "30d" }}
+notify = ["hooks"]
+"#
+        ),
+        &[("k.whsec", &k)],
+    );
+    let started = std::time::Instant::now();
+    sandbox.ok(&["rotate", "app"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "rotate waited for a retry it could not make in time: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(queued_files(&sandbox).len(), 2, "left for the daemon");
+
+    // The daemon delivers what the CLI left (its owner has exited), at once on start.
+    rx.restart();
+    sandbox.ok(&["run", "--once"]);
+    assert!(queued_files(&sandbox).is_empty());
+    let ok = by_id(&delivered(&rx.requests()));
+    assert_eq!(ok.len(), 2);
+    assert!(
+        ok.values()
+            .all(|rs| rs.len() == 1 && rs[0].verified == [true])
+    );
+}

@@ -313,11 +313,20 @@ impl Worker {
         for path in loaded.corrupt {
             tracing::error!(file = %path, "unreadable outbox message set aside");
         }
-        for message in loaded.messages {
+        let now = Utc::now();
+        for mut message in loaded.messages {
             if !self.queue.contains_key(&message.id)
                 && !self.in_flight.contains_key(&message.id)
                 && self.mine(&message)
             {
+                // Left by a process that stopped: its backoff stopped with it (as its
+                // breaker did), so a restart tries again at once. A coalescing window
+                // not yet used is kept.
+                let orphan =
+                    message.owner_pid != self.inner.pid || message.owner_host != self.inner.host;
+                if orphan && message.attempts > 0 {
+                    message.next_attempt_at = message.next_attempt_at.min(now);
+                }
                 self.queue.insert(message.id.clone(), message);
             }
         }
