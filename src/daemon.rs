@@ -98,8 +98,27 @@ pub async fn open_runtime(
             .await
             .map_err(|e| startup("cannot open the audit log", &e))?,
     };
-    let (fingerprinter, created) = Fingerprinter::load_or_create(&policy.daemon.audit_key_file)
-        .map_err(|e| startup("cannot load the audit fingerprint key", &e))?;
+    let from_env = policy.daemon.audit_key_env.as_deref().and_then(|var| {
+        std::env::var(var)
+            .ok()
+            .map(|text| (var, zeroize::Zeroizing::new(text)))
+    });
+    let (fingerprinter, created) = match from_env {
+        Some((var, text)) => {
+            let key = zeroize::Zeroizing::new(
+                crate::hex::decode(text.trim())
+                    .filter(|k| k.len() == 32)
+                    .ok_or_else(|| {
+                        DaemonError::Startup(format!(
+                            "{var} must hold the audit fingerprint key as 64 hex digits"
+                        ))
+                    })?,
+            );
+            (Fingerprinter::from_key(&key), false)
+        }
+        None => Fingerprinter::load_or_create(&policy.daemon.audit_key_file)
+            .map_err(|e| startup("cannot load the audit fingerprint key", &e))?,
+    };
     if created {
         tracing::warn!(key_file = %policy.daemon.audit_key_file.display(), "created a new audit fingerprint key (mode 0600)");
     }

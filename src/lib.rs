@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod api;
 pub mod audit;
 pub mod backend;
 pub mod cli;
@@ -12,8 +13,10 @@ pub mod daemon;
 mod fault;
 pub mod generate;
 pub mod hex;
+pub mod metrics;
 pub mod notify;
 pub mod policy;
+pub mod report;
 pub mod rotation;
 pub mod schedule;
 pub mod secret;

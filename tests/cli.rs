@@ -105,6 +105,9 @@ fn rotate_get_rollback_and_status_round_trip() {
     sandbox.ok(&["rollback", "app/db", "--by", "bob"]);
     assert_eq!(sandbox.get("app/db", "current"), first);
     assert_eq!(sandbox.get("app/db", "previous"), second);
+    // The daemon's next look keeps the rollback (until the next scheduled slot).
+    sandbox.ok(&["run", "--once"]);
+    assert_eq!(sandbox.get("app/db", "current"), first, "rollback held");
 
     let manual = sandbox.events("rotation_started", "app/db");
     assert_eq!(manual.len(), 2);
@@ -237,6 +240,23 @@ fn audit_verify_reports_the_tampered_line_and_exits_5() {
 }
 
 #[test]
+fn audit_export_copies_the_log_byte_for_byte_and_one_anchor_fits_one_log() {
+    let sandbox = Sandbox::new(ONE_SECRET);
+    sandbox.ok(&["rotate", "app/db"]);
+    let exported = sandbox.run(&["audit", "export"]);
+    assert!(exported.status.success());
+    assert_eq!(exported.stdout, std::fs::read(sandbox.audit_log()).unwrap());
+    let log = sandbox.audit_log();
+    let log = log.to_str().unwrap();
+    let out = sandbox.run(&["audit", "verify", log, log, "--anchor", "1:00"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an anchor with two logs is a usage error"
+    );
+}
+
+#[test]
 fn audit_query_filters_by_secret_and_outcome() {
     let sandbox = Sandbox::new(
         r#"
@@ -277,5 +297,94 @@ fn help_lists_exit_codes() {
     assert!(
         text.contains("Exit codes") && text.contains("3  the policy file is invalid"),
         "{text}"
+    );
+}
+
+#[test]
+fn exec_runs_a_command_with_secrets_in_its_environment() {
+    let sandbox = Sandbox::new(
+        r#"
+[[secrets]]
+name = "app/db"
+schedule = { every = "30d" }
+
+[[secrets]]
+name = "app/login"
+schedule = { every = "30d" }
+generator = { type = "json", template = { username = "svc" }, field = "password", generate = { type = "password", length = 20 } }
+"#,
+    );
+    sandbox.ok(&["rotate", "app/db"]);
+    sandbox.ok(&["rotate", "app/login"]);
+    let db = sandbox.get("app/db", "current");
+    let password = sandbox.ok(&["get", "app/login", "--field", "password"]);
+    // A real child process prints what it received; its exit code becomes ours.
+    let out = sandbox.run(&[
+        "exec",
+        "--secret",
+        "app/db=DB_PASSWORD",
+        "--secret",
+        "app/login#password=LOGIN_PASSWORD",
+        "--",
+        "sh",
+        "-c",
+        "printf '%s\\n%s' \"$DB_PASSWORD\" \"$LOGIN_PASSWORD\"; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "the command's exit code");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{db}\n{password}")
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains(&db) && !stderr.contains(&password),
+        "no value logged"
+    );
+}
+
+#[test]
+fn exec_runs_nothing_when_a_secret_cannot_be_read() {
+    let sandbox = Sandbox::new(ONE_SECRET);
+    let marker = sandbox.path("ran");
+    let touch = format!("touch {}", marker.display());
+    let out = sandbox.run(&["exec", "-s", "app/db=X", "--", "sh", "-c", &touch]);
+    assert_eq!(out.status.code(), Some(4), "never rotated: not found");
+    let out = sandbox.run(&["exec", "-s", "nope=X", "--", "sh", "-c", &touch]);
+    assert_eq!(out.status.code(), Some(4), "not in the policy");
+    assert!(!marker.exists(), "the command never ran");
+}
+
+#[test]
+fn replicas_can_share_the_fingerprint_key_through_the_environment() {
+    let sandbox = Sandbox::new(ONE_SECRET);
+    let text = std::fs::read_to_string(sandbox.policy()).unwrap().replace(
+        "concurrency = 4",
+        "concurrency = 4\naudit_key_env = \"REKEYD_TEST_AUDIT_KEY\"",
+    );
+    sandbox.write_raw_policy(&text);
+    let key = [0x5au8; 32];
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let out = sandbox
+        .command(&["rotate", "app/db"])
+        .env("REKEYD_TEST_AUDIT_KEY", &hex)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = sandbox.get("app/db", "current");
+    // The same HMAC computed here, independently of rekeyd's fingerprint code.
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+        value.as_bytes(),
+    );
+    let expected: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let stored = sandbox.events("pending_stored", "app/db");
+    assert_eq!(stored[0]["fingerprint"], format!("hmac-sha256:{expected}"));
+    assert!(
+        !sandbox.path("state/audit.key").exists(),
+        "no key file when the variable is set"
     );
 }

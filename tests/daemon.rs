@@ -259,3 +259,21 @@ fn concurrency_is_bounded_and_sigterm_drains_in_flight_rotations() {
         assert!(!pending, "busy/{i} left a pending version");
     }
 }
+
+/// Regression (found in review of issue 7): a relative policy path such as `p.toml` made
+/// the state directory `state`, whose parent is the empty path, and start-up failed.
+#[test]
+fn a_relative_policy_path_creates_its_state_directory() {
+    let sandbox = Sandbox::new("[[secrets]]\nname = \"a\"\nschedule = { every = \"30d\" }\n");
+    let out = std::process::Command::new(common::BIN)
+        .args(["run", "--once", "--policy", "policy.toml"])
+        .current_dir(sandbox.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sandbox.events("rotation_succeeded", "a").len(), 1);
+}

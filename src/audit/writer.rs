@@ -249,10 +249,7 @@ impl Writer {
     fn open(shared: Arc<Shared>) -> Result<Self, AuditError> {
         let path = shared.path.clone();
         let io = |e| io_error(&path, e);
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let parent = parent_or_cwd(&path);
         let created_dirs = create_dirs(parent).map_err(io)?;
 
         let mut options = OpenOptions::new();
@@ -268,7 +265,7 @@ impl Writer {
             // The new directory entries must be durable before any entry is acknowledged.
             sync_dir(parent).map_err(io)?;
             for dir in &created_dirs {
-                sync_dir(dir.parent().unwrap_or(Path::new("."))).map_err(io)?;
+                sync_dir(parent_or_cwd(dir)).map_err(io)?;
             }
         } else {
             let mode = file.metadata().map_err(io)?.permissions().mode();
@@ -434,6 +431,13 @@ fn rfind_newline(file: &File, end: u64) -> std::io::Result<Option<u64>> {
         end = start;
     }
     Ok(None)
+}
+
+/// The directory holding `path`; `.` for a bare relative name (whose parent is "").
+fn parent_or_cwd(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Creates `dir` and missing ancestors (0700); returns those it created, outermost first.

@@ -276,6 +276,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Lists the names of the secrets the backend holds.
     async fn list(&self) -> Result<Vec<SecretName>>;
 
+    /// Whether the backend answers, for readiness probes. The default lists secrets;
+    /// backends with a cheaper check override it.
+    async fn health(&self) -> Result<()> {
+        self.list().await.map(|_| ())
+    }
+
     /// Drops versions that no stage points at, where the backend keeps history itself
     /// (the file store); others may do nothing. Returns how many versions were removed.
     ///

@@ -142,14 +142,73 @@ pub enum Command {
         #[arg(long)]
         field: Option<String>,
     },
+    /// Run a command with secrets in its environment (for container entrypoints).
+    ///
+    /// Example: rekeyd exec --secret prod/db#password=DB_PASSWORD -- /app/server
+    Exec {
+        /// NAME=ENV_VAR, or NAME#FIELD=ENV_VAR for one field of a JSON secret; repeatable.
+        #[arg(
+            long = "secret",
+            short = 's',
+            required = true,
+            value_name = "NAME[#FIELD]=VAR"
+        )]
+        secrets: Vec<crate::cli::exec::Mapping>,
+        /// Which stage to read.
+        #[arg(long, default_value = "current")]
+        stage: Stage,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Probe this host's API (for container HEALTHCHECKs): exit 0 when it answers 2xx.
+    Health {
+        /// Check readiness (/readyz) instead of liveness (/healthz).
+        #[arg(long)]
+        ready: bool,
+    },
     /// Verify and search audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
 }
 
+/// Report output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// One self-contained HTML page.
+    Html,
+    /// CSV rows for spreadsheets.
+    Csv,
+}
+
 /// `rekeyd audit …`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
+    /// Write the auditor's report: per secret, rotations against policy, gaps, failures,
+    /// manual rotations and who asked, and each log's chain check.
+    Report {
+        /// Audit log files, one per replica (default: the policy's audit log).
+        logs: Vec<PathBuf>,
+        /// Start of the period (RFC 3339; default: 30 days before --until).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// End of the period (RFC 3339; default: now).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+        format: ReportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Print an audit log's raw bytes to stdout, to copy it out of a container without a
+    /// shell: `kubectl exec POD -- rekeyd audit export > replica-0.jsonl`.
+    Export {
+        /// The log (default: the policy's audit log).
+        #[arg(value_name = "LOG")]
+        file: Option<PathBuf>,
+    },
     /// Prove each log's hash chain: report every edited, removed, inserted or reordered line.
     Verify {
         /// Audit log files (one per replica).
@@ -343,6 +402,73 @@ mod tests {
             Cli::try_parse_from(["rekeyd", "confirm", "db", "v1"]).is_err(),
             "a target is required"
         );
+    }
+
+    #[test]
+    fn exec_takes_mappings_and_a_command() {
+        match parse(&["exec", "-s", "a=A", "--secret", "b#pw=B", "--", "env", "-0"]).command {
+            Command::Exec {
+                secrets,
+                stage,
+                command,
+            } => {
+                assert_eq!(secrets.len(), 2);
+                assert_eq!(secrets[1].field.as_deref(), Some("pw"));
+                assert_eq!(stage, Stage::Current);
+                assert_eq!(command, vec![std::ffi::OsString::from("env"), "-0".into()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["rekeyd", "exec", "-s", "a=A"]).is_err(),
+            "a command is required"
+        );
+        assert!(
+            Cli::try_parse_from(["rekeyd", "exec", "-s", "a", "--", "env"]).is_err(),
+            "bad mapping"
+        );
+    }
+
+    #[test]
+    fn audit_report_flags() {
+        match parse(&[
+            "audit",
+            "report",
+            "a.jsonl",
+            "--format",
+            "csv",
+            "-o",
+            "r.csv",
+            "--since",
+            "2026-11-01T00:00:00Z",
+        ])
+        .command
+        {
+            Command::Audit(AuditCommand::Report {
+                logs,
+                format,
+                output,
+                since,
+                until,
+            }) => {
+                assert_eq!(logs, vec![PathBuf::from("a.jsonl")]);
+                assert_eq!(format, ReportFormat::Csv);
+                assert_eq!(output, Some(PathBuf::from("r.csv")));
+                assert!(since.is_some() && until.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn audit_export_takes_an_optional_log() {
+        // Its positional must not collide with the global --log filter.
+        match parse(&["audit", "export", "a.jsonl", "--log", "debug"]).command {
+            Command::Audit(AuditCommand::Export { file }) => {
+                assert_eq!(file, Some(PathBuf::from("a.jsonl")))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

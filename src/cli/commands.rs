@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio::sync::mpsc;
 
-use super::args::{AuditCommand, Cli, Command, OutputFormat};
+use super::args::{AuditCommand, Cli, Command, OutputFormat, ReportFormat};
 use super::exit::{self, Failure};
 use super::table;
 use crate::audit;
@@ -20,7 +20,7 @@ use crate::policy::{self, Policy, SecretPolicy};
 use crate::rotation::plan::{self, Plan};
 use crate::rotation::status;
 use crate::rotation::{self, Outcome};
-use crate::secret::{Stage, VersionId};
+use crate::secret::{SecretValue, Stage, VersionId};
 
 type CliResult = Result<(), Failure>;
 
@@ -55,6 +55,22 @@ pub async fn execute(cli: Cli) -> CliResult {
             version,
             field,
         } => get(&policy, &name, stage, version, field).await,
+        Command::Health { ready } => {
+            super::health::probe(&policy, if ready { "/readyz" } else { "/healthz" })
+        }
+        Command::Exec {
+            secrets,
+            stage,
+            command,
+        } => super::exec::exec(&policy, &secrets, stage, &command).await,
+        Command::Audit(AuditCommand::Report {
+            logs,
+            since,
+            until,
+            format,
+            output,
+        }) => audit_report(&policy, logs, since, until, format, output.as_deref()),
+        Command::Audit(AuditCommand::Export { file }) => audit_export(&policy, file.as_deref()),
         Command::Audit(AuditCommand::Verify {
             logs,
             anchor,
@@ -525,36 +541,48 @@ async fn get(
         None => Selector::Stage(stage),
     };
     let value = backend.read(&secret.name, &selector).await?;
-    let mut stdout = std::io::stdout().lock();
-    let written = match field {
-        None => stdout.write_all(value.expose()),
-        Some(field) => {
-            let parsed: serde_json::Value =
-                serde_json::from_slice(value.expose()).map_err(|_| {
-                    Failure::new(
-                        exit::FAILED,
-                        format!("{name} is not a JSON object, so --field cannot apply"),
-                    )
-                })?;
-            let zeroizing = zeroize::Zeroizing::new(match parsed.get(&field) {
-                Some(serde_json::Value::String(text)) => text.clone(),
-                Some(other) => other.to_string(),
-                None => {
-                    return Err(Failure::new(
-                        exit::NOT_FOUND,
-                        format!("{name} has no field {field:?}"),
-                    ));
-                }
-            });
-            stdout.write_all(zeroizing.as_bytes())
-        }
+    let value = match field {
+        None => value,
+        Some(field) => json_field(&value, name, &field)?,
     };
-    written
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(value.expose())
         .and_then(|_| stdout.flush())
         .map_err(|e| Failure::new(exit::FAILED, format!("cannot write to stdout: {e}")))
 }
 
+/// One top-level field of a JSON secret: strings as they are, anything else as JSON text.
+pub(super) fn json_field(
+    value: &SecretValue,
+    name: &str,
+    field: &str,
+) -> Result<SecretValue, Failure> {
+    let parsed: serde_json::Value = serde_json::from_slice(value.expose()).map_err(|_| {
+        Failure::new(
+            exit::FAILED,
+            format!("{name} is not a JSON object, so a field cannot be taken from it"),
+        )
+    })?;
+    let parsed = crate::generate::WipedValue(parsed);
+    match parsed.0.get(field) {
+        Some(serde_json::Value::String(text)) => Ok(SecretValue::from_string(text.clone())),
+        Some(other) => Ok(SecretValue::from_string(other.to_string())),
+        None => Err(Failure::new(
+            exit::NOT_FOUND,
+            format!("{name} has no field {field:?}"),
+        )),
+    }
+}
+
 fn audit_verify(logs: &[PathBuf], anchor: Option<&str>, format: OutputFormat) -> CliResult {
+    if anchor.is_some() && logs.len() > 1 {
+        // Each replica's log has its own chain and so its own head.
+        return Err(Failure::new(
+            2,
+            "--anchor names one log's head: verify that log alone (rekeyd audit verify LOG --anchor SEQ:HASH)",
+        ));
+    }
     let anchor = anchor
         .map(|a| {
             a.parse::<audit::Anchor>()
@@ -650,5 +678,67 @@ fn audit_query(
         OutputFormat::Json => println!("{}", audit::render_json(&result.entries)),
         OutputFormat::Table => print!("{}", audit::render_table(&result.entries)),
     }
+    Ok(())
+}
+
+fn audit_report(
+    policy_path: &Path,
+    logs: Vec<PathBuf>,
+    since: Option<chrono::DateTime<Utc>>,
+    until: Option<chrono::DateTime<Utc>>,
+    format: ReportFormat,
+    output: Option<&Path>,
+) -> CliResult {
+    let policy = policy::load(policy_path)?;
+    let logs = if logs.is_empty() {
+        vec![policy.daemon.audit_log.clone()]
+    } else {
+        logs
+    };
+    let until = until.unwrap_or_else(Utc::now);
+    let since = since.unwrap_or(until - chrono::Duration::days(30));
+    let failed = |e: audit::AuditError| Failure::new(exit::FAILED, e.to_string());
+    let mut checks = Vec::with_capacity(logs.len());
+    for log in &logs {
+        let verified = audit::verify(log).map_err(failed)?;
+        checks.push(crate::report::LogCheck::new(
+            &log.display().to_string(),
+            &verified,
+        ));
+    }
+    let read = audit::read_logs(&logs).map_err(failed)?;
+    let report = crate::report::build(&policy, &read.entries, checks, since, until);
+    let text = match format {
+        ReportFormat::Html => crate::report::render_html(&report),
+        ReportFormat::Csv => crate::report::render_csv(&report),
+    };
+    match output {
+        None => print!("{text}"),
+        Some(path) => std::fs::write(path, text).map_err(|e| {
+            Failure::new(
+                exit::FAILED,
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })?,
+    }
+    Ok(())
+}
+
+/// Copies an audit log's bytes to stdout unchanged (images without `cat` or a shell).
+fn audit_export(policy_path: &Path, log: Option<&Path>) -> CliResult {
+    let log = match log {
+        Some(log) => log.to_owned(),
+        None => policy::load(policy_path)?.daemon.audit_log,
+    };
+    let mut file = std::fs::File::open(&log).map_err(|e| {
+        Failure::new(
+            exit::NOT_FOUND,
+            format!("cannot open {}: {e}", log.display()),
+        )
+    })?;
+    let mut stdout = std::io::stdout().lock();
+    std::io::copy(&mut file, &mut stdout)
+        .and_then(|_| stdout.flush())
+        .map_err(|e| Failure::new(exit::FAILED, format!("cannot copy {}: {e}", log.display())))?;
     Ok(())
 }

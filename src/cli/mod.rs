@@ -2,7 +2,9 @@
 
 pub mod args;
 mod commands;
+pub mod exec;
 pub mod exit;
+mod health;
 mod table;
 
 pub use args::Cli;

@@ -13,7 +13,7 @@ use crate::secret::SecretValue;
 /// A JSON value whose strings are zeroized when it is dropped.
 ///
 /// Deliberately not `Debug`, so it cannot end up in a log line.
-pub(super) struct WipedValue(pub(super) Value);
+pub(crate) struct WipedValue(pub(crate) Value);
 
 impl Drop for WipedValue {
     fn drop(&mut self) {

@@ -11,6 +11,9 @@ use crate::secret::SecretValue;
 
 mod bytes;
 mod json;
+
+/// A JSON tree whose strings are wiped when it is dropped (for parsing secret JSON).
+pub(crate) use json::WipedValue;
 mod keypair;
 mod password;
 mod random;

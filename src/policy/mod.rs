@@ -10,6 +10,7 @@
 //! - `secrets`: `[defaults]`, `[[secrets]]`, schedules and cross-field checks;
 //! - `generator`: generator tables.
 
+mod api;
 mod diagnostic;
 mod generator;
 mod model;
@@ -21,8 +22,8 @@ mod tests;
 mod validate;
 
 pub use model::{
-    BackendConfig, Confirm, DaemonSettings, FileBackendConfig, KeySource, NotifyTarget, Policy,
-    SecretPolicy,
+    ApiSettings, BackendConfig, Confirm, DaemonSettings, FileBackendConfig, KeySource,
+    NotifyTarget, Policy, SecretPolicy,
 };
 
 use std::fmt;

@@ -24,6 +24,8 @@ pub struct Policy {
     pub notify: BTreeMap<String, NotifyTarget>,
     /// The secrets, in file order.
     pub secrets: Vec<Arc<SecretPolicy>>,
+    /// The HTTP API (`[api]`); off when absent.
+    pub api: Option<ApiSettings>,
 }
 
 impl Policy {
@@ -42,12 +44,32 @@ pub struct DaemonSettings {
     pub audit_log: PathBuf,
     /// The key for value fingerprints in the audit log.
     pub audit_key_file: PathBuf,
+    /// An environment variable holding the fingerprint key (64 hex digits), used instead of
+    /// the file when set, so replicas share one key and their fingerprints compare.
+    pub audit_key_env: Option<String>,
     /// How many rotations may run at once.
     pub concurrency: usize,
     /// The shortest schedule interval the policy accepts.
     pub min_interval: Duration,
     /// Longest wait between retries of a failed rotation.
     pub max_retry_backoff: Duration,
+}
+
+/// The `[api]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiSettings {
+    /// Address and port to listen on.
+    pub listen: std::net::SocketAddr,
+    /// Bearer tokens for `/v1` (required beyond loopback).
+    pub tokens_file: Option<PathBuf>,
+    /// Certificate and key (PEM) to serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+    /// Rotation requests a client may make at once.
+    pub rotate_burst: u32,
+    /// One more rotation request is allowed per client this often.
+    pub rotate_every: Duration,
 }
 
 /// One backend instance.
@@ -141,4 +163,26 @@ pub struct SecretPolicy {
     pub tags: BTreeMap<String, String>,
     /// Disabled secrets are validated but never rotated.
     pub enabled: bool,
+}
+
+#[cfg(test)]
+impl SecretPolicy {
+    /// A minimal enabled secret `app/db` on backend `local`, for tests elsewhere in the crate.
+    pub(crate) fn example(schedule: Schedule, generator: GeneratorSpec) -> Self {
+        Self {
+            name: SecretName::new("app/db").expect("valid name"),
+            backend: "local".into(),
+            schedule,
+            schedule_text: String::new(),
+            generator,
+            notify: Vec::new(),
+            confirm: None,
+            grace: Duration::ZERO,
+            window: None,
+            max_age: None,
+            owner: None,
+            tags: BTreeMap::new(),
+            enabled: true,
+        }
+    }
 }

@@ -1199,3 +1199,46 @@ fn load_reports_unreadable_and_non_utf8_files() {
     let e = load(&bad).unwrap_err();
     check(&e.0[0], 2, 14, "", &["not valid UTF-8"], &["UTF-8"]);
 }
+
+const API_BASE: &str = "[backends.local]\ntype = \"file\"\n";
+
+#[test]
+fn api_settings_parse_with_defaults() {
+    let policy = ok(&format!(
+        "{API_BASE}[api]\nlisten = \"0.0.0.0:9464\"\ntokens_file = \"tokens.toml\"\n"
+    ));
+    let api = policy.api.expect("api on");
+    assert_eq!(api.listen.port(), 9464);
+    assert_eq!(
+        api.tokens_file,
+        Some(PathBuf::from("/srv/rekeyd/tokens.toml"))
+    );
+    assert_eq!((api.rotate_burst, api.tls), (5, None));
+    assert!(ok(API_BASE).api.is_none(), "off unless configured");
+}
+
+#[test]
+fn api_beyond_loopback_needs_tokens_and_tls_needs_both_files() {
+    let d = only(&format!("{API_BASE}[api]\nlisten = \"0.0.0.0:9464\"\n"));
+    check(
+        &d,
+        4,
+        10,
+        "api.listen",
+        &["without tokens_file"],
+        &["tokens_file"],
+    );
+    let d = only(&format!(
+        "{API_BASE}[api]\nlisten = \"127.0.0.1:9464\"\ntls_cert = \"c.pem\"\n"
+    ));
+    assert_eq!(d.path, "api.tls_cert");
+    let d = only(&format!("{API_BASE}[api]\nlisten = \"localhost\"\n"));
+    check(
+        &d,
+        4,
+        10,
+        "api.listen",
+        &["not an address and port"],
+        &["127.0.0.1:9464"],
+    );
+}

@@ -13,11 +13,12 @@ use super::parse::{Table, check_keys, duration, env_name, integer, non_empty, ta
 use super::secrets::SecretWalk;
 use super::{BackendConfig, DaemonSettings, Diagnostic, FileBackendConfig, Policy};
 
-const TOP_KEYS: &[&str] = &["daemon", "defaults", "backends", "notify", "secrets"];
+const TOP_KEYS: &[&str] = &["daemon", "api", "defaults", "backends", "notify", "secrets"];
 const DAEMON_KEYS: &[&str] = &[
     "state_dir",
     "audit_log",
     "audit_key_file",
+    "audit_key_env",
     "concurrency",
     "min_interval",
     "max_retry_backoff",
@@ -55,6 +56,7 @@ pub(super) fn policy(file: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>>
     let (daemon, min_interval) = daemon(&mut d, root, base);
     let (backends, backend_names) = backends(&mut d, root, base, &daemon.state_dir);
     let (notify, notify_names) = super::notify::targets(&mut d, root, base);
+    let api = super::api::api(&mut d, root, base);
     let secrets = SecretWalk::new(&backend_names, &notify_names, min_interval).run(&mut d, root);
 
     if !d.is_clean() {
@@ -67,6 +69,7 @@ pub(super) fn policy(file: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>>
         backends,
         notify,
         secrets,
+        api,
     })
 }
 
@@ -90,6 +93,9 @@ fn daemon(d: &mut Diags<'_>, root: &Table<'_>, base: &Path) -> (DaemonSettings, 
     let state_dir = path(d, "state_dir").unwrap_or_else(|| base.join("state"));
     let audit_log = path(d, "audit_log").unwrap_or_else(|| state_dir.join("audit.jsonl"));
     let audit_key_file = path(d, "audit_key_file").unwrap_or_else(|| state_dir.join("audit.key"));
+    let audit_key_env = t
+        .get("audit_key_env")
+        .and_then(|v| env_name(d, v, &loc.key("audit_key_env")).map(str::to_owned));
 
     let concurrency = t.get("concurrency").map_or(Some(8), |v| {
         let hint = "how many rotations may run at once, 1 to 1024";
@@ -120,6 +126,7 @@ fn daemon(d: &mut Diags<'_>, root: &Table<'_>, base: &Path) -> (DaemonSettings, 
         state_dir,
         audit_log,
         audit_key_file,
+        audit_key_env,
         concurrency: concurrency.unwrap_or(8),
         min_interval: min_interval.unwrap_or(Duration::from_secs(3600)),
         max_retry_backoff: max_retry_backoff.unwrap_or(Duration::from_secs(900)),

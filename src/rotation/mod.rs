@@ -145,6 +145,11 @@ impl Engine {
         self.notifier.as_ref()
     }
 
+    /// The backends by policy name.
+    pub fn backends(&self) -> &BTreeMap<String, Arc<dyn Backend>> {
+        &self.backends
+    }
+
     /// The audit log the engine writes to.
     pub fn audit(&self) -> &AuditLog {
         &self.audit

@@ -12,7 +12,7 @@ use crate::schedule;
 use crate::secret::{Stage, VersionId};
 
 /// A scheduled rotation that rekeyd runs late by more than this is a catch-up, not on time.
-const ON_TIME_TOLERANCE: ChronoDuration = ChronoDuration::minutes(5);
+pub const ON_TIME_TOLERANCE: ChronoDuration = ChronoDuration::minutes(5);
 
 /// A rotation to run: which version id to write and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,8 +108,15 @@ pub fn plan(secret: &SecretPolicy, state: Option<&SecretDescription>, now: DateT
             trigger: Trigger::Initial,
         });
     };
-    // A version covers every slot up to when it was asked for.
-    let covered = current.id.requested_at().unwrap_or(current.created_at);
+    // A version covers every slot up to when it was asked for. After a rollback the
+    // previous version is the newer one: its slot is handled too, or the next look would
+    // promote the version an operator just rolled back from.
+    let asked = |v: &crate::backend::VersionInfo| v.id.requested_at().unwrap_or(v.created_at);
+    let rolled_back_from = state
+        .and_then(|s| s.stage(Stage::Previous))
+        .map(asked)
+        .filter(|previous| *previous > asked(current));
+    let covered = rolled_back_from.unwrap_or_else(|| asked(current));
     // The previous version must stay readable for `grace` after it stopped being current.
     let grace_ends = current.created_at + chrono(secret.grace);
 
@@ -160,7 +167,6 @@ pub fn plan(secret: &SecretPolicy, state: Option<&SecretDescription>, now: DateT
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
     use chrono::TimeZone;
@@ -174,24 +180,13 @@ mod tests {
     const HOUR: Duration = Duration::from_secs(3600);
 
     fn secret(schedule: Schedule) -> SecretPolicy {
-        SecretPolicy {
-            name: SecretName::new("app/db").unwrap(),
-            backend: "local".into(),
+        SecretPolicy::example(
             schedule,
-            schedule_text: String::new(),
-            generator: GeneratorSpec::Bytes(BytesSpec {
+            GeneratorSpec::Bytes(BytesSpec {
                 length: 32,
                 encoding: Encoding::Hex,
             }),
-            notify: Vec::new(),
-            confirm: None,
-            grace: Duration::ZERO,
-            window: None,
-            max_age: None,
-            owner: None,
-            tags: BTreeMap::new(),
-            enabled: true,
-        }
+        )
     }
 
     fn daily_0230() -> Schedule {
@@ -378,6 +373,25 @@ mod tests {
             plan(&s, Some(&state), at(25, 8, 0)),
             Plan::Rotate(_)
         ));
+    }
+
+    /// Regression (found in review of issue 7): after `rekeyd rollback` the next look
+    /// promoted the rolled-back version again, undoing the rollback.
+    #[test]
+    fn a_rollback_holds_until_the_next_slot() {
+        let s = secret(daily_0230());
+        let older = VersionId::for_slot(&s.name, at(24, 2, 30));
+        let rejected = VersionId::for_slot(&s.name, at(25, 2, 30));
+        let state = described(vec![
+            (older, at(24, 2, 30), vec![Stage::Current]),
+            (rejected, at(25, 2, 30), vec![Stage::Previous]),
+        ]);
+        assert_eq!(
+            plan(&s, Some(&state), at(25, 9, 0)),
+            Plan::Wait {
+                until: at(26, 2, 30)
+            }
+        );
     }
 
     #[test]

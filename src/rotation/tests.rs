@@ -95,21 +95,10 @@ impl Backend for Counting {
 }
 
 fn policy(generator: GeneratorSpec) -> SecretPolicy {
-    SecretPolicy {
-        name: SecretName::new("app/db").unwrap(),
-        backend: "local".into(),
-        schedule: Schedule::every(Duration::from_secs(30 * 86_400), "app/db"),
-        schedule_text: "every 30d".into(),
+    SecretPolicy::example(
+        Schedule::every(Duration::from_secs(30 * 86_400), "app/db"),
         generator,
-        notify: Vec::new(),
-        confirm: None,
-        grace: Duration::ZERO,
-        window: None,
-        max_age: None,
-        owner: None,
-        tags: BTreeMap::new(),
-        enabled: true,
-    }
+    )
 }
 
 fn bytes() -> GeneratorSpec {

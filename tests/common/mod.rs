@@ -66,9 +66,10 @@ impl Sandbox {
     /// A `rekeyd` command with `--policy` set, run from the sandbox.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .arg("--policy")
+        // Global flags first, so nothing lands after an `exec --` separator.
+        cmd.arg("--policy")
             .arg(self.policy())
+            .args(args)
             .current_dir(self.dir.path())
             .env_remove("REKEYD_CRASH_AT")
             .env_remove("RUST_LOG")

@@ -86,6 +86,31 @@ impl FileBackend {
             .key_env
             .as_deref()
             .map(|var| (var, std::env::var(var).ok()));
+        // A fresh key over a store that already holds secrets would orphan every one of
+        // them: that is a lost or unmounted key, never a first start.
+        let no_key = !config.key_file.exists() && env.as_ref().is_none_or(|(_, v)| v.is_none());
+        if no_key {
+            let sealed = fs::read_dir(&config.path)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                        .count()
+                })
+                .unwrap_or(0);
+            if sealed > 0 {
+                let var = config
+                    .key_env
+                    .as_deref()
+                    .map(|v| format!(" and {v} is unset"))
+                    .unwrap_or_default();
+                return Err(generic(format!(
+                    "store {} holds {sealed} secrets but its key file {} is missing{var}: restore the key from backup (a new key could not read them)",
+                    config.path.display(),
+                    config.key_file.display()
+                )));
+            }
+        }
         let (key, source) = key::load(&config.key_file, env).map_err(generic)?;
         match source {
             key::KeySource::CreatedFile => tracing::warn!(

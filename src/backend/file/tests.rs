@@ -83,6 +83,27 @@ async fn values_are_encrypted_at_rest_and_files_are_private() {
     assert!(!text.contains(&b64), "merely encoded on disk");
 }
 
+/// Regression (found in review of issue 7): a missing key file was silently replaced by a
+/// new key, and every secret already in the store became unreadable.
+#[tokio::test]
+async fn a_lost_key_is_refused_not_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let backend = FileBackend::open("local", &cfg).expect("open");
+    backend
+        .put_pending(
+            &name("svc"),
+            &VersionId::new("a".repeat(32)),
+            &SecretValue::new(b"x".to_vec()),
+        )
+        .await
+        .expect("put");
+    fs::remove_file(&cfg.key_file).expect("lose the key");
+    let err = FileBackend::open("local", &cfg).expect_err("must not mint a new key");
+    assert!(err.to_string().contains("restore the key"), "{err}");
+    assert!(!cfg.key_file.exists(), "no new key file was written");
+}
+
 #[tokio::test]
 async fn a_wrong_key_is_reported_as_such() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -101,6 +122,7 @@ async fn a_wrong_key_is_reported_as_such() {
         key_file: dir.path().join("other.key"),
         ..cfg.clone()
     };
+    key::load(&other.key_file, None).expect("another, existing key");
     let wrong = FileBackend::open("local", &other).expect("open with another key");
     let err = wrong.describe(&secret).await.expect_err("wrong key");
     assert!(err.to_string().contains("wrong key"), "{err}");

@@ -1,0 +1,200 @@
+//! The endpoints. Status comes from `rotation::status`, the model `rekeyd status` prints,
+//! so the CLI and the API never disagree; nothing here ever returns a value.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use super::ApiState;
+use super::auth::{Caller, Role};
+use super::error::ApiError;
+use crate::rotation::status::{self, SecretStatus};
+use crate::rotation::{Outcome, RotationError};
+
+/// Each readiness check may take this long.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `GET /healthz`: the process is alive and serving.
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+#[derive(Serialize)]
+pub(super) struct Readiness {
+    status: &'static str,
+    checks: std::collections::BTreeMap<String, &'static str>,
+}
+
+/// `GET /readyz`: policy loaded, every backend answering, audit log writable. Causes go
+/// to the log; the probe only says which check failed.
+pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
+    let live = state.live();
+    let mut checks = std::collections::BTreeMap::new();
+    checks.insert("policy".to_owned(), "ok");
+    let mut ready = true;
+    for (name, backend) in live.engine.backends() {
+        let ok = match tokio::time::timeout(CHECK_TIMEOUT, backend.health()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(backend = %name, error = %e, "readiness: backend failing");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(backend = %name, "readiness: backend did not answer in time");
+                false
+            }
+        };
+        ready &= ok;
+        checks.insert(format!("backend:{name}"), if ok { "ok" } else { "failing" });
+    }
+    let path = live.engine.audit().path().to_owned();
+    let writable = tokio::task::spawn_blocking(move || {
+        std::fs::OpenOptions::new().append(true).open(&path).is_ok()
+    })
+    .await
+    .unwrap_or(false);
+    ready &= writable;
+    checks.insert(
+        "audit_log".to_owned(),
+        if writable { "ok" } else { "failing" },
+    );
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        checks,
+    };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
+    let live = state.live();
+    let audit = live.engine.audit().stats();
+    let text = state
+        .metrics()
+        .render(Utc::now(), audit.appended, audit.fsyncs);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// `GET /v1/secrets`.
+pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<SecretStatus>> {
+    let live = state.live();
+    Json(status::collect(&live.policy, live.engine.backends(), Utc::now()).await)
+}
+
+fn secret_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(name)| name)
+        .map_err(|_| ApiError::not_found("no such secret (encode / in names as %2F)"))
+}
+
+/// `GET /v1/secrets/{name}` (`/` in names encoded as `%2F`).
+pub(super) async fn one(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<SecretStatus>, ApiError> {
+    let name = secret_name(path)?;
+    let live = state.live();
+    let secret = live
+        .policy
+        .secret(&name)
+        .ok_or_else(|| ApiError::not_found(format!("secret {name:?} is not in the policy")))?;
+    let described = match live.engine.describe(secret).await {
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    };
+    Ok(Json(status::status_of(
+        secret,
+        described.as_ref().map(Option::as_ref).map_err(Clone::clone),
+        Utc::now(),
+    )))
+}
+
+/// Query of the rotate endpoint.
+#[derive(Debug, Deserialize)]
+pub(super) struct RotateQuery {
+    /// Rotate even inside the grace period.
+    #[serde(default)]
+    force: bool,
+}
+
+/// Response of the rotate endpoint.
+#[derive(Serialize)]
+pub(super) struct Rotated {
+    secret: String,
+    outcome: &'static str,
+    version: String,
+    previous: Option<String>,
+    requested_by: String,
+}
+
+/// `POST /v1/secrets/{name}/rotate[?force=true]`: a manual rotation, audited as
+/// `api:<token name>`.
+pub(super) async fn rotate(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<RotateQuery>, QueryRejection>,
+) -> Result<Json<Rotated>, ApiError> {
+    if caller.role < Role::Rotate {
+        return Err(ApiError::forbidden(format!(
+            "token {:?} may read status but not rotate",
+            caller.name
+        )));
+    }
+    state
+        .limiter()
+        .check(&caller.name, Instant::now())
+        .map_err(ApiError::rate_limited)?;
+    let name = secret_name(path)?;
+    let Query(query) = query.map_err(|_| ApiError::bad_request("force must be true or false"))?;
+    let live = state.live();
+    let secret = live
+        .policy
+        .secret(&name)
+        .ok_or_else(|| ApiError::not_found(format!("secret {name:?} is not in the policy")))?;
+    let by = format!("api:{}", caller.name);
+    let outcome = live
+        .engine
+        .rotate_manually(secret, &by, query.force)
+        .await
+        .map_err(|e| match e {
+            RotationError::Refused(message) => ApiError::conflict(message),
+            e if e.is_not_found() => ApiError::not_found(e.to_string()),
+            RotationError::Backend { .. } => ApiError::backend(&e),
+            e => ApiError::internal(&e),
+        })?;
+    let (outcome, version, previous) = match outcome {
+        Outcome::Rotated { version, previous } => ("rotated", version, previous),
+        Outcome::AlreadyDone { version } => ("already_current", version, None),
+        Outcome::Discarded { version } => ("discarded", version, None),
+    };
+    Ok(Json(Rotated {
+        secret: secret.name.to_string(),
+        outcome,
+        version: version.to_string(),
+        previous: previous.map(|p| p.to_string()),
+        requested_by: by,
+    }))
+}
+
+/// Any other path.
+pub(super) async fn fallback() -> ApiError {
+    ApiError::not_found("no such endpoint; see docs/openapi.yaml")
+}

@@ -1,0 +1,221 @@
+//! Handlers through the router with `oneshot` (no socket), over a real file store and
+//! audit log.
+
+use std::time::Duration;
+
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::*;
+use crate::audit::{AuditEvent, AuditLog, Fingerprinter};
+
+const TOKENS: &str = r#"
+[[token]]
+name = "dashboard"
+role = "read"
+token = "read-token-0123456789"
+
+[[token]]
+name = "runbook-bot"
+role = "rotate"
+token = "rotate-token-0123456789"
+"#;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    app: Router,
+    audit: std::path::PathBuf,
+}
+
+async fn fixture(burst: u32) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    let text = r#"
+[backends.local]
+type = "file"
+
+[[secrets]]
+name = "app/db"
+backend = "local"
+schedule = { every = "30d" }
+grace = "1h"
+generator = { type = "password" }
+"#;
+    std::fs::write(&path, text).unwrap();
+    let policy = crate::policy::parse(&path, text).unwrap();
+    let audit = AuditLog::open(&policy.daemon.audit_log).await.unwrap();
+    let backends = crate::backend::open_all(&policy).await.unwrap();
+    let engine = Engine::new(backends, audit, Fingerprinter::from_key(&[1; 32]));
+    let audit_path = policy.daemon.audit_log.clone();
+    // A watch receiver keeps the last value after its sender is gone: no reloads here.
+    let (_, rx) = watch::channel(Live {
+        policy: Arc::new(policy),
+        engine: Arc::new(engine),
+    });
+    let state = ApiState::new(
+        rx,
+        Some(Tokens::parse(TOKENS).unwrap()),
+        Arc::new(Metrics::new()),
+        RateLimiter::new(burst, Duration::from_secs(60)),
+    );
+    Fixture {
+        app: router(state, Duration::from_secs(30)),
+        audit: audit_path,
+        _dir: dir,
+    }
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+) -> (StatusCode, Value, Option<String>) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, body, retry)
+}
+
+const READ: Option<&str> = Some("read-token-0123456789");
+const ROTATE: Option<&str> = Some("rotate-token-0123456789");
+
+#[tokio::test]
+async fn probes_and_metrics_need_no_token() {
+    let f = fixture(5).await;
+    let (status, body, _) = call(&f.app, "GET", "/healthz", None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    let (status, body, _) = call(&f.app, "GET", "/readyz", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["backend:local"], "ok");
+    assert_eq!(body["checks"]["audit_log"], "ok");
+    let (status, body, _) = call(&f.app, "GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.as_str().unwrap().contains("rekeyd_audit_writes_total"));
+}
+
+#[tokio::test]
+async fn v1_needs_a_known_token_and_errors_have_one_shape() {
+    let f = fixture(5).await;
+    for token in [None, Some("wrong-token-0123456789")] {
+        let (status, body, _) = call(&f.app, "GET", "/v1/secrets", token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["code"], "unauthorized");
+        assert!(body["message"].is_string());
+    }
+    let (status, body, _) = call(&f.app, "GET", "/v1/secrets/nope", READ).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, body, _) = call(&f.app, "GET", "/nowhere", None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+#[tokio::test]
+async fn status_and_rotation_by_role_audited_with_the_caller() {
+    let f = fixture(5).await;
+    let (status, body, _) = call(&f.app, "GET", "/v1/secrets", READ).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body[0]["name"], "app/db");
+    assert_eq!(body[0]["state"], "missing");
+
+    let (status, body, _) = call(&f.app, "POST", "/v1/secrets/app%2Fdb/rotate", READ).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+
+    let (status, body, _) = call(&f.app, "POST", "/v1/secrets/app%2Fdb/rotate", ROTATE).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["outcome"], "rotated");
+    assert_eq!(body["requested_by"], "api:runbook-bot");
+    let version = body["version"].as_str().unwrap().to_owned();
+
+    let (status, body, _) = call(&f.app, "GET", "/v1/secrets/app%2Fdb", READ).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["current"]["id"], version.as_str());
+    assert!(!body.to_string().contains("value"), "no values in status");
+
+    // A second rotation at once would cut the previous version's grace: refused.
+    call(
+        &f.app,
+        "POST",
+        "/v1/secrets/app%2Fdb/rotate?force=true",
+        ROTATE,
+    )
+    .await;
+    let (status, body, _) = call(&f.app, "POST", "/v1/secrets/app%2Fdb/rotate", ROTATE).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("conflict")),
+        "{body}"
+    );
+
+    let started: Vec<String> = crate::audit::read_logs(&[&f.audit])
+        .unwrap()
+        .entries
+        .into_iter()
+        .filter_map(|e| match e.event {
+            AuditEvent::RotationStarted {
+                trigger: crate::audit::Trigger::Manual { by },
+                ..
+            } => Some(by),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, vec!["api:runbook-bot", "api:runbook-bot"]);
+}
+
+#[tokio::test]
+async fn the_rotate_endpoint_is_rate_limited_per_client() {
+    let f = fixture(1).await;
+    let (status, _, _) = call(&f.app, "POST", "/v1/secrets/app%2Fdb/rotate", ROTATE).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body, retry) = call(
+        &f.app,
+        "POST",
+        "/v1/secrets/app%2Fdb/rotate?force=true",
+        ROTATE,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
+    );
+    assert_eq!(retry.as_deref(), Some("60"));
+    let (status, body, _) = call(
+        &f.app,
+        "POST",
+        "/v1/secrets/app%2Fdb/rotate?force=maybe",
+        ROTATE,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the limit applies before parsing: {body}"
+    );
+}

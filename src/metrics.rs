@@ -1,0 +1,321 @@
+//! Prometheus metrics: what rotated, how long it took, what is due, what failed.
+//!
+//! Recorded by the engine and the daemon through small methods here; rendered on scrape
+//! in the Prometheus text format. Labels carry secret names and backend names, never
+//! values. Per-secret "seconds until next rotation" and "age of current version" are
+//! kept as timestamps and turned into durations at scrape time, so they are never stale.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A secret is overdue once its due time is this far past (the catch-up tolerance).
+const OVERDUE_AFTER: chrono::Duration = crate::rotation::plan::ON_TIME_TOLERANCE;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SecretOutcome {
+    secret: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabel {
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendStep {
+    backend: String,
+    step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SecretLabel {
+    secret: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetOutcome {
+    target: String,
+    outcome: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// What the daemon last learnt about a secret.
+#[derive(Clone, Copy, Debug, Default)]
+struct SecretTimes {
+    next_due: Option<DateTime<Utc>>,
+    current_since: Option<DateTime<Utc>>,
+}
+
+/// Every metric rekeyd exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    rotations: Family<SecretOutcome, Counter>,
+    duration: Family<BackendLabel, Histogram>,
+    backend_errors: Family<BackendStep, Counter>,
+    next_rotation: Family<SecretLabel, FloatGauge>,
+    current_age: Family<SecretLabel, FloatGauge>,
+    overdue_secret: Family<SecretLabel, Gauge>,
+    overdue: Gauge,
+    deliveries: Family<TargetOutcome, Counter>,
+    queue_depth: Gauge,
+    audit_writes: Counter,
+    audit_fsyncs: Counter,
+    times: Mutex<HashMap<String, SecretTimes>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("rekeyd");
+        let rotations = Family::<SecretOutcome, Counter>::default();
+        registry.register(
+            "rotations",
+            "Rotations by secret and outcome",
+            rotations.clone(),
+        );
+        let duration = Family::<BackendLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        registry.register(
+            "rotation_duration_seconds",
+            "Wall time of successful rotations",
+            duration.clone(),
+        );
+        let backend_errors = Family::<BackendStep, Counter>::default();
+        registry.register(
+            "backend_errors",
+            "Failed backend calls by backend and rotation step",
+            backend_errors.clone(),
+        );
+        let next_rotation = Family::<SecretLabel, FloatGauge>::default();
+        registry.register(
+            "secret_next_rotation_seconds",
+            "Seconds until the secret's next rotation is due (negative when overdue)",
+            next_rotation.clone(),
+        );
+        let current_age = Family::<SecretLabel, FloatGauge>::default();
+        registry.register(
+            "secret_current_version_age_seconds",
+            "Age of the secret's current version",
+            current_age.clone(),
+        );
+        let overdue_secret = Family::<SecretLabel, Gauge>::default();
+        registry.register(
+            "secret_overdue",
+            "1 when the secret's rotation is overdue",
+            overdue_secret.clone(),
+        );
+        let overdue = Gauge::default();
+        registry.register(
+            "secrets_overdue",
+            "Secrets whose rotation is overdue",
+            overdue.clone(),
+        );
+        let deliveries = Family::<TargetOutcome, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by target and outcome",
+            deliveries.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "webhook_queue_depth",
+            "Notifications waiting in the outbox",
+            queue_depth.clone(),
+        );
+        let audit_writes = Counter::default();
+        registry.register(
+            "audit_writes",
+            "Audit entries made durable",
+            audit_writes.clone(),
+        );
+        let audit_fsyncs = Counter::default();
+        registry.register(
+            "audit_fsyncs",
+            "fsyncs of the audit log (fewer than writes: group commit)",
+            audit_fsyncs.clone(),
+        );
+        Self {
+            registry,
+            rotations,
+            duration,
+            backend_errors,
+            next_rotation,
+            current_age,
+            overdue_secret,
+            overdue,
+            deliveries,
+            queue_depth,
+            audit_writes,
+            audit_fsyncs,
+            times: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A rotation ended with `outcome` (`succeeded`, `failed`, `already_done`, `discarded`).
+    pub fn rotation(&self, secret: &str, outcome: &str) {
+        self.rotations
+            .get_or_create(&SecretOutcome {
+                secret: secret.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A successful rotation took `seconds`.
+    pub fn rotation_duration(&self, backend: &str, seconds: f64) {
+        self.duration
+            .get_or_create(&BackendLabel {
+                backend: backend.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// A backend call failed at `step`.
+    pub fn backend_error(&self, backend: &str, step: &str) {
+        self.backend_errors
+            .get_or_create(&BackendStep {
+                backend: backend.to_owned(),
+                step: step.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The daemon learnt when the secret is next due and since when its current version is
+    /// current.
+    pub fn secret_times(
+        &self,
+        secret: &str,
+        next_due: Option<DateTime<Utc>>,
+        current_since: Option<DateTime<Utc>>,
+    ) {
+        let mut times = self.times.lock().expect("metrics lock");
+        let entry = times.entry(secret.to_owned()).or_default();
+        entry.next_due = next_due;
+        if current_since.is_some() {
+            entry.current_since = current_since;
+        }
+    }
+
+    /// Drops secrets no longer in the policy.
+    pub fn retain_secrets(&self, keep: &dyn Fn(&str) -> bool) {
+        let mut times = self.times.lock().expect("metrics lock");
+        times.retain(|name, _| keep(name));
+        for family in [&self.next_rotation, &self.current_age] {
+            family.clear();
+        }
+        self.overdue_secret.clear();
+    }
+
+    /// A webhook delivery attempt ended with `outcome`.
+    pub fn webhook_delivery(&self, target: &str, outcome: &str) {
+        self.deliveries
+            .get_or_create(&TargetOutcome {
+                target: target.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// How many notifications wait in the outbox.
+    pub fn webhook_queue_depth(&self, depth: usize) {
+        self.queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Renders everything in the Prometheus text format, with the audit log's counters
+    /// (`writes`, `fsyncs`) as of now.
+    pub fn render(&self, now: DateTime<Utc>, audit_writes: u64, audit_fsyncs: u64) -> String {
+        // Counters only go up: add what happened since the last scrape.
+        self.audit_writes
+            .inc_by(audit_writes.saturating_sub(self.audit_writes.get()));
+        self.audit_fsyncs
+            .inc_by(audit_fsyncs.saturating_sub(self.audit_fsyncs.get()));
+        let mut overdue = 0;
+        for (secret, times) in self.times.lock().expect("metrics lock").iter() {
+            let label = SecretLabel {
+                secret: secret.clone(),
+            };
+            if let Some(due) = times.next_due {
+                let until = (due - now).num_milliseconds() as f64 / 1000.0;
+                self.next_rotation.get_or_create(&label).set(until);
+                let late = now - due > OVERDUE_AFTER;
+                overdue += i64::from(late);
+                self.overdue_secret
+                    .get_or_create(&label)
+                    .set(i64::from(late));
+            }
+            if let Some(since) = times.current_since {
+                let age = (now - since).num_milliseconds() as f64 / 1000.0;
+                self.current_age.get_or_create(&label).set(age);
+            }
+        }
+        self.overdue.set(overdue);
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_what_was_recorded() {
+        let m = Metrics::new();
+        let now = Utc::now();
+        m.rotation("app/db", "succeeded");
+        m.rotation("app/db", "succeeded");
+        m.rotation("app/db", "failed");
+        m.rotation_duration("local", 0.02);
+        m.backend_error("local", "put_pending");
+        m.secret_times(
+            "app/db",
+            Some(now + chrono::Duration::seconds(90)),
+            Some(now - chrono::Duration::seconds(30)),
+        );
+        m.secret_times("app/late", Some(now - chrono::Duration::hours(1)), None);
+        m.webhook_delivery("payments", "delivered");
+        m.webhook_queue_depth(3);
+        let text = m.render(now, 10, 4);
+        for line in [
+            "rekeyd_rotations_total{secret=\"app/db\",outcome=\"succeeded\"} 2",
+            "rekeyd_rotations_total{secret=\"app/db\",outcome=\"failed\"} 1",
+            "rekeyd_backend_errors_total{backend=\"local\",step=\"put_pending\"} 1",
+            "rekeyd_secret_next_rotation_seconds{secret=\"app/db\"} 90.0",
+            "rekeyd_secret_current_version_age_seconds{secret=\"app/db\"} 30.0",
+            "rekeyd_secret_overdue{secret=\"app/late\"} 1",
+            "rekeyd_secrets_overdue 1",
+            "rekeyd_webhook_deliveries_total{target=\"payments\",outcome=\"delivered\"} 1",
+            "rekeyd_webhook_queue_depth 3",
+            "rekeyd_audit_writes_total 10",
+            "rekeyd_audit_fsyncs_total 4",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert!(text.contains("rekeyd_rotation_duration_seconds_count{backend=\"local\"} 1"));
+        // A second scrape does not double the audit counters.
+        let again = m.render(now, 12, 5);
+        assert!(again.contains("rekeyd_audit_writes_total 12"), "{again}");
+    }
+}
