@@ -17,8 +17,13 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState, Live, RateLimiter};
 use crate::audit::{AuditEvent, AuditLog, Fingerprinter};
 use crate::backend;
+use crate::metrics::Metrics;
 use crate::notify::{self, Notifier};
 use crate::policy::{self, Policy, PolicyErrors, SecretPolicy};
 use crate::rotation::plan::Plan;
@@ -191,6 +196,11 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let policy = load_policy(&policy_path, None).await?;
     let (policy, engine) = open_runtime(policy, None, Notifications::Open).await?;
+    let metrics = Arc::new(Metrics::new());
+    let observer = Arc::clone(&metrics);
+    engine
+        .audit()
+        .observe(Arc::new(move |event| observer.observe(event)));
     let notifier = Arc::clone(engine.notifier().expect("open_runtime sets a notifier"));
     let outbox = notifier.outbox().clone();
     let confirmations = notify::Confirmations::new(&policy.daemon.state_dir);
@@ -210,6 +220,45 @@ pub async fn run(
         .start(notify::Mode::Daemon)
         .await
         .map_err(|e| DaemonError::Startup(format!("cannot start webhook delivery: {e}")))?;
+    let mut delivery = notifier.status();
+    let depth = Arc::clone(&metrics);
+    tokio::spawn(async move {
+        while delivery.changed().await.is_ok() {
+            let left = delivery.borrow_and_update().left();
+            depth.webhook_queue_depth(left);
+        }
+    });
+    // The API listens before recovery and scheduling: /healthz answers during a long
+    // start-up, and a port in use fails start-up here rather than in a background task.
+    let shutdown_api = CancellationToken::new();
+    let tokens = match &policy.api {
+        Some(api) => api::load_tokens(api).map_err(DaemonError::Startup)?,
+        None => None,
+    };
+    let (live, live_view) = watch::channel(Live {
+        policy: Arc::clone(&policy),
+        engine: Arc::clone(&engine),
+        tokens,
+    });
+    let api_task = match (&policy.api, once) {
+        (Some(settings), false) => {
+            let listener = api::bind(settings).map_err(|e| {
+                DaemonError::Startup(format!("cannot listen on {}: {e}", settings.listen))
+            })?;
+            let state = ApiState::new(
+                live_view,
+                Arc::clone(&metrics),
+                RateLimiter::new(settings.rotate_burst, settings.rotate_every),
+            );
+            let (settings, stop) = (settings.clone(), shutdown_api.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = api::serve(listener, &settings, state, stop).await {
+                    tracing::error!(error = %e, "the API stopped");
+                }
+            }))
+        }
+        _ => None,
+    };
     engine
         .audit()
         .append(AuditEvent::DaemonStarted {
@@ -227,7 +276,14 @@ pub async fn run(
     let result = if once {
         run_once(runtime).await
     } else {
-        Scheduler::new(policy_path, runtime).run(controls).await
+        let result = Scheduler::new(policy_path, runtime, live, metrics)
+            .run(controls)
+            .await;
+        shutdown_api.cancel();
+        if let Some(task) = api_task {
+            let _ = task.await;
+        }
+        result
     };
     notifier.stop().await;
     result
@@ -308,6 +364,9 @@ type JobResult = (String, u64, Result<Plan, RotationError>);
 struct Scheduler {
     policy_path: PathBuf,
     runtime: Runtime,
+    /// What the API serves from; replaced on every accepted reload.
+    live: watch::Sender<Live>,
+    metrics: Arc<Metrics>,
     /// Bumped by every accepted reload; a job dispatched under an older one re-plans.
     generation: u64,
     secrets: HashMap<String, Arc<SecretPolicy>>,
@@ -322,10 +381,17 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn new(policy_path: PathBuf, runtime: Runtime) -> Self {
+    fn new(
+        policy_path: PathBuf,
+        runtime: Runtime,
+        live: watch::Sender<Live>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let mut scheduler = Self {
             policy_path,
             runtime,
+            live,
+            metrics,
             generation: 0,
             secrets: HashMap::new(),
             queue: DueQueue::new(),
@@ -358,6 +424,7 @@ impl Scheduler {
         }
         self.ready.retain(|name| keep.contains_key(name));
         self.failures.retain(|name, _| keep.contains_key(name));
+        self.metrics.retain_secrets(&|name| keep.contains_key(name));
         self.secrets = keep;
         tracing::info!(secrets = self.secrets.len(), "policy adopted");
     }
@@ -450,6 +517,7 @@ impl Scheduler {
         match result {
             Ok(Plan::Wait { until }) => {
                 self.failures.remove(&name);
+                self.metrics.secret_times(&name, Some(until), None);
                 tracing::debug!(secret = %name, next_due = %until, "scheduled");
                 self.queue.schedule(name, until);
             }
@@ -495,6 +563,15 @@ impl Scheduler {
                 return;
             }
         };
+        // The token file is part of the configuration: re-read, and a bad one rejects the
+        // reload like a bad policy does.
+        let tokens = match policy.api.as_ref().map(api::load_tokens).transpose() {
+            Ok(tokens) => tokens.flatten(),
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected; the running policy stays in force");
+                return;
+            }
+        };
         let notifications = match self.runtime.engine.notifier() {
             Some(running) => Notifications::Running(Arc::clone(running)),
             None => Notifications::Open,
@@ -505,6 +582,16 @@ impl Scheduler {
                     tracing::error!(error = %e, "reload not recorded; keeping the running policy");
                     return;
                 }
+                if policy.api.as_ref().map(|a| (a.listen, &a.tls))
+                    != self.runtime.policy.api.as_ref().map(|a| (a.listen, &a.tls))
+                {
+                    tracing::warn!("[api] listen and TLS changes take effect at the next start");
+                }
+                self.live.send_replace(Live {
+                    policy: Arc::clone(&policy),
+                    engine: Arc::clone(&engine),
+                    tokens,
+                });
                 self.runtime = Runtime { policy, engine };
                 self.generation += 1;
                 self.adopt_policy();

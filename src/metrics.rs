@@ -74,6 +74,8 @@ pub struct Metrics {
     audit_writes: Counter,
     audit_fsyncs: Counter,
     times: Mutex<HashMap<String, SecretTimes>>,
+    /// Each secret's backend, learnt from `rotation_started`, for backend labels.
+    backend_of: Mutex<HashMap<String, String>>,
 }
 
 impl Default for Metrics {
@@ -168,6 +170,59 @@ impl Metrics {
             audit_writes,
             audit_fsyncs,
             times: Mutex::new(HashMap::new()),
+            backend_of: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts what the audit log just made durable: every outcome that is audited is
+    /// counted, so metrics and the log cannot disagree.
+    pub fn observe(&self, event: &crate::audit::AuditEvent) {
+        use crate::audit::AuditEvent as E;
+        let backend = |secret: &str| {
+            self.backend_of
+                .lock()
+                .expect("metrics lock")
+                .get(secret)
+                .cloned()
+                .unwrap_or_else(|| "unknown".to_owned())
+        };
+        match event {
+            E::RotationStarted {
+                secret, backend, ..
+            } => {
+                self.backend_of
+                    .lock()
+                    .expect("metrics lock")
+                    .insert(secret.clone(), backend.clone());
+            }
+            E::RotationSucceeded {
+                secret,
+                duration_ms,
+                ..
+            } => {
+                self.rotation(secret, "succeeded");
+                self.rotation_duration(&backend(secret), *duration_ms as f64 / 1000.0);
+                self.secret_times(secret, None, Some(Utc::now()));
+            }
+            E::RotationFailed { secret, step, .. } => {
+                self.rotation(secret, "failed");
+                if !matches!(
+                    step.as_str(),
+                    "generate" | "audit" | "refused" | "interrupted" | "confirm" | "notify"
+                ) {
+                    self.backend_error(&backend(secret), step);
+                }
+            }
+            E::SlotAlreadyDone { secret, .. } => self.rotation(secret, "already_done"),
+            E::NotificationDelivered { target, .. } => self.webhook_delivery(target, "delivered"),
+            E::NotificationAttemptFailed { target, .. } => self.webhook_delivery(target, "retried"),
+            E::NotificationFailed { target, .. } => self.webhook_delivery(target, "failed"),
+            E::PendingDiscarded { secret, .. } => self.rotation(secret, "discarded"),
+            E::RolledBack { secret, .. } => {
+                self.rotation(secret, "rolled_back");
+                self.secret_times(secret, None, Some(Utc::now()));
+            }
+            _ => {}
         }
     }
 
@@ -201,7 +256,7 @@ impl Metrics {
     }
 
     /// The daemon learnt when the secret is next due and since when its current version is
-    /// current.
+    /// current (`None` leaves what was known).
     pub fn secret_times(
         &self,
         secret: &str,
@@ -210,7 +265,9 @@ impl Metrics {
     ) {
         let mut times = self.times.lock().expect("metrics lock");
         let entry = times.entry(secret.to_owned()).or_default();
-        entry.next_due = next_due;
+        if next_due.is_some() {
+            entry.next_due = next_due;
+        }
         if current_since.is_some() {
             entry.current_since = current_since;
         }
@@ -317,5 +374,83 @@ mod tests {
         // A second scrape does not double the audit counters.
         let again = m.render(now, 12, 5);
         assert!(again.contains("rekeyd_audit_writes_total 12"), "{again}");
+    }
+
+    #[test]
+    fn audit_events_are_counted_once_durable() {
+        use crate::audit::{AuditEvent, Trigger};
+        let m = Metrics::new();
+        m.observe(&AuditEvent::RotationStarted {
+            secret: "s".into(),
+            backend: "aws-prod".into(),
+            version: "v".into(),
+            slot: None,
+            trigger: Trigger::Schedule,
+        });
+        m.observe(&AuditEvent::RotationFailed {
+            secret: "s".into(),
+            version: None,
+            step: "put_pending".into(),
+            error: "throttled".into(),
+            will_retry: true,
+        });
+        m.observe(&AuditEvent::RotationSucceeded {
+            secret: "s".into(),
+            version: "v".into(),
+            duration_ms: 1500,
+        });
+        let text = m.render(Utc::now(), 0, 0);
+        for line in [
+            "rekeyd_rotations_total{secret=\"s\",outcome=\"failed\"} 1",
+            "rekeyd_rotations_total{secret=\"s\",outcome=\"succeeded\"} 1",
+            "rekeyd_backend_errors_total{backend=\"aws-prod\",step=\"put_pending\"} 1",
+            "rekeyd_rotation_duration_seconds_count{backend=\"aws-prod\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert!(text.contains("rekeyd_secret_current_version_age_seconds{secret=\"s\"}"));
+    }
+
+    #[test]
+    fn webhook_outcomes_are_counted_and_a_refused_gate_is_no_backend_error() {
+        use crate::audit::AuditEvent;
+        let m = Metrics::new();
+        let (id, target, notification) = (
+            "msg_1".to_owned(),
+            "hooks".to_owned(),
+            "secret.rotated".to_owned(),
+        );
+        m.observe(&AuditEvent::NotificationAttemptFailed {
+            id: id.clone(),
+            target: target.clone(),
+            notification: notification.clone(),
+            attempt: 1,
+            error: "HTTP 503".into(),
+            retry_in_ms: 100,
+        });
+        m.observe(&AuditEvent::NotificationDelivered {
+            id,
+            target,
+            notification,
+            secrets: vec!["s".into()],
+            attempts: 2,
+            status: 200,
+        });
+        m.observe(&AuditEvent::RotationFailed {
+            secret: "s".into(),
+            version: Some("v".into()),
+            step: "confirm".into(),
+            error: "not promoted: payments refused".into(),
+            will_retry: true,
+        });
+        let text = m.render(Utc::now(), 0, 0);
+        for line in [
+            "rekeyd_webhook_deliveries_total{target=\"hooks\",outcome=\"retried\"} 1",
+            "rekeyd_webhook_deliveries_total{target=\"hooks\",outcome=\"delivered\"} 1",
+            "rekeyd_rotations_total{secret=\"s\",outcome=\"failed\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert!(!text.contains("step=\"confirm\""), "{text}");
     }
 }

@@ -76,7 +76,8 @@ pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: OpenMetrics text, which Prometheus scrapes natively (it is what the
+/// Prometheus project's Rust encoder writes, `# EOF` and `_total` samples included).
 pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
     let live = state.live();
     let audit = live.engine.audit().stats();
@@ -86,7 +87,7 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         text,
     )

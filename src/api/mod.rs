@@ -36,6 +36,9 @@ pub struct Live {
     pub policy: Arc<Policy>,
     /// The engine for it.
     pub engine: Arc<Engine>,
+    /// Bearer tokens from `[api] tokens_file` (`None`: every `/v1` request is refused);
+    /// re-read with the policy on reload.
+    pub tokens: Option<Arc<Tokens>>,
 }
 
 /// Shared by every request.
@@ -47,24 +50,16 @@ pub struct ApiState {
 #[derive(Debug)]
 struct Inner {
     live: watch::Receiver<Live>,
-    tokens: Option<Tokens>,
     metrics: Arc<Metrics>,
     limiter: RateLimiter,
 }
 
 impl ApiState {
-    /// State over a live view, the tokens (`None`: every `/v1` request is refused) and
-    /// the metrics registry.
-    pub fn new(
-        live: watch::Receiver<Live>,
-        tokens: Option<Tokens>,
-        metrics: Arc<Metrics>,
-        limiter: RateLimiter,
-    ) -> Self {
+    /// State over a live view (replaced on reload) and the metrics registry.
+    pub fn new(live: watch::Receiver<Live>, metrics: Arc<Metrics>, limiter: RateLimiter) -> Self {
         Self {
             inner: Arc::new(Inner {
                 live,
-                tokens,
                 metrics,
                 limiter,
             }),
@@ -97,9 +92,8 @@ async fn authenticate(
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(ApiError::unauthorized)?;
     let caller = state
-        .inner
+        .live()
         .tokens
-        .as_ref()
         .and_then(|tokens| tokens.authenticate(presented.trim()))
         .ok_or_else(ApiError::unauthorized)?;
     request.extensions_mut().insert(caller);
@@ -126,8 +120,26 @@ pub fn router(state: ApiState, request_timeout: std::time::Duration) -> Router {
         .with_state(state)
 }
 
-/// Serves the API until `shutdown` is cancelled, then finishes requests in flight.
+/// Binds the API's port now, so a port in use fails start-up instead of a background task.
+pub fn bind(settings: &ApiSettings) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(settings.listen)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Loads the tokens file the settings name, if any.
+pub fn load_tokens(settings: &ApiSettings) -> Result<Option<Arc<Tokens>>, String> {
+    settings
+        .tokens_file
+        .as_deref()
+        .map(|path| Tokens::load(path).map(Arc::new))
+        .transpose()
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then finishes requests in
+/// flight.
 pub async fn serve(
+    listener: std::net::TcpListener,
     settings: &ApiSettings,
     state: ApiState,
     shutdown: CancellationToken,
@@ -135,9 +147,8 @@ pub async fn serve(
     let app = router(state, settings.request_timeout);
     match &settings.tls {
         None => {
-            let listener = tokio::net::TcpListener::bind(settings.listen).await?;
             tracing::info!(listen = %settings.listen, "API listening (HTTP)");
-            axum::serve(listener, app)
+            axum::serve(tokio::net::TcpListener::from_std(listener)?, app)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await
         }
@@ -152,7 +163,7 @@ pub async fn serve(
                 stopper.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
             });
             tracing::info!(listen = %settings.listen, "API listening (HTTPS)");
-            axum_server::bind_rustls(settings.listen, config)
+            axum_server::from_tcp_rustls(listener, config)?
                 .handle(handle)
                 .serve(app.into_make_service())
                 .await

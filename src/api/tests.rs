@@ -53,10 +53,10 @@ generator = { type = "password" }
     let (_, rx) = watch::channel(Live {
         policy: Arc::new(policy),
         engine: Arc::new(engine),
+        tokens: Some(Arc::new(Tokens::parse(TOKENS).unwrap())),
     });
     let state = ApiState::new(
         rx,
-        Some(Tokens::parse(TOKENS).unwrap()),
         Arc::new(Metrics::new()),
         RateLimiter::new(burst, Duration::from_secs(60)),
     );

@@ -19,7 +19,7 @@ pub use query::{
     render_table,
 };
 pub use verify::{Anchor, InvalidAnchor, Problem, VerifyReport, verify, verify_anchored};
-pub use writer::{AuditLog, AuditStats, Receipt};
+pub use writer::{AuditLog, AuditStats, Observer, Receipt};
 
 /// Errors from writing or reading the log.
 #[derive(Debug, thiserror::Error)]

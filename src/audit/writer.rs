@@ -64,7 +64,12 @@ struct Shared {
     submitted: AtomicU64,
     appended: AtomicU64,
     fsyncs: AtomicU64,
+    /// Told of every event once it is durable (metrics count what the log records).
+    observer: std::sync::OnceLock<Observer>,
 }
+
+/// A callback told of each event once it is durable.
+pub type Observer = Arc<dyn Fn(&AuditEvent) + Send + Sync>;
 
 type Reply = oneshot::Sender<Result<Receipt, AuditError>>;
 
@@ -86,6 +91,7 @@ impl AuditLog {
             submitted: AtomicU64::new(0),
             appended: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            observer: std::sync::OnceLock::new(),
         });
         let for_open = shared.clone();
         let state = tokio::task::spawn_blocking(move || Writer::open(for_open))
@@ -98,13 +104,28 @@ impl AuditLog {
 
     /// Appends one event; returns once it is durable (fsynced).
     pub async fn append(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
+        let observed = self
+            .shared
+            .observer
+            .get()
+            .map(|o| (o.clone(), event.clone()));
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Request::Append(event, reply))
             .await
             .map_err(|_| AuditError::Closed)?;
         self.shared.submitted.fetch_add(1, Ordering::Relaxed);
-        answer.await.map_err(|_| AuditError::Closed)?
+        let receipt = answer.await.map_err(|_| AuditError::Closed)??;
+        if let Some((observer, event)) = observed {
+            observer(&event);
+        }
+        Ok(receipt)
+    }
+
+    /// Sets the callback told of every event once it is durable (for all clones of this
+    /// handle). Only the first call takes effect.
+    pub fn observe(&self, observer: Observer) {
+        let _ = self.shared.observer.set(observer);
     }
 
     /// Writes what is queued, closes the file and waits for the writer task to end.

@@ -83,13 +83,23 @@ pub(crate) enum Command {
     },
 }
 
-/// What the worker has left, for [`Notifier::drain`].
+/// What the delivery worker has left ([`Notifier::drain`], the queue-depth metric).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct WorkerStatus {
-    pub(crate) queued: usize,
-    pub(crate) in_flight: usize,
-    pub(crate) next_attempt: Option<DateTime<Utc>>,
+pub struct WorkerStatus {
+    /// Messages waiting for an attempt.
+    pub queued: usize,
+    /// Messages being attempted.
+    pub in_flight: usize,
+    /// When the next attempt may be made.
+    pub next_attempt: Option<DateTime<Utc>>,
     pub(crate) seen: u64,
+}
+
+impl WorkerStatus {
+    /// Messages not delivered yet.
+    pub fn left(&self) -> usize {
+        self.queued + self.in_flight
+    }
 }
 
 /// Delivery counters of one target, for `/metrics` (issue 7) and tests.
@@ -351,6 +361,11 @@ impl Notifier {
             gates_passed: self.inner.metrics.gates_passed.load(Ordering::Relaxed),
             gates_failed: self.inner.metrics.gates_failed.load(Ordering::Relaxed),
         }
+    }
+
+    /// Follows what the delivery worker has left.
+    pub fn status(&self) -> watch::Receiver<WorkerStatus> {
+        self.inner.status.subscribe()
     }
 
     /// Starts the delivery worker (once per process).

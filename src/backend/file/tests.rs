@@ -189,6 +189,32 @@ fn a_key_file_readable_by_others_is_refused() {
     assert!(err.contains("chmod 600"), "{err}");
 }
 
+/// `.` and `/` are valid in secret names (AWS allows them), so a hostile name must still
+/// land inside the store directory.
+#[tokio::test]
+async fn a_path_traversal_name_stays_inside_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let backend = FileBackend::open("local", &cfg).expect("open");
+    let hostile = name("../../outside");
+    backend
+        .put_pending(
+            &hostile,
+            &VersionId::new("a".repeat(32)),
+            &SecretValue::new(b"x".to_vec()),
+        )
+        .await
+        .expect("put");
+    let inside: Vec<_> = fs::read_dir(&cfg.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert_eq!(inside, vec!["%2E%2E%2F%2E%2E%2Foutside.json"]);
+    assert!(!dir.path().join("outside.json").exists());
+    assert_eq!(backend.list().await.unwrap(), vec![hostile]);
+}
+
 #[test]
 fn name_encoding_round_trips() {
     for text in ["plain", "prod/db.password", "a+b=c@d", "-_"] {
