@@ -3,7 +3,9 @@
 //! One timer for all secrets: a [`DueQueue`] ordered by due time, and a loop that sleeps
 //! until the earliest entry, a finished rotation or a control event. Rotations run as
 //! tasks, at most `daemon.concurrency` at once and never two for one secret; each one
-//! reports the plan that remains, which is how the next due time is found.
+//! reports the plan that remains, which is how the next due time is found. Beside it runs
+//! the webhook delivery worker, which resumes the outbox at start and stops (leaving what
+//! is undelivered in the outbox) at shutdown.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use crate::api::{self, ApiState, Live, RateLimiter};
 use crate::audit::{AuditEvent, AuditLog, Fingerprinter};
 use crate::backend;
 use crate::metrics::Metrics;
+use crate::notify::{self, Notifier};
 use crate::policy::{self, Policy, PolicyErrors, SecretPolicy};
 use crate::rotation::plan::Plan;
 use crate::rotation::{Engine, RotationError};
@@ -34,6 +37,12 @@ const MAX_SLEEP: Duration = Duration::from_secs(15 * 60);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 /// First retry delay after a failure; doubles per attempt up to `max_retry_backoff`.
 const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// How long a run that exits (`run --once`, `rotate`) keeps delivering webhooks before it
+/// leaves the rest in the outbox for the daemon.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+/// Delivery and confirmation records older than this are pruned at start (they only
+/// prevent resending, and gates wait minutes).
+const DONE_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
 /// What the daemon is told from outside.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,10 +78,22 @@ struct Runtime {
     engine: Arc<Engine>,
 }
 
-/// Opens the audit log, the fingerprint key and the backends for `policy`.
+/// Where an engine's notifications come from.
+pub enum Notifications {
+    /// Open a notifier for the policy (loading every target's signing keys).
+    Open,
+    /// Keep the running one; it adopts the policy's targets (a reload).
+    Running(Arc<Notifier>),
+    /// None: for commands that notify nobody (a rollback must work without webhook keys).
+    Off,
+}
+
+/// Opens the audit log, the fingerprint key, the backends and the notifier for `policy`.
+/// A reload passes the running audit log and notifier.
 pub async fn open_runtime(
     policy: Policy,
     audit: Option<AuditLog>,
+    notifications: Notifications,
 ) -> Result<(Arc<Policy>, Arc<Engine>), DaemonError> {
     let startup =
         |what: &str, e: &dyn std::fmt::Display| DaemonError::Startup(format!("{what}: {e}"));
@@ -109,7 +130,23 @@ pub async fn open_runtime(
     let backends = backend::open_all(&policy)
         .await
         .map_err(|e| startup("cannot open a backend", &e))?;
-    let engine = Engine::new(backends, audit, fingerprinter);
+    let notifier = match notifications {
+        Notifications::Running(running) => {
+            running
+                .reconfigure(&policy)
+                .map_err(|e| startup("cannot load webhook signing keys", &e))?;
+            Some(running)
+        }
+        Notifications::Open => Some(Arc::new(
+            Notifier::open(&policy, audit.clone())
+                .map_err(|e| startup("cannot set up webhook notifications", &e))?,
+        )),
+        Notifications::Off => None,
+    };
+    let mut engine = Engine::new(backends, audit, fingerprinter);
+    if let Some(notifier) = notifier {
+        engine = engine.with_notifier(notifier);
+    }
     Ok((Arc::new(policy), Arc::new(engine)))
 }
 
@@ -158,12 +195,39 @@ pub async fn run(
     controls: mpsc::Receiver<Control>,
 ) -> Result<(), DaemonError> {
     let policy = load_policy(&policy_path, None).await?;
-    let (policy, engine) = open_runtime(policy, None).await?;
+    let (policy, engine) = open_runtime(policy, None, Notifications::Open).await?;
     let metrics = Arc::new(Metrics::new());
     let observer = Arc::clone(&metrics);
     engine
         .audit()
         .observe(Arc::new(move |event| observer.observe(event)));
+    let notifier = Arc::clone(engine.notifier().expect("open_runtime sets a notifier"));
+    let outbox = notifier.outbox().clone();
+    let confirmations = notify::Confirmations::new(&policy.daemon.state_dir);
+    let pruned = tokio::task::spawn_blocking(move || {
+        outbox.prune(DONE_RETENTION).unwrap_or(0) + confirmations.prune(DONE_RETENTION).unwrap_or(0)
+    })
+    .await
+    .unwrap_or(0);
+    if pruned > 0 {
+        tracing::info!(
+            pruned,
+            "pruned old webhook delivery and confirmation records"
+        );
+    }
+    // Deliveries resume before anything else, so what a crash left goes out first.
+    notifier
+        .start(notify::Mode::Daemon)
+        .await
+        .map_err(|e| DaemonError::Startup(format!("cannot start webhook delivery: {e}")))?;
+    let mut delivery = notifier.status();
+    let depth = Arc::clone(&metrics);
+    tokio::spawn(async move {
+        while delivery.changed().await.is_ok() {
+            let left = delivery.borrow_and_update().left();
+            depth.webhook_queue_depth(left);
+        }
+    });
     // The API listens before recovery and scheduling: /healthz answers during a long
     // start-up, and a port in use fails start-up here rather than in a background task.
     let shutdown_api = CancellationToken::new();
@@ -209,17 +273,35 @@ pub async fn run(
         .await
         .map_err(|e| DaemonError::Startup(format!("cannot close interrupted rotations: {e}")))?;
     let runtime = Runtime { policy, engine };
-    if once {
-        return run_once(runtime).await;
-    }
-    let result = Scheduler::new(policy_path, runtime, live, metrics)
-        .run(controls)
-        .await;
-    shutdown_api.cancel();
-    if let Some(task) = api_task {
-        let _ = task.await;
-    }
+    let result = if once {
+        run_once(runtime).await
+    } else {
+        let result = Scheduler::new(policy_path, runtime, live, metrics)
+            .run(controls)
+            .await;
+        shutdown_api.cancel();
+        if let Some(task) = api_task {
+            let _ = task.await;
+        }
+        result
+    };
+    notifier.stop().await;
     result
+}
+
+/// Delivers what is queued, for at most [`DRAIN_LIMIT`]; says what is left.
+pub async fn drain_notifications(engine: &Engine) {
+    let Some(notifier) = engine.notifier() else {
+        return;
+    };
+    let left = notifier.drain(DRAIN_LIMIT).await;
+    if left > 0 {
+        tracing::warn!(
+            left,
+            outbox = %notifier.outbox().dir().display(),
+            "webhooks not delivered yet stay in the outbox; the daemon delivers them"
+        );
+    }
 }
 
 /// `run --once`: reconcile every enabled secret, then exit; for cron-driven setups.
@@ -254,6 +336,10 @@ async fn run_once(runtime: Runtime) -> Result<(), DaemonError> {
         if !matches!(joined, Ok(Ok(_))) {
             failed += 1;
         }
+    }
+    drain_notifications(&runtime.engine).await;
+    if let Some(notifier) = runtime.engine.notifier() {
+        notifier.stop().await;
     }
     let _ = runtime
         .engine
@@ -486,7 +572,11 @@ impl Scheduler {
                 return;
             }
         };
-        match open_runtime(policy, Some(audit)).await {
+        let notifications = match self.runtime.engine.notifier() {
+            Some(running) => Notifications::Running(Arc::clone(running)),
+            None => Notifications::Open,
+        };
+        match open_runtime(policy, Some(audit), notifications).await {
             Ok((policy, engine)) => {
                 if let Err(e) = audit_policy_loaded(&engine, &policy).await {
                     tracing::error!(error = %e, "reload not recorded; keeping the running policy");
@@ -533,6 +623,10 @@ impl Scheduler {
             tracing::error!(
                 "in-flight rotations did not finish in time; the next start recovers them"
             );
+        }
+        // Undelivered webhooks stay in the outbox for the next start.
+        if let Some(notifier) = self.runtime.engine.notifier() {
+            notifier.stop().await;
         }
         Ok(())
     }

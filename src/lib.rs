@@ -1,7 +1,7 @@
 //! rekeyd: a secrets rotation daemon.
 //!
 //! See `docs/ARCHITECTURE.md` for the map. Dependencies point one way:
-//! cli/daemon → rotation → policy, generate, schedule, backend, audit → secret.
+//! cli/daemon → rotation → notify, policy, generate, schedule, backend, audit → secret.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
@@ -10,9 +10,11 @@ pub mod audit;
 pub mod backend;
 pub mod cli;
 pub mod daemon;
+mod fault;
 pub mod generate;
 pub mod hex;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod report;
 pub mod rotation;

@@ -208,12 +208,15 @@ impl Metrics {
                 self.rotation(secret, "failed");
                 if !matches!(
                     step.as_str(),
-                    "generate" | "audit" | "refused" | "interrupted"
+                    "generate" | "audit" | "refused" | "interrupted" | "confirm" | "notify"
                 ) {
                     self.backend_error(&backend(secret), step);
                 }
             }
             E::SlotAlreadyDone { secret, .. } => self.rotation(secret, "already_done"),
+            E::NotificationDelivered { target, .. } => self.webhook_delivery(target, "delivered"),
+            E::NotificationAttemptFailed { target, .. } => self.webhook_delivery(target, "retried"),
+            E::NotificationFailed { target, .. } => self.webhook_delivery(target, "failed"),
             E::PendingDiscarded { secret, .. } => self.rotation(secret, "discarded"),
             E::RolledBack { secret, .. } => {
                 self.rotation(secret, "rolled_back");
@@ -406,5 +409,48 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
         assert!(text.contains("rekeyd_secret_current_version_age_seconds{secret=\"s\"}"));
+    }
+
+    #[test]
+    fn webhook_outcomes_are_counted_and_a_refused_gate_is_no_backend_error() {
+        use crate::audit::AuditEvent;
+        let m = Metrics::new();
+        let (id, target, notification) = (
+            "msg_1".to_owned(),
+            "hooks".to_owned(),
+            "secret.rotated".to_owned(),
+        );
+        m.observe(&AuditEvent::NotificationAttemptFailed {
+            id: id.clone(),
+            target: target.clone(),
+            notification: notification.clone(),
+            attempt: 1,
+            error: "HTTP 503".into(),
+            retry_in_ms: 100,
+        });
+        m.observe(&AuditEvent::NotificationDelivered {
+            id,
+            target,
+            notification,
+            secrets: vec!["s".into()],
+            attempts: 2,
+            status: 200,
+        });
+        m.observe(&AuditEvent::RotationFailed {
+            secret: "s".into(),
+            version: Some("v".into()),
+            step: "confirm".into(),
+            error: "not promoted: payments refused".into(),
+            will_retry: true,
+        });
+        let text = m.render(Utc::now(), 0, 0);
+        for line in [
+            "rekeyd_webhook_deliveries_total{target=\"hooks\",outcome=\"retried\"} 1",
+            "rekeyd_webhook_deliveries_total{target=\"hooks\",outcome=\"delivered\"} 1",
+            "rekeyd_rotations_total{secret=\"s\",outcome=\"failed\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert!(!text.contains("step=\"confirm\""), "{text}");
     }
 }

@@ -154,6 +154,96 @@ pub enum AuditEvent {
         /// The version that is current for the slot.
         version: String,
     },
+    /// A webhook was delivered (the receiver answered 2xx).
+    NotificationDelivered {
+        /// The message id (`webhook-id`).
+        id: String,
+        /// The notify target.
+        target: String,
+        /// The event type (`secret.rotated`, …).
+        notification: String,
+        /// The secrets it was about.
+        secrets: Vec<String>,
+        /// Attempts it took.
+        attempts: u32,
+        /// The status code.
+        status: u16,
+    },
+    /// A delivery attempt failed and will be retried.
+    NotificationAttemptFailed {
+        /// The message id.
+        id: String,
+        /// The notify target.
+        target: String,
+        /// The event type.
+        notification: String,
+        /// Which attempt this was (1-based).
+        attempt: u32,
+        /// What happened (status, timeout, connection error; never the URL or a body).
+        error: String,
+        /// How long until the next attempt.
+        retry_in_ms: u64,
+    },
+    /// A webhook will not be delivered: given up, refused with a final status, or cancelled.
+    NotificationFailed {
+        /// The message id.
+        id: String,
+        /// The notify target.
+        target: String,
+        /// The event type.
+        notification: String,
+        /// The secrets it was about.
+        secrets: Vec<String>,
+        /// Attempts made.
+        attempts: u32,
+        /// Why.
+        reason: String,
+    },
+    /// Several queued webhooks for one target were sent as one batch.
+    NotificationsCoalesced {
+        /// The batch's message id.
+        id: String,
+        /// The notify target.
+        target: String,
+        /// The ids of the messages it carries.
+        parts: Vec<String>,
+    },
+    /// A notify target answered 410 Gone and gets nothing more until its URL changes.
+    EndpointDisabled {
+        /// The notify target.
+        target: String,
+        /// The status that disabled it.
+        status: u16,
+    },
+    /// A notify target's circuit breaker opened: nothing is sent until the cooldown ends.
+    EndpointBreakerOpened {
+        /// The notify target.
+        target: String,
+        /// Failed attempts in a row that opened it.
+        failures: u32,
+        /// How long it stays open before one probe.
+        cooldown_ms: u64,
+    },
+    /// A probe succeeded: the breaker closed and deliveries resume.
+    EndpointBreakerClosed {
+        /// The notify target.
+        target: String,
+    },
+    /// A consumer confirmed or refused a pending version of a gated secret.
+    ConfirmationRecorded {
+        /// The secret.
+        secret: String,
+        /// The pending version.
+        version: String,
+        /// The notify target that answered.
+        target: String,
+        /// `confirmed` or `refused`.
+        decision: String,
+        /// `response` (to the pending webhook), `cli` or `api`.
+        via: String,
+        /// The status code for a response, the operator otherwise.
+        by: String,
+    },
 }
 
 impl AuditEvent {
@@ -173,6 +263,14 @@ impl AuditEvent {
             AuditEvent::RecoveryFound { .. } => "recovery_found",
             AuditEvent::RolledBack { .. } => "rolled_back",
             AuditEvent::SlotAlreadyDone { .. } => "slot_already_done",
+            AuditEvent::NotificationDelivered { .. } => "notification_delivered",
+            AuditEvent::NotificationAttemptFailed { .. } => "notification_attempt_failed",
+            AuditEvent::NotificationFailed { .. } => "notification_failed",
+            AuditEvent::NotificationsCoalesced { .. } => "notifications_coalesced",
+            AuditEvent::EndpointDisabled { .. } => "endpoint_disabled",
+            AuditEvent::EndpointBreakerOpened { .. } => "endpoint_breaker_opened",
+            AuditEvent::EndpointBreakerClosed { .. } => "endpoint_breaker_closed",
+            AuditEvent::ConfirmationRecorded { .. } => "confirmation_recorded",
         }
     }
 
@@ -187,8 +285,24 @@ impl AuditEvent {
             | AuditEvent::PendingDiscarded { secret, .. }
             | AuditEvent::RecoveryFound { secret, .. }
             | AuditEvent::RolledBack { secret, .. }
-            | AuditEvent::SlotAlreadyDone { secret, .. } => Some(secret),
+            | AuditEvent::SlotAlreadyDone { secret, .. }
+            | AuditEvent::ConfirmationRecorded { secret, .. } => Some(secret),
+            AuditEvent::NotificationDelivered { secrets, .. }
+            | AuditEvent::NotificationFailed { secrets, .. }
+                if secrets.len() == 1 =>
+            {
+                secrets.first().map(String::as_str)
+            }
             _ => None,
+        }
+    }
+
+    /// True when the event is about `secret` (a batch notification is about several).
+    pub fn concerns(&self, secret: &str) -> bool {
+        match self {
+            AuditEvent::NotificationDelivered { secrets, .. }
+            | AuditEvent::NotificationFailed { secrets, .. } => secrets.iter().any(|s| s == secret),
+            other => other.secret() == Some(secret),
         }
     }
 }

@@ -177,7 +177,7 @@ impl Filter {
 
     fn matches(&self, entry: &Entry, manual: &HashSet<(String, String)>) -> bool {
         if let Some(secret) = &self.secret
-            && entry.event.secret() != Some(secret.as_str())
+            && !entry.event.concerns(secret)
         {
             return false;
         }
@@ -326,6 +326,14 @@ fn version_of(event: &AuditEvent) -> Option<&str> {
         | E::SlotAlreadyDone { version, .. } => Some(version),
         E::RotationFailed { version, .. } => version.as_deref(),
         E::RolledBack { to, .. } => Some(to),
+        E::ConfirmationRecorded { version, .. } => Some(version),
+        E::NotificationDelivered { .. }
+        | E::NotificationAttemptFailed { .. }
+        | E::NotificationFailed { .. }
+        | E::NotificationsCoalesced { .. }
+        | E::EndpointDisabled { .. }
+        | E::EndpointBreakerOpened { .. }
+        | E::EndpointBreakerClosed { .. } => None,
         E::DaemonStarted { .. }
         | E::DaemonStopping { .. }
         | E::PolicyLoaded { .. }
@@ -397,6 +405,48 @@ fn detail_of(event: &AuditEvent) -> String {
         E::RecoveryFound { action, .. } => action.clone(),
         E::RolledBack { from, by, .. } => format!("from {from}, by {by}"),
         E::SlotAlreadyDone { .. } => "slot already done".to_string(),
+        E::NotificationDelivered {
+            id,
+            target,
+            notification,
+            attempts,
+            status,
+            ..
+        } => format!("{notification} {id} to {target}: HTTP {status} after {attempts} attempt(s)"),
+        E::NotificationAttemptFailed {
+            id,
+            target,
+            notification,
+            attempt,
+            error,
+            retry_in_ms,
+        } => format!(
+            "{notification} {id} to {target}: attempt {attempt}: {error}; retry in {retry_in_ms} ms"
+        ),
+        E::NotificationFailed {
+            id,
+            target,
+            notification,
+            reason,
+            ..
+        } => format!("{notification} {id} to {target}: {reason}"),
+        E::NotificationsCoalesced { id, target, parts } => {
+            format!("{} events to {target} as batch {id}", parts.len())
+        }
+        E::EndpointDisabled { target, status } => format!("{target} disabled by HTTP {status}"),
+        E::EndpointBreakerOpened {
+            target,
+            failures,
+            cooldown_ms,
+        } => format!("{target}: {failures} failure(s) in a row; paused {cooldown_ms} ms"),
+        E::EndpointBreakerClosed { target } => format!("{target}: deliveries resumed"),
+        E::ConfirmationRecorded {
+            target,
+            decision,
+            via,
+            by,
+            ..
+        } => format!("{decision} by {target} via {via} ({by})"),
     }
 }
 

@@ -97,6 +97,23 @@ pub enum Command {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Confirm (or refuse) a pending version of a gated secret on behalf of a consumer;
+    /// the waiting rotation promotes (or discards) it.
+    Confirm {
+        /// The secret's name.
+        name: String,
+        /// The pending version (`data.version` of the `secret.rotation.pending` event).
+        version: String,
+        /// The notify target that answers (one of the secret's `confirm` targets).
+        #[arg(long)]
+        target: String,
+        /// Refuse instead of confirming: the pending version is discarded.
+        #[arg(long)]
+        refuse: bool,
+        /// Who is answering (default: $SUDO_USER or $USER at this host).
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Make the previous version current again (audited).
     Rollback {
         /// The secret's name.
@@ -362,6 +379,29 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn confirm_takes_a_version_a_target_and_refuse() {
+        match parse(&["confirm", "db", "v1", "--target", "payments", "--refuse"]).command {
+            Command::Confirm {
+                name,
+                version,
+                target,
+                refuse,
+                by,
+            } => {
+                assert_eq!((name.as_str(), version.as_str()), ("db", "v1"));
+                assert_eq!(target, "payments");
+                assert!(refuse);
+                assert_eq!(by, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["rekeyd", "confirm", "db", "v1"]).is_err(),
+            "a target is required"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::audit;
 use crate::backend::{self, Backend, Selector};
 use crate::daemon;
 use crate::generate::GeneratorSpec;
+use crate::notify;
 use crate::policy::{self, Policy, SecretPolicy};
 use crate::rotation::plan::{self, Plan};
 use crate::rotation::status;
@@ -40,6 +41,13 @@ pub async fn execute(cli: Cli) -> CliResult {
             by,
         } => rotate(&policy, &name, dry_run, force, by).await,
         Command::Rollback { name, by } => rollback(&policy, &name, by).await,
+        Command::Confirm {
+            name,
+            version,
+            target,
+            refuse,
+            by,
+        } => confirm(&policy, &name, &version, &target, refuse, by).await,
         Command::Status { format } => status(&policy, format).await,
         Command::Get {
             name,
@@ -194,8 +202,22 @@ async fn rotate(
         return dry_run_report(&policy, &secret, &backends).await;
     }
     let by = by.unwrap_or_else(rotation::local_actor);
-    let (_, engine) = daemon::open_runtime(policy, None).await?;
-    match engine.rotate_manually(&secret, &by, force).await? {
+    let (_, engine) = daemon::open_runtime(policy, None, daemon::Notifications::Open).await?;
+    let notifier = engine.notifier().filter(|_| !secret.notify.is_empty());
+    if let Some(notifier) = notifier {
+        // Deliver (and hear confirmations for) what this run queues; the daemon takes over
+        // whatever is left when it exits.
+        notifier
+            .start(notify::Mode::OwnOnly)
+            .await
+            .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+    }
+    let rotated = engine.rotate_manually(&secret, &by, force).await;
+    if let Some(notifier) = notifier {
+        daemon::drain_notifications(&engine).await;
+        notifier.stop().await;
+    }
+    match rotated? {
         Outcome::Rotated { version, previous } => {
             println!(
                 "rotated {}: current {version}{}",
@@ -342,6 +364,13 @@ async fn dry_run_report(
             println!("notify:    {target} ({url})");
         }
     }
+    if let Some(confirm) = &secret.confirm {
+        println!(
+            "confirm:   promote only once {} confirm(s) within {}; otherwise discard",
+            confirm.targets.join(", "),
+            crate::schedule::format_duration(confirm.timeout)
+        );
+    }
     println!("audit:     rotation_started, pending_stored, promoted, rotation_succeeded");
     Ok(())
 }
@@ -350,9 +379,90 @@ async fn rollback(path: &Path, name: &str, by: Option<String>) -> CliResult {
     let policy = policy::load(path)?;
     let secret = Arc::clone(secret_of(&policy, name)?);
     let by = by.unwrap_or_else(rotation::local_actor);
-    let (_, engine) = daemon::open_runtime(policy, None).await?;
+    let (_, engine) = daemon::open_runtime(policy, None, daemon::Notifications::Off).await?;
     let (from, to) = engine.rollback(&secret, &by).await?;
     println!("rolled back {}: current {to} (was {from})", secret.name);
+    Ok(())
+}
+
+/// Records a consumer's answer for a pending version; the gate waiting on it (in the
+/// daemon or a `rotate`) reads it from the state directory.
+async fn confirm(
+    path: &Path,
+    name: &str,
+    version: &str,
+    target: &str,
+    refuse: bool,
+    by: Option<String>,
+) -> CliResult {
+    let policy = policy::load(path)?;
+    let secret = secret_of(&policy, name)?;
+    let Some(gate) = &secret.confirm else {
+        return Err(Failure::new(
+            exit::REFUSED,
+            format!("{name} does not require confirmation (it has no `confirm` in the policy)"),
+        ));
+    };
+    if !gate.targets.iter().any(|t| t == target) {
+        return Err(Failure::new(
+            exit::REFUSED,
+            format!(
+                "{target} is not one of the targets that confirm {name}: {}",
+                gate.targets.join(", ")
+            ),
+        ));
+    }
+    // Only the pending version can be answered for: an answer to anything else would wait
+    // to be mistaken for one later.
+    let config = policy.backends.get(&secret.backend).ok_or_else(|| {
+        Failure::new(
+            exit::FAILED,
+            format!("backend {} is not defined", secret.backend),
+        )
+    })?;
+    let backend = backend::open(&secret.backend, config).await?;
+    let state = backend.describe(&secret.name).await?;
+    match state.stage(Stage::Pending) {
+        Some(pending) if pending.id.as_str() == version => {}
+        Some(pending) => {
+            return Err(Failure::new(
+                exit::NOT_FOUND,
+                format!(
+                    "{version} is not pending for {name}; the pending version is {}",
+                    pending.id
+                ),
+            ));
+        }
+        None => {
+            return Err(Failure::new(
+                exit::NOT_FOUND,
+                format!("{name} has no pending version: nothing waits for confirmation"),
+            ));
+        }
+    }
+    let audit = audit::AuditLog::open(&policy.daemon.audit_log)
+        .await
+        .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+    let answer = notify::Confirmation {
+        secret: secret.name.to_string(),
+        version: version.to_owned(),
+        target: target.to_owned(),
+        decision: if refuse {
+            notify::Decision::Refused
+        } else {
+            notify::Decision::Confirmed
+        },
+        via: "cli".to_owned(),
+        by: by.unwrap_or_else(rotation::local_actor),
+        at: Utc::now(),
+        // Checked against the backend above: this answer is for the version pending now.
+        fingerprint: None,
+    };
+    let store = notify::Confirmations::new(&policy.daemon.state_dir);
+    let recorded = notify::record_confirmation(&store, &audit, &answer).await;
+    audit.close().await;
+    recorded.map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+    println!("{} {name} {version} for {target}", answer.decision.as_str());
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 //!
 //! - `parse`: typed reads from the spanned TOML tree;
 //! - `diagnostic`: positions, field paths, suggestions;
-//! - `validate`: the whole file, `[daemon]`, `[backends.*]`, `[notify.*]`;
+//! - `validate`: the whole file, `[daemon]`, `[backends.*]`;
+//! - `notify`: `[notify.*]` webhook targets;
 //! - `secrets`: `[defaults]`, `[[secrets]]`, schedules and cross-field checks;
 //! - `generator`: generator tables;
 //! - `vault`: `type = "vault"` backend tables.
@@ -14,6 +15,7 @@ mod api;
 mod diagnostic;
 mod generator;
 mod model;
+mod notify;
 mod parse;
 mod secrets;
 #[cfg(test)]
@@ -22,8 +24,8 @@ mod validate;
 mod vault;
 
 pub use model::{
-    ApiSettings, BackendConfig, DaemonSettings, FileBackendConfig, NotifyTarget, Policy,
-    SecretPolicy,
+    ApiSettings, BackendConfig, Confirm, DaemonSettings, FileBackendConfig, KeySource,
+    NotifyTarget, Policy, SecretPolicy,
 };
 pub use vault::{CredentialSource, KvVersion, VaultAuth, VaultBackendConfig};
 

@@ -93,13 +93,47 @@ pub struct FileBackendConfig {
     pub key_env: Option<String>,
 }
 
-/// One webhook target (delivery comes with the notification issue).
+/// One webhook target: where rekeyd posts signed notifications, and how it retries.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NotifyTarget {
     /// The endpoint.
     pub url: String,
-    /// Environment variable holding the `whsec_` signing key.
-    pub secret_env: Option<String>,
+    /// Where the `whsec_` signing keys come from, newest first (two during a rollover).
+    pub keys: Vec<KeySource>,
+    /// How long one delivery attempt may take.
+    pub timeout: Duration,
+    /// Attempts before a notification is given up.
+    pub max_attempts: u32,
+    /// A notification not delivered this long after it was queued is given up.
+    pub give_up_after: Duration,
+    /// The first retry delay; it doubles per attempt.
+    pub backoff: Duration,
+    /// The longest retry delay (a `Retry-After` may ask for more).
+    pub max_backoff: Duration,
+    /// Consecutive failed attempts that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker holds deliveries before one probe is let through.
+    pub breaker_cooldown: Duration,
+    /// Notifications queued within this window are sent as one batch (off when `None`).
+    pub window: Option<Duration>,
+}
+
+/// Where a signing key is read from. Keys are never written in the policy itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// An environment variable holding `whsec_<base64>`.
+    Env(String),
+    /// A file holding `whsec_<base64>` (surrounding whitespace ignored).
+    File(PathBuf),
+}
+
+/// A secret's promotion gate: targets that must confirm a pending version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Confirm {
+    /// Notify targets whose confirmation is required (each is also in `notify`).
+    pub targets: Vec<String>,
+    /// How long to wait for every confirmation before the pending version is discarded.
+    pub timeout: Duration,
 }
 
 /// One secret's rotation rules, with defaults applied.
@@ -117,6 +151,8 @@ pub struct SecretPolicy {
     pub generator: GeneratorSpec,
     /// Webhook targets (keys of [`Policy::notify`]).
     pub notify: Vec<String>,
+    /// Targets that must confirm a pending version before it is promoted.
+    pub confirm: Option<Confirm>,
     /// How long the previous version must stay readable after a rotation.
     pub grace: Duration,
     /// Rotation happens at a stable random point this long after the slot.
@@ -142,6 +178,7 @@ impl SecretPolicy {
             schedule_text: String::new(),
             generator,
             notify: Vec::new(),
+            confirm: None,
             grace: Duration::ZERO,
             window: None,
             max_age: None,

@@ -12,13 +12,13 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::SecretPolicy;
 use super::diagnostic::{Diags, Loc, did_you_mean, human, list};
 use super::generator;
 use super::parse::{
     DURATION_HINT, Table, Value, array, boolean, check_keys, duration, non_empty, string, table,
     unknown_key,
 };
+use super::{Confirm, SecretPolicy};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::secret::SecretName;
 
@@ -32,6 +32,8 @@ const SECRET_KEYS: &[&str] = &[
     "window",
     "max_age",
     "notify",
+    "confirm",
+    "confirm_timeout",
     "owner",
     "tags",
     "enabled",
@@ -45,11 +47,15 @@ const DEFAULT_KEYS: &[&str] = &[
     "window",
     "max_age",
     "notify",
+    "confirm",
+    "confirm_timeout",
     "owner",
     "tags",
     "enabled",
 ];
 const SCHEDULE_KEYS: &[&str] = &["cron", "every", "timezone"];
+/// How long a gated promotion waits for confirmations when `confirm_timeout` is unset.
+const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Grace when neither the secret nor `[defaults]` sets one.
 const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 
@@ -119,6 +125,9 @@ struct ParsedSchedule {
     key_span: Range<usize>,
 }
 
+/// Target names as written, with their spans.
+type Refs = Vec<(String, Range<usize>)>;
+
 /// Fields shared by `[defaults]` and a secret.
 #[derive(Clone, Debug)]
 struct Fields<'a> {
@@ -128,7 +137,9 @@ struct Fields<'a> {
     grace: Got<Src<Duration>>,
     window: Got<Src<Duration>>,
     max_age: Got<Src<Duration>>,
-    notify: Got<Vec<String>>,
+    notify: Got<Src<Vec<String>>>,
+    confirm: Got<Src<Refs>>,
+    confirm_timeout: Got<Src<Duration>>,
     owner: Got<String>,
     tags: Got<BTreeMap<String, String>>,
     enabled: Got<bool>,
@@ -144,6 +155,8 @@ impl Fields<'_> {
             window: Got::Absent,
             max_age: Got::Absent,
             notify: Got::Absent,
+            confirm: Got::Absent,
+            confirm_timeout: Got::Absent,
             owner: Got::Absent,
             tags: Got::Absent,
             enabled: Got::Absent,
@@ -259,6 +272,16 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                 &fields.max_age,
             );
         }
+        if let (Got::Valid(_), Got::Valid(_)) = (&fields.notify, &fields.confirm) {
+            confirm_in_notify(
+                d,
+                &loc,
+                Origin::Defaults,
+                0..0,
+                &fields.notify,
+                &fields.confirm,
+            );
+        }
         fields
     }
 
@@ -336,6 +359,10 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         if let Got::Valid(s) = &schedule {
             self.timing(d, loc, Origin::Secret, s, &grace, &window, &max_age);
         }
+        let notify = own.notify.or_default(&defaults.notify);
+        let confirm = own.confirm.or_default(&defaults.confirm);
+        let confirm_timeout = own.confirm_timeout.or_default(&defaults.confirm_timeout);
+        confirm_in_notify(d, loc, Origin::Secret, item.span(), &notify, &confirm);
 
         // Build only a fully valid secret; anything else has been reported already.
         let (
@@ -350,7 +377,15 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         };
         let window = valid_or_none(window)?.map(|w| w.value);
         let max_age = valid_or_none(max_age)?.map(|m| m.value);
-        let notify = valid_or_none(own.notify.or_default(&defaults.notify))?.unwrap_or_default();
+        let notify = valid_or_none(notify)?.map(|n| n.value).unwrap_or_default();
+        let confirm_timeout = valid_or_none(confirm_timeout)?.map(|c| c.value);
+        let confirm = valid_or_none(confirm)?
+            .map(|c| c.value)
+            .filter(|targets| !targets.is_empty())
+            .map(|targets| Confirm {
+                targets: targets.into_iter().map(|(name, _)| name).collect(),
+                timeout: confirm_timeout.unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
+            });
         let owner = valid_or_none(own.owner.or_default(&defaults.owner))?;
         let tags = valid_or_none(own.tags.or_default(&defaults.tags))?.unwrap_or_default();
         let enabled = valid_or_none(own.enabled.or_default(&defaults.enabled))?.unwrap_or(true);
@@ -366,6 +401,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             schedule_text: text,
             generator,
             notify,
+            confirm,
             grace: grace.value,
             window,
             max_age,
@@ -443,7 +479,31 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                 "max_age" => {
                     f.max_age = Got::from_option(sourced(duration(d, v, &here), &span, origin))
                 }
-                "notify" => f.notify = Got::from_option(self.notify_refs(d, v, &here)),
+                "notify" => {
+                    let refs = self
+                        .notify_refs(d, v, &here)
+                        .map(|r| r.into_iter().map(|(n, _)| n).collect());
+                    f.notify = Got::from_option(sourced(refs, &span, origin));
+                }
+                "confirm" => {
+                    f.confirm =
+                        Got::from_option(sourced(self.notify_refs(d, v, &here), &span, origin));
+                }
+                "confirm_timeout" => {
+                    let timeout = duration(d, v, &here).filter(|t| {
+                        let fine = !t.is_zero();
+                        if !fine {
+                            d.report(
+                                span.clone(),
+                                &here,
+                                "confirm_timeout must be longer than zero",
+                                "give consumers time to check the pending version, e.g. \"5m\"",
+                            );
+                        }
+                        fine
+                    });
+                    f.confirm_timeout = Got::from_option(sourced(timeout, &span, origin));
+                }
                 "owner" => {
                     let hint = "who to ask about this secret, e.g. owner = \"team-db\"";
                     f.owner = Got::from_option(
@@ -485,10 +545,11 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         Some(name)
     }
 
-    fn notify_refs(&self, d: &mut Diags<'_>, v: &Value<'_>, loc: &Loc<'_>) -> Option<Vec<String>> {
+    /// An array of defined notify target names, each once, with their spans.
+    fn notify_refs(&self, d: &mut Diags<'_>, v: &Value<'_>, loc: &Loc<'_>) -> Option<Refs> {
         let hint = reference_hint("notify", self.notify);
         let items = array(d, v, loc, "an array of notify target names", &hint)?;
-        let mut out: Vec<String> = Vec::with_capacity(items.len());
+        let mut out: Refs = Vec::with_capacity(items.len());
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
             let item_loc = loc.index(i);
@@ -503,12 +564,12 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                 );
                 d.report(item.span(), &item_loc, message, &hint);
                 ok = false;
-            } else if out.iter().any(|n| n == name) {
+            } else if out.iter().any(|(n, _)| n == name) {
                 let message = format!("notify target `{name}` is listed twice");
                 d.report(item.span(), &item_loc, message, "list each target once");
                 ok = false;
             } else {
-                out.push(name.to_owned());
+                out.push((name.to_owned(), item.span()));
             }
         }
         ok.then_some(out)
@@ -698,6 +759,59 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                     fix,
                 );
             }
+        }
+    }
+}
+
+/// Every `confirm` target must also be in `notify`: the pending event is how it learns of
+/// the version it is asked to confirm. Reported once in `[defaults]` when both come from
+/// there, else at the secret (at its own `confirm` items, or at its `notify`).
+fn confirm_in_notify(
+    d: &mut Diags<'_>,
+    loc: &Loc<'_>,
+    scope: Origin,
+    item_span: Range<usize>,
+    notify: &Got<Src<Vec<String>>>,
+    confirm: &Got<Src<Refs>>,
+) {
+    let Got::Valid(confirm) = confirm else { return };
+    let (listed, notify_src): (&[String], Option<&Src<Vec<String>>>) = match notify {
+        Got::Valid(n) => (&n.value, Some(n)),
+        Got::Absent => (&[], None),
+        Got::Invalid => return,
+    };
+    let notify_origin = notify_src.map_or(Origin::Builtin, |n| n.origin);
+    if scope == Origin::Secret
+        && confirm.origin == Origin::Defaults
+        && notify_origin == Origin::Defaults
+    {
+        // Decided in [defaults] and reported there.
+        return;
+    }
+    let confirm_loc = loc.key("confirm");
+    let notify_loc = loc.key("notify");
+    for (i, (name, span)) in confirm.value.iter().enumerate() {
+        if listed.contains(name) {
+            continue;
+        }
+        if confirm.origin == scope {
+            d.report(
+                span.clone(),
+                &confirm_loc.index(i),
+                format!("confirm target `{name}` is not in notify"),
+                format!(
+                    "add \"{name}\" to notify (the pending event is how it learns of the version), \
+                     or remove it from confirm"
+                ),
+            );
+        } else {
+            let at = notify_src.map_or(item_span.clone(), |n| n.span.clone());
+            d.report(
+                at,
+                &notify_loc,
+                format!("confirm target `{name}` (from [defaults]) is not in notify"),
+                format!("add \"{name}\" to notify here, or set confirm in this secret"),
+            );
         }
     }
 }

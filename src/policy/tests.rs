@@ -163,9 +163,23 @@ fn production_config_parses_with_defaults_applied() {
     };
     assert_eq!(payments.path, Path::new("/var/lib/rekeyd/payments-store"));
     assert_eq!(
-        policy.notify["payments"].secret_env.as_deref(),
-        Some("PAYMENTS_WHSEC")
+        policy.notify["payments"].keys,
+        [KeySource::Env("PAYMENTS_WHSEC".into())]
     );
+    assert_eq!(policy.notify["payments"].max_attempts, 20);
+    assert_eq!(
+        policy.notify["platform"].window,
+        Some(Duration::from_secs(60))
+    );
+    let api_key = policy.secret("prod/payments/api-key").unwrap();
+    assert_eq!(
+        api_key.confirm,
+        Some(Confirm {
+            targets: vec!["payments".into()],
+            timeout: Duration::from_secs(600),
+        })
+    );
+    assert_eq!(db.confirm, None);
 }
 
 #[test]
@@ -298,6 +312,7 @@ type = "file"
 pth = "x"
 [notify.team]
 url = "https://x.example"
+secret_file = "k"
 secrets_env = "X"
 [[secrets]]
 name = "a"
@@ -317,9 +332,9 @@ generator = { type = "ed25519", length = 3 }
             (3, 1, "daemon.concurency"),
             (5, 1, "defaults.grace_period"),
             (8, 1, "backends.local.pth"),
-            (11, 1, "notify.team.secrets_env"),
-            (15, 29, "secrets[0].schedule.tz"),
-            (16, 33, "secrets[0].generator.length"),
+            (12, 1, "notify.team.secrets_env"),
+            (16, 29, "secrets[0].schedule.tz"),
+            (17, 33, "secrets[0].generator.length"),
         ]
     );
     assert!(found[0].message.contains("at the top level"));
@@ -410,13 +425,13 @@ fn undefined_backend_lists_the_defined_ones() {
 #[test]
 fn undefined_notify_target_lists_the_defined_ones() {
     let d = only(&with_head(
-        "[notify.payments]\nurl = \"https://p.example/hook\"\n\n[[secrets]]\nname = \"a\"\n\
+        "[notify.payments]\nurl = \"https://p.example/hook\"\nsecret_env = \"P\"\n\n[[secrets]]\nname = \"a\"\n\
          backend = \"local\"\nschedule = { every = \"30d\" }\ngenerator = { type = \"ed25519\" }\n\
          notify = [\"payments\", \"billing\"]\n",
     ));
     check(
         &d,
-        12,
+        13,
         23,
         "secrets[0].notify[1]",
         &["notify target `billing` is not defined"],
@@ -881,7 +896,9 @@ key_env = "1BAD"
 
 #[test]
 fn notify_problems() {
-    let found = problems("[notify.a]\nurl = \"ftp://x\"\n\n[notify.b]\nsecret_env = \"B\"\n");
+    let found = problems(
+        "[notify.a]\nurl = \"ftp://x\"\nsecret_env = \"A\"\n\n[notify.b]\nsecret_env = \"B\"\n",
+    );
     assert_eq!(found.len(), 2, "{found:#?}");
     check(
         &found[0],
@@ -891,7 +908,168 @@ fn notify_problems() {
         &["not an http:// or https:// URL"],
         &["https://"],
     );
-    check(&found[1], 4, 1, "notify.b.url", &["needs a `url`"], &[]);
+    check(&found[1], 5, 1, "notify.b.url", &["needs a `url`"], &[]);
+}
+
+#[test]
+fn notify_targets_read_keys_timings_and_defaults() {
+    let policy = ok(&with_head(
+        "[notify.fast]\nurl = \"http://127.0.0.1:9/h\"\nsecret_env = [\"NEW_K\", \"OLD_K\"]\n\
+         timeout = \"250ms\"\nmax_attempts = 4\ngive_up_after = \"1m\"\nbackoff = \"10ms\"\n\
+         max_backoff = \"2s\"\nbreaker_failures = 3\nbreaker_cooldown = \"1s\"\nwindow = \"2s\"\n\n\
+         [notify.plain]\nurl = \"https://h.example\"\nsecret_file = \"keys/plain.whsec\"\n",
+    ));
+    let fast = &policy.notify["fast"];
+    assert_eq!(
+        fast.keys,
+        [
+            KeySource::Env("NEW_K".into()),
+            KeySource::Env("OLD_K".into())
+        ]
+    );
+    assert_eq!(fast.timeout, Duration::from_millis(250));
+    assert_eq!((fast.max_attempts, fast.breaker_failures), (4, 3));
+    assert_eq!(fast.give_up_after, Duration::from_secs(60));
+    assert_eq!(fast.backoff, Duration::from_millis(10));
+    assert_eq!(fast.max_backoff, Duration::from_secs(2));
+    assert_eq!(fast.breaker_cooldown, Duration::from_secs(1));
+    assert_eq!(fast.window, Some(Duration::from_secs(2)));
+    let plain = &policy.notify["plain"];
+    assert_eq!(
+        plain.keys,
+        [KeySource::File(PathBuf::from(
+            "/srv/rekeyd/keys/plain.whsec"
+        ))]
+    );
+    assert_eq!(plain.timeout, Duration::from_secs(15));
+    assert_eq!(plain.window, None);
+    assert!(plain.max_backoff >= plain.backoff && plain.max_attempts > 1);
+}
+
+#[test]
+fn notify_key_and_timing_problems() {
+    let found = problems(
+        "[notify.a]\nurl = \"https://a.example\"\n\n\
+         [notify.b]\nurl = \"https://b.example\"\nsecret_env = \"B\"\nsecret_file = \"b.key\"\n\n\
+         [notify.c]\nurl = \"https://c.example\"\nsecret_env = [\"X\", \"Y\", \"Z\"]\n\
+         timeout = \"5us\"\nmax_attempts = 0\nbackoff = \"1m\"\nmax_backoff = \"1s\"\n",
+    );
+    let at: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.column, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (1, 1, "notify.a.secret_env"),
+            (7, 1, "notify.b.secret_file"),
+            (11, 14, "notify.c.secret_env"),
+            (12, 11, "notify.c.timeout"),
+            (13, 16, "notify.c.max_attempts"),
+        ],
+        "{found:#?}"
+    );
+    assert!(found[0].message.contains("needs a signing key"));
+    assert!(found[0].hint.contains("whsec_"));
+    assert!(found[1].message.contains("not both"));
+    assert!(
+        found[2]
+            .message
+            .contains("one or two signing keys, found 3")
+    );
+    assert!(found[3].hint.contains("ms"));
+    // max_backoff < backoff is checked only once the rest of the target is valid.
+    let d = only(&with_head(
+        "[notify.d]\nurl = \"https://d.example\"\nsecret_env = \"D\"\nbackoff = \"1m\"\n\
+         max_backoff = \"1s\"\n",
+    ));
+    check(
+        &d,
+        8,
+        15,
+        "notify.d.max_backoff",
+        &["shorter than backoff"],
+        &["at least backoff"],
+    );
+}
+
+#[test]
+fn confirm_targets_must_be_notified() {
+    let head = with_head(
+        "[notify.pay]\nurl = \"https://p.example\"\nsecret_env = \"P\"\n\
+         [notify.ops]\nurl = \"https://o.example\"\nsecret_env = \"O\"\n\n",
+    );
+    // Lines 1-10 are the head; secrets start on line 11.
+    let secret = "[[secrets]]\nname = \"a\"\nbackend = \"local\"\nschedule = { every = \"30d\" }\n\
+                  generator = { type = \"ed25519\" }\n";
+    let policy = ok(&format!(
+        "{head}{secret}notify = [\"pay\", \"ops\"]\nconfirm = [\"pay\"]\nconfirm_timeout = \"2s\"\n"
+    ));
+    let confirm = policy.secrets[0].confirm.as_ref().expect("gated");
+    assert_eq!(confirm.targets, ["pay"]);
+    assert_eq!(confirm.timeout, Duration::from_secs(2));
+    let plain = ok(&format!("{head}{secret}notify = [\"pay\"]\n"));
+    assert_eq!(plain.secrets[0].confirm, None);
+    let defaulted = ok(&format!(
+        "{head}{secret}notify = [\"pay\"]\nconfirm = [\"pay\"]\n"
+    ));
+    assert_eq!(
+        defaulted.secrets[0].confirm.as_ref().unwrap().timeout,
+        Duration::from_secs(300)
+    );
+
+    // The secret's own confirm names a target its notify lacks.
+    let d = only(&format!(
+        "{head}{secret}notify = [\"ops\"]\nconfirm = [\"ops\", \"pay\"]\n"
+    ));
+    check(
+        &d,
+        17,
+        19,
+        "secrets[0].confirm[1]",
+        &["`pay` is not in notify"],
+        &["add \"pay\" to notify"],
+    );
+    // confirm from [defaults], notify from the secret: reported at the secret's notify.
+    let d = only(&format!(
+        "{head}[defaults]\nconfirm = [\"pay\"]\n\n{secret}notify = [\"ops\"]\n"
+    ));
+    check(
+        &d,
+        19,
+        10,
+        "secrets[0].notify",
+        &["`pay` (from [defaults]) is not in notify"],
+        &["set confirm in this secret"],
+    );
+    // Both from [defaults]: reported once, at [defaults], however many secrets use them.
+    let two = format!(
+        "{head}[defaults]\nnotify = [\"ops\"]\nconfirm = [\"pay\"]\n\n{secret}\n{}",
+        secret.replace("\"a\"", "\"b\"")
+    );
+    let d = only(&two);
+    check(
+        &d,
+        13,
+        12,
+        "defaults.confirm[0]",
+        &["`pay` is not in notify"],
+        &[],
+    );
+    // An undefined target and a zero timeout.
+    let found = problems(&format!(
+        "{head}{secret}notify = [\"pay\"]\nconfirm = [\"pya\"]\nconfirm_timeout = \"0s\"\n"
+    ));
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].message.contains("did you mean `pay`?"));
+    check(
+        &found[1],
+        18,
+        19,
+        "secrets[0].confirm_timeout",
+        &["longer than zero"],
+        &[],
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The whole-file pass: syntax, top-level keys, `[daemon]`, `[backends.*]`, `[notify.*]`,
-//! then the secrets; builds the [`Policy`] only when nothing was reported.
+//! The whole-file pass: syntax, top-level keys, `[daemon]`, `[backends.*]`, `[notify.*]`
+//! (in `notify.rs`), then the secrets; builds the [`Policy`] only when nothing was reported.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use toml::de::DeTable;
 use super::diagnostic::{Diags, Loc, did_you_mean};
 use super::parse::{Table, check_keys, duration, env_name, integer, non_empty, table};
 use super::secrets::SecretWalk;
-use super::{BackendConfig, DaemonSettings, Diagnostic, FileBackendConfig, NotifyTarget, Policy};
+use super::{BackendConfig, DaemonSettings, Diagnostic, FileBackendConfig, Policy};
 
 const TOP_KEYS: &[&str] = &["daemon", "api", "defaults", "backends", "notify", "secrets"];
 const DAEMON_KEYS: &[&str] = &[
@@ -24,7 +24,6 @@ const DAEMON_KEYS: &[&str] = &[
     "max_retry_backoff",
 ];
 const FILE_BACKEND_KEYS: &[&str] = &["type", "path", "key_file", "key_env"];
-const NOTIFY_KEYS: &[&str] = &["url", "secret_env"];
 const BACKEND_TYPES: &[&str] = &["file", "vault"];
 /// Backend types on the roadmap: named as such rather than "unknown".
 const PLANNED_BACKEND_TYPES: &[&str] = &["aws"];
@@ -56,7 +55,7 @@ pub(super) fn policy(file: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>>
     let base = file.parent().unwrap_or(Path::new(""));
     let (daemon, min_interval) = daemon(&mut d, root, base);
     let (backends, backend_names) = backends(&mut d, root, base, &daemon.state_dir);
-    let (notify, notify_names) = notify(&mut d, root);
+    let (notify, notify_names) = super::notify::targets(&mut d, root, base);
     let api = super::api::api(&mut d, root, base);
     let secrets = SecretWalk::new(&backend_names, &notify_names, min_interval).run(&mut d, root);
 
@@ -144,12 +143,12 @@ fn plain_name(name: &str) -> bool {
 }
 
 /// A named table: its name, and the table with its span when it is one.
-type Named<'a> = (&'a str, Option<(&'a Table<'a>, std::ops::Range<usize>)>);
+pub(super) type Named<'a> = (&'a str, Option<(&'a Table<'a>, std::ops::Range<usize>)>);
 
 /// The named tables under `section` (`[backends.*]`, `[notify.*]`): each name with its
 /// key span, and the table when it is one. Every name is returned, so references to a
 /// broken table are not reported a second time.
-fn named_tables<'a>(
+pub(super) fn named_tables<'a>(
     d: &mut Diags<'_>,
     root: &'a Table<'a>,
     section: &'a str,
@@ -280,66 +279,4 @@ fn backends<'a>(
         );
     }
     (configs, tables.iter().map(|(name, _)| *name).collect())
-}
-
-fn notify<'a>(
-    d: &mut Diags<'_>,
-    root: &'a Table<'a>,
-) -> (BTreeMap<String, NotifyTarget>, Vec<&'a str>) {
-    let top = Loc::Root;
-    let section = top.key("notify");
-    let tables = named_tables(
-        d,
-        root,
-        "notify",
-        "[notify.payments] with url = \"https://…\"",
-    );
-    let mut targets = BTreeMap::new();
-    for (name, t) in &tables {
-        let Some((t, span)) = t else { continue };
-        let loc = section.key(name);
-        check_keys(d, t, NOTIFY_KEYS, &loc);
-        let url_hint = "an http:// or https:// URL, e.g. \"https://hooks.internal/rekeyd\"";
-        let url = match t.get("url") {
-            None => {
-                d.report(
-                    span.clone(),
-                    &loc.key("url"),
-                    "a notify target needs a `url`",
-                    url_hint,
-                );
-                None
-            }
-            Some(v) => {
-                let url_loc = loc.key("url");
-                non_empty(d, v, &url_loc, "a URL string", url_hint).and_then(|url| {
-                    let rest = url
-                        .strip_prefix("https://")
-                        .or_else(|| url.strip_prefix("http://"));
-                    let has_host = rest.is_some_and(|r| {
-                        !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace)
-                    });
-                    if has_host {
-                        Some(url.to_owned())
-                    } else {
-                        d.report(
-                            v.span(),
-                            &url_loc,
-                            format!("`{url}` is not an http:// or https:// URL with a host"),
-                            url_hint,
-                        );
-                        None
-                    }
-                })
-            }
-        };
-        let secret_env = match t.get("secret_env") {
-            None => Some(None),
-            Some(v) => env_name(d, v, &loc.key("secret_env")).map(|s| Some(s.to_owned())),
-        };
-        if let (Some(url), Some(secret_env)) = (url, secret_env) {
-            targets.insert((*name).to_owned(), NotifyTarget { url, secret_env });
-        }
-    }
-    (targets, tables.iter().map(|(name, _)| *name).collect())
 }

@@ -5,12 +5,18 @@
 //! one with nothing in the backend. At start-up, before scheduling, each such rotation gets
 //! its outcome recorded, so an auditor sees an end for every start. Only rotations started by
 //! a process of this host that no longer runs are touched: a live `rekeyd rotate` sharing
-//! the log is left alone.
+//! the log is left alone. A rotation recorded as succeeded here also gets its `secret.rotated`
+//! notification queued, under the id the interrupted process would have used (so it is
+//! queued once whether or not that process got as far as queuing it).
 
 use std::collections::HashMap;
 
-use super::{Engine, RotationError};
-use crate::audit::{self, AuditEvent, Entry};
+use chrono::{DateTime, Utc};
+
+use super::plan::Due;
+use super::{Engine, RotationError, rotated_data};
+use crate::audit::{self, AuditEvent, Entry, Trigger};
+use crate::notify::{EventType, IdKey};
 use crate::policy::Policy;
 use crate::secret::{Stage, VersionId};
 
@@ -21,6 +27,8 @@ struct Open {
     version: String,
     host: String,
     pid: u32,
+    slot: Option<DateTime<Utc>>,
+    trigger: Trigger,
 }
 
 /// The latest start per secret that no later entry ended.
@@ -29,7 +37,11 @@ fn open_rotations(entries: &[Entry]) -> Vec<Open> {
     for entry in entries {
         match &entry.event {
             AuditEvent::RotationStarted {
-                secret, version, ..
+                secret,
+                version,
+                slot,
+                trigger,
+                ..
             } => {
                 latest.insert(
                     secret,
@@ -38,6 +50,8 @@ fn open_rotations(entries: &[Entry]) -> Vec<Open> {
                         version: version.clone(),
                         host: entry.host.clone(),
                         pid: entry.pid,
+                        slot: *slot,
+                        trigger: trigger.clone(),
                     }),
                 );
             }
@@ -101,7 +115,7 @@ impl Engine {
             let stored = state.as_ref().and_then(|s| s.version(&version));
             let event = match stored {
                 Some(v) if v.stages.contains(&Stage::Pending) => continue,
-                Some(_) => {
+                Some(v) => {
                     self.audit()
                         .append(AuditEvent::RecoveryFound {
                             secret: open.secret.clone(),
@@ -109,6 +123,21 @@ impl Engine {
                             action: "record_success".to_owned(),
                         })
                         .await?;
+                    if v.stages.contains(&Stage::Current) {
+                        let previous = state
+                            .as_ref()
+                            .and_then(|s| s.stage(Stage::Previous))
+                            .map(|p| p.id.clone());
+                        let due = Due {
+                            version: version.clone(),
+                            slot: open.slot,
+                            trigger: open.trigger.clone(),
+                        };
+                        self.notify(secret, EventType::Rotated, IdKey::Derived(""), || {
+                            rotated_data(secret, &due, previous.as_ref())
+                        })
+                        .await?;
+                    }
                     AuditEvent::RotationSucceeded {
                         secret: open.secret.clone(),
                         version: open.version.clone(),
@@ -134,8 +163,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::Trigger;
-    use chrono::Utc;
 
     fn entry(event: AuditEvent) -> Entry {
         Entry {
@@ -195,6 +222,8 @@ mod tests {
             version: "v".into(),
             host: "here".into(),
             pid: std::process::id(),
+            slot: None,
+            trigger: Trigger::Initial,
         };
         assert!(!is_dead_local_process(&mine, "here"));
         let remote = Open {

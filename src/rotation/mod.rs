@@ -1,17 +1,18 @@
-//! The rotation state machine: stage a pending version → (notify/verify: later) → promote
-//! → retire, with an audit entry made durable before each step counts as done.
+//! The rotation state machine: stage a pending version → notify (and, for a gated secret,
+//! wait for its consumers to confirm) → promote → notify → retire, with an audit entry or an
+//! outbox message made durable before each step counts as done.
 //!
 //! A crash between any two steps leaves the backend in a state [`plan::plan`] recognises
 //! (a pending version that is not current), and [`Engine::recover`] finishes it. Version ids
 //! come from the secret and its slot, so a retry or a second replica repeats the same
 //! idempotent calls instead of making a second version.
 
-mod fault;
 mod interrupted;
 pub mod plan;
 pub mod status;
 
-pub use fault::POINTS as CRASH_POINTS;
+pub use crate::fault::NOTIFY_POINTS as NOTIFY_CRASH_POINTS;
+pub use crate::fault::POINTS as CRASH_POINTS;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use ring::rand::SystemRandom;
 use crate::audit::{AuditError, AuditEvent, AuditLog, Fingerprinter, Trigger};
 use crate::backend::{self, Backend, PutOutcome, SecretDescription, Selector, VersionInfo};
 use crate::generate::{self, GenerateError, GeneratorSpec};
+use crate::notify::{EventType, GateOutcome, IdKey, Notifier, NotifyError, SecretEvent};
 use crate::policy::SecretPolicy;
 use crate::secret::{Stage, VersionId};
 use plan::{Due, Plan};
@@ -51,6 +53,13 @@ pub enum RotationError {
     /// A request the engine refuses (e.g. rollback with no previous version).
     #[error("{0}")]
     Refused(String),
+    /// A notification could not be made durable, so the step that triggers it is not done.
+    #[error("notify: {0}")]
+    Notify(#[from] NotifyError),
+    /// A gated promotion was not confirmed: the pending version was discarded and the
+    /// current one left untouched.
+    #[error("not promoted: {0}")]
+    NotConfirmed(String),
 }
 
 impl RotationError {
@@ -62,6 +71,8 @@ impl RotationError {
             RotationError::Audit(_) => "audit",
             RotationError::UnknownBackend(_) => "backend",
             RotationError::Refused(_) => "refused",
+            RotationError::Notify(_) => "notify",
+            RotationError::NotConfirmed(_) => "confirm",
         }
     }
 
@@ -104,6 +115,7 @@ pub struct Engine {
     audit: AuditLog,
     fingerprinter: Fingerprinter,
     rng: SystemRandom,
+    notifier: Option<Arc<Notifier>>,
 }
 
 impl Engine {
@@ -118,7 +130,19 @@ impl Engine {
             audit,
             fingerprinter,
             rng: SystemRandom::new(),
+            notifier: None,
         }
+    }
+
+    /// The same engine, notifying (and gating) through `notifier`.
+    pub fn with_notifier(mut self, notifier: Arc<Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// The notifier, if notifications are on.
+    pub fn notifier(&self) -> Option<&Arc<Notifier>> {
+        self.notifier.as_ref()
     }
 
     /// The backends by policy name.
@@ -292,8 +316,13 @@ impl Engine {
                 trigger: due.trigger.clone(),
             })
             .await?;
-        fault::point("after_started");
+        crate::fault::point("after_started");
 
+        // Confirmations older than the pending version are for an earlier attempt.
+        let stored_since = state
+            .and_then(|s| s.version(&due.version))
+            .map(|v| v.created_at)
+            .unwrap_or_else(Utc::now);
         // The value whose fingerprint is audited: ours when we stored it, else what the
         // backend holds (a retry, a restart or a replica stored it first).
         let (outcome, ours) = if staged {
@@ -323,7 +352,7 @@ impl Engine {
                 }
             }
         };
-        fault::point("after_put");
+        crate::fault::point("after_put");
 
         let stored = match ours {
             Some(value) => value,
@@ -332,6 +361,8 @@ impl Engine {
                 .await
                 .map_err(step("read_pending"))?,
         };
+        let fingerprint = self.fingerprinter.fingerprint(&stored);
+        drop(stored);
         self.audit
             .append(AuditEvent::PendingStored {
                 secret: name.to_string(),
@@ -341,17 +372,43 @@ impl Engine {
                     PutOutcome::AlreadyPresent => "already_present",
                 }
                 .to_owned(),
-                fingerprint: self.fingerprinter.fingerprint(&stored),
+                fingerprint: fingerprint.clone(),
             })
             .await?;
-        drop(stored);
-        fault::point("after_pending_audited");
+        crate::fault::point("after_pending_audited");
+
+        // Consumers learn of the pending version before it can become current. The id is
+        // derived from the stored value's fingerprint: a resume after a crash re-queues
+        // nothing, a retry that stores a new value asks again.
+        self.notify(
+            secret,
+            EventType::RotationPending,
+            IdKey::Derived(&fingerprint),
+            || {
+                let mut data = event_data(secret, due, "pending");
+                data.current = previous.as_ref().map(ToString::to_string);
+                if let Some(confirm) = &secret.confirm {
+                    data.confirm = confirm.targets.clone();
+                    data.confirm_by = Some(
+                        Utc::now()
+                            + chrono::Duration::from_std(confirm.timeout)
+                                .unwrap_or(chrono::Duration::MAX),
+                    );
+                }
+                data
+            },
+        )
+        .await?;
+        if secret.confirm.is_some() {
+            self.gate(secret, due, previous.as_ref(), stored_since, &fingerprint)
+                .await?;
+        }
 
         backend
             .promote(name, &due.version, previous.as_ref())
             .await
             .map_err(step("promote"))?;
-        fault::point("after_promote");
+        crate::fault::point("after_promote");
         self.audit
             .append(AuditEvent::Promoted {
                 secret: name.to_string(),
@@ -359,13 +416,21 @@ impl Engine {
                 previous: previous.as_ref().map(ToString::to_string),
             })
             .await?;
-        fault::point("after_promoted_audited");
+        crate::fault::point("after_promoted_audited");
+
+        // Durable before the rotation counts as done, so a crash from here on still
+        // notifies (the restart re-queues it under the same id, which is a no-op if it is
+        // already there).
+        self.notify(secret, EventType::Rotated, IdKey::Derived(""), || {
+            rotated_data(secret, due, previous.as_ref())
+        })
+        .await?;
 
         // Retiring is housekeeping: a failure here does not undo a finished rotation.
         if let Err(e) = backend.retire(name).await {
             tracing::warn!(secret = %name, error = %e, "could not retire old versions");
         }
-        fault::point("after_retire");
+        crate::fault::point("after_retire");
 
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.audit
@@ -380,6 +445,105 @@ impl Engine {
             version: due.version.clone(),
             previous,
         })
+    }
+
+    /// Queues one event for every notify target of `secret` (nothing without a notifier or
+    /// targets); returns once it is durable.
+    async fn notify(
+        &self,
+        secret: &SecretPolicy,
+        kind: EventType,
+        id: IdKey<'_>,
+        data: impl FnOnce() -> SecretEvent,
+    ) -> Result<(), RotationError> {
+        let Some(notifier) = self.notifier.as_ref().filter(|_| !secret.notify.is_empty()) else {
+            return Ok(());
+        };
+        notifier.enqueue(secret, kind, &data(), id).await?;
+        match kind {
+            EventType::RotationPending => crate::fault::point("after_pending_notified"),
+            EventType::Rotated => crate::fault::point("after_rotated_notified"),
+            EventType::RotationFailed => crate::fault::point("after_failed_notified"),
+            EventType::Batch => {}
+        }
+        Ok(())
+    }
+
+    /// Waits for every `confirm` target to accept the pending version. Without that, the
+    /// version is discarded (the current one untouched), the failure is queued for the
+    /// consumers, audited, and returned.
+    async fn gate(
+        &self,
+        secret: &SecretPolicy,
+        due: &Due,
+        current: Option<&VersionId>,
+        since: chrono::DateTime<Utc>,
+        fingerprint: &str,
+    ) -> Result<(), RotationError> {
+        let Some(confirm) = &secret.confirm else {
+            return Ok(());
+        };
+        let Some(notifier) = &self.notifier else {
+            return Err(RotationError::Refused(format!(
+                "{} must be confirmed by {} before promotion, but notifications are not running",
+                secret.name,
+                confirm.targets.join(", ")
+            )));
+        };
+        let version = due.version.as_str();
+        tracing::info!(secret = %secret.name, %version, targets = ?confirm.targets, timeout = %crate::schedule::format_duration(confirm.timeout), "waiting for confirmation");
+        // A crash after this gate was given up but before the discard: the decision stands.
+        let decided = notifier.abandoned(secret, version, fingerprint).await;
+        let outcome = match decided {
+            Some(reason) => GateOutcome::Abandoned(reason),
+            None => {
+                notifier
+                    .await_confirmation(secret, version, since, fingerprint)
+                    .await
+            }
+        };
+        let reason = match outcome {
+            GateOutcome::Confirmed(_) => {
+                tracing::info!(secret = %secret.name, %version, "confirmed by every required target");
+                crate::fault::point("after_confirmed");
+                return Ok(());
+            }
+            GateOutcome::Refused(answer) => format!(
+                "{} refused version {version} ({} via {})",
+                answer.target, answer.by, answer.via
+            ),
+            GateOutcome::TimedOut { missing } => format!(
+                "no confirmation of version {version} from {} within {}",
+                missing.join(", "),
+                crate::schedule::format_duration(confirm.timeout)
+            ),
+            GateOutcome::Abandoned(reason) => reason,
+        };
+        tracing::warn!(secret = %secret.name, %version, reason = %reason, "promotion not confirmed; discarding the pending version");
+        notifier
+            .abandon(secret, version, fingerprint, &reason)
+            .await?;
+        // The failure is durable before the discard completes.
+        self.notify(secret, EventType::RotationFailed, IdKey::Random, || {
+            let mut data = event_data(secret, due, "discarded");
+            data.current = current.map(ToString::to_string);
+            data.step = Some("confirm".to_owned());
+            data.reason = Some(reason.clone());
+            data
+        })
+        .await?;
+        self.backend(&secret.backend)?
+            .discard_pending(&secret.name, &due.version)
+            .await
+            .map_err(step("discard_pending"))?;
+        self.audit
+            .append(AuditEvent::PendingDiscarded {
+                secret: secret.name.to_string(),
+                version: version.to_owned(),
+                reason: format!("not confirmed: {reason}"),
+            })
+            .await?;
+        Err(RotationError::NotConfirmed(reason))
     }
 
     /// Makes the previous version current again; the rolled-back version becomes previous.
@@ -510,6 +674,41 @@ fn after(
         Outcome::AlreadyDone { .. } => {}
     }
     state
+}
+
+/// The fields every secret event shares.
+fn event_data(secret: &SecretPolicy, due: &Due, stage: &str) -> SecretEvent {
+    SecretEvent {
+        secret: secret.name.to_string(),
+        backend: secret.backend.clone(),
+        version: due.version.to_string(),
+        stage: stage.to_owned(),
+        slot: due.slot,
+        trigger: trigger_name(&due.trigger).to_owned(),
+        ..SecretEvent::default()
+    }
+}
+
+/// `data` of a `secret.rotated` event.
+pub(crate) fn rotated_data(
+    secret: &SecretPolicy,
+    due: &Due,
+    previous: Option<&VersionId>,
+) -> SecretEvent {
+    let mut data = event_data(secret, due, "current");
+    data.previous = previous.map(ToString::to_string);
+    data
+}
+
+fn trigger_name(trigger: &Trigger) -> &'static str {
+    match trigger {
+        Trigger::Schedule => "schedule",
+        Trigger::CatchUp => "catch_up",
+        Trigger::MaxAge => "max_age",
+        Trigger::Recovery => "recovery",
+        Trigger::Manual { .. } => "manual",
+        Trigger::Initial => "initial",
+    }
 }
 
 /// Who is asking, for audit entries of manual actions: `$SUDO_USER` or `$USER`, at the host.

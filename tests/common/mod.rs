@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod receiver;
+
 /// A scratch deployment: policy file, state directory, audit log.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
@@ -71,6 +73,12 @@ impl Sandbox {
             .current_dir(self.dir.path())
             .env_remove("REKEYD_CRASH_AT")
             .env_remove("RUST_LOG")
+            // Webhooks go straight to the loopback receiver.
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("ALL_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
             .stdin(Stdio::null());
         cmd
     }

@@ -1,0 +1,52 @@
+//! Crash points for the fault-injection tests.
+//!
+//! `REKEYD_CRASH_AT=<point>` makes the process abort (no unwinding, no flushing: as abrupt
+//! as `kill -9`) when it reaches that point. The points sit on every boundary between
+//! durable steps, so the tests can prove that a restart finishes or rolls back whatever a
+//! crash left. Unset, this costs one cached lookup per point.
+
+use std::sync::OnceLock;
+
+/// Every crash point of a rotation, in the order a rotation passes them.
+pub const POINTS: [&str; 6] = [
+    "after_started",
+    "after_put",
+    "after_pending_audited",
+    "after_promote",
+    "after_promoted_audited",
+    "after_retire",
+];
+
+/// Crash points that only notifications reach: a rotation of a secret with notify targets
+/// (and, for the gate points, with `confirm`), and the delivery worker.
+pub const NOTIFY_POINTS: [&str; 5] = [
+    // The pending event is in the outbox; the gate has not been waited on.
+    "after_pending_notified",
+    // Every required target confirmed; the version is not promoted yet.
+    "after_confirmed",
+    // The failed event is in the outbox; the pending version is not discarded yet.
+    "after_failed_notified",
+    // The rotated event is in the outbox; `rotation_succeeded` is not audited yet.
+    "after_rotated_notified",
+    // A receiver answered 2xx; the outbox has not recorded the delivery yet.
+    "notify_after_send",
+];
+
+fn armed() -> Option<&'static str> {
+    static ARMED: OnceLock<Option<String>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| std::env::var("REKEYD_CRASH_AT").ok())
+        .as_deref()
+}
+
+/// Aborts the process if `point` is the armed crash point.
+pub(crate) fn point(point: &str) {
+    debug_assert!(
+        POINTS.contains(&point) || NOTIFY_POINTS.contains(&point),
+        "unknown crash point {point}"
+    );
+    if armed() == Some(point) {
+        eprintln!("rekeyd: REKEYD_CRASH_AT={point}: aborting");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,954 @@
+//! The delivery worker: one task that sends what the outbox holds, retries what may succeed
+//! later, gives up on what will not, and keeps a circuit breaker per endpoint.
+//!
+//! - 2xx: delivered. A 2xx to a gated pending event is that target's confirmation.
+//! - Timeouts, connection errors, 429 and 5xx: retried with exponential backoff and jitter,
+//!   never sooner than a `Retry-After` asks; given up after `max_attempts` or
+//!   `give_up_after`.
+//! - 410: the endpoint is disabled (persisted) and nothing more is sent to it.
+//! - Any other status: final. For a gated pending event it is that target's refusal.
+//! - After `breaker_failures` failed attempts in a row (timeouts, connection errors, 5xx) the
+//!   endpoint's breaker opens: nothing is sent for `breaker_cooldown`, then one probe; its
+//!   success closes the breaker, its failure opens it again.
+//!
+//! Every outcome is audited and counted. Message ids never change, so a receiver that
+//! deduplicates on `webhook-id` sees each event once.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::event::{self, EventType};
+use super::gate::{Confirmation, Decision};
+use super::outbox::{Finished, Message};
+use super::{Command, Inner, Target};
+use crate::audit::AuditEvent;
+
+/// At most this many requests in flight per endpoint while its breaker is closed.
+const PER_ENDPOINT: usize = 4;
+/// How often a daemon looks for messages other processes left behind.
+const RESCAN: Duration = Duration::from_secs(5);
+/// How long a stopping worker lets in-flight requests finish and be recorded.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Which queued messages a worker delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Its own, and those of processes that stopped (the daemon, `run --once`).
+    Daemon,
+    /// Only the ones its own process queued (a CLI `rotate`).
+    OwnOnly,
+}
+
+/// What the receiver's answer means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// 2xx.
+    Delivered(u16),
+    /// Worth another attempt.
+    Retry {
+        /// What happened, for the audit log.
+        error: String,
+        /// The server's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+        /// Whether it counts toward opening the breaker (429 does not: the server is up).
+        breaker: bool,
+    },
+    /// 410 Gone.
+    Gone,
+    /// Any other status: not retried.
+    Final(u16),
+}
+
+/// Classifies a status code.
+pub(crate) fn classify(status: u16, retry_after: Option<Duration>) -> Verdict {
+    match status {
+        200..=299 => Verdict::Delivered(status),
+        410 => Verdict::Gone,
+        429 => Verdict::Retry {
+            error: "HTTP 429".into(),
+            retry_after,
+            breaker: false,
+        },
+        500..=599 => Verdict::Retry {
+            error: format!("HTTP {status}"),
+            retry_after,
+            breaker: true,
+        },
+        _ => Verdict::Final(status),
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date; `None` when absent or unreadable.
+pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The delay before attempt `attempt + 1`: `base * 2^(attempt-1)`, capped, with ±20%
+/// jitter so endpoints that failed together are retried apart.
+pub(crate) fn backoff(attempt: u32, base: Duration, cap: Duration, rng: &SystemRandom) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let mut byte = [0u8; 1];
+    let unit = match rng.fill(&mut byte) {
+        Ok(()) => f64::from(byte[0]) / 255.0,
+        Err(_) => 0.5,
+    };
+    exp.min(cap).mul_f64(0.8 + 0.4 * unit)
+}
+
+/// A per-endpoint circuit breaker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Breaker {
+    /// Sending; counts failures in a row.
+    Closed {
+        /// Failed attempts in a row.
+        failures: u32,
+    },
+    /// Not sending until `until`.
+    Open {
+        /// When one probe may go.
+        until: DateTime<Utc>,
+    },
+    /// One probe is in flight; its outcome decides.
+    HalfOpen,
+}
+
+/// What a breaker transition means for the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    None,
+    Opened(u32),
+    Closed,
+}
+
+impl Breaker {
+    /// May a request go now? Moves an expired open breaker to half-open (one probe).
+    pub(crate) fn allow(&mut self, now: DateTime<Utc>, in_flight: usize) -> bool {
+        match self {
+            Breaker::Closed { .. } => in_flight < PER_ENDPOINT,
+            Breaker::Open { until } if now >= *until && in_flight == 0 => {
+                *self = Breaker::HalfOpen;
+                true
+            }
+            Breaker::Open { .. } | Breaker::HalfOpen => false,
+        }
+    }
+
+    /// The endpoint answered (2xx, or any status that says it is up).
+    pub(crate) fn success(&mut self) -> Change {
+        let was_closed = matches!(self, Breaker::Closed { .. });
+        *self = Breaker::Closed { failures: 0 };
+        if was_closed {
+            Change::None
+        } else {
+            Change::Closed
+        }
+    }
+
+    /// A timeout, connection error or 5xx.
+    pub(crate) fn failure(
+        &mut self,
+        now: DateTime<Utc>,
+        threshold: u32,
+        cooldown: Duration,
+    ) -> Change {
+        let until = now + chrono::Duration::from_std(cooldown).unwrap_or(chrono::Duration::MAX);
+        match self {
+            Breaker::Closed { failures } => {
+                *failures += 1;
+                if *failures >= threshold {
+                    let failures = *failures;
+                    *self = Breaker::Open { until };
+                    Change::Opened(failures)
+                } else {
+                    Change::None
+                }
+            }
+            Breaker::HalfOpen | Breaker::Open { .. } => {
+                *self = Breaker::Open { until };
+                Change::Opened(1)
+            }
+        }
+    }
+}
+
+/// One attempt's result.
+struct Attempted {
+    message: Message,
+    verdict: Verdict,
+}
+
+/// What the worker holds.
+pub(crate) struct Worker {
+    inner: Arc<Inner>,
+    mode: Mode,
+    client: reqwest::Client,
+    /// Queued messages not in flight, by id.
+    queue: HashMap<String, Message>,
+    /// Messages being attempted, by id.
+    in_flight: HashMap<String, Message>,
+    /// In-flight ids whose rotation was abandoned meanwhile.
+    cancelled: HashSet<String>,
+    breakers: HashMap<String, Breaker>,
+    attempts: JoinSet<Attempted>,
+    rng: SystemRandom,
+    /// Commands handled so far (drain waits until it has seen what was sent before it).
+    seen: u64,
+}
+
+impl Worker {
+    pub(crate) fn new(inner: Arc<Inner>, mode: Mode) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("rekeyd/", env!("CARGO_PKG_VERSION")))
+            // A redirect is a failure (the spec's advice): the policy should name the URL.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            inner,
+            mode,
+            client,
+            queue: HashMap::new(),
+            in_flight: HashMap::new(),
+            cancelled: HashSet::new(),
+            breakers: HashMap::new(),
+            attempts: JoinSet::new(),
+            rng: SystemRandom::new(),
+            seen: 0,
+        })
+    }
+
+    /// Runs until `stop` is cancelled; undelivered messages stay in the outbox.
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        stop: CancellationToken,
+    ) {
+        self.rescan().await;
+        let mut rescan = tokio::time::interval(RESCAN);
+        rescan.tick().await;
+        loop {
+            let now = Utc::now();
+            self.dispatch(now).await;
+            self.publish(now);
+            let nap = self
+                .next_wake(now)
+                .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(RESCAN)
+                .min(RESCAN);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                Some(command) = commands.recv() => self.command(command).await,
+                Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => {
+                    if let Ok(done) = done {
+                        self.finished(done).await;
+                    }
+                }
+                _ = rescan.tick(), if self.mode == Mode::Daemon => self.rescan().await,
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+        // Let requests already on the wire finish so their outcome is recorded.
+        let grace = tokio::time::sleep(STOP_GRACE);
+        tokio::pin!(grace);
+        while !self.attempts.is_empty() {
+            tokio::select! {
+                Some(done) = self.attempts.join_next() => {
+                    if let Ok(done) = done {
+                        self.finished(done).await;
+                    }
+                }
+                _ = &mut grace => break,
+            }
+        }
+        self.attempts.abort_all();
+        self.in_flight.clear();
+        self.publish(Utc::now());
+    }
+
+    /// Tells waiters (drain) what is left.
+    fn publish(&self, now: DateTime<Utc>) {
+        let next = self.next_wake(now);
+        self.inner.status.send_replace(super::WorkerStatus {
+            queued: self.queue.len(),
+            in_flight: self.in_flight.len(),
+            next_attempt: next,
+            seen: self.seen,
+        });
+    }
+
+    fn mine(&self, message: &Message) -> bool {
+        if message.owner_pid == self.inner.pid && message.owner_host == self.inner.host {
+            return true;
+        }
+        self.mode == Mode::Daemon
+            && !super::alive(message.owner_pid, &message.owner_host, &self.inner.host)
+    }
+
+    /// Picks up messages on disk that this worker should deliver and does not hold yet.
+    async fn rescan(&mut self) {
+        let outbox = self.inner.outbox.clone();
+        let loaded = match tokio::task::spawn_blocking(move || outbox.load()).await {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the notification outbox");
+                return;
+            }
+            Err(_) => return,
+        };
+        for path in loaded.corrupt {
+            tracing::error!(file = %path, "unreadable outbox message set aside");
+        }
+        let now = Utc::now();
+        for mut message in loaded.messages {
+            if !self.queue.contains_key(&message.id)
+                && !self.in_flight.contains_key(&message.id)
+                && self.mine(&message)
+            {
+                // Left by a process that stopped: its backoff stopped with it (as its
+                // breaker did), so a restart tries again at once. A coalescing window
+                // not yet used is kept.
+                let orphan =
+                    message.owner_pid != self.inner.pid || message.owner_host != self.inner.host;
+                if orphan && message.attempts > 0 {
+                    message.next_attempt_at = message.next_attempt_at.min(now);
+                }
+                self.queue.insert(message.id.clone(), message);
+            }
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Queued(message) => {
+                self.seen += 1;
+                if self.in_flight.contains_key(&message.id) {
+                    return;
+                }
+                // The rescan may have found and delivered it before this command arrived.
+                let outbox = self.inner.outbox.clone();
+                let id = message.id.clone();
+                let done = tokio::task::spawn_blocking(move || outbox.done(&id).is_some())
+                    .await
+                    .unwrap_or(false);
+                if !done {
+                    self.queue.insert(message.id.clone(), message);
+                }
+            }
+            Command::Cancel {
+                secret,
+                version,
+                reason,
+                done,
+            } => {
+                self.seen += 1;
+                let matches = |m: &Message| {
+                    m.kind == EventType::RotationPending
+                        && m.version.as_deref() == Some(version.as_str())
+                        && m.secrets.iter().any(|s| s == &secret)
+                };
+                let ids: Vec<String> = self
+                    .queue
+                    .values()
+                    .filter(|m| matches(m))
+                    .map(|m| m.id.clone())
+                    .collect();
+                for id in ids {
+                    if let Some(message) = self.queue.remove(&id) {
+                        self.close(
+                            &message,
+                            Finished::Cancelled {
+                                reason: reason.clone(),
+                            },
+                        )
+                        .await;
+                    }
+                }
+                // In flight: the result is recorded, but never as a confirmation.
+                let flying: Vec<String> = self
+                    .in_flight
+                    .values()
+                    .filter(|m| matches(m))
+                    .map(|m| m.id.clone())
+                    .collect();
+                self.cancelled.extend(flying);
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// When the loop must look again: the earliest time a queued message may be attempted
+    /// or must be given up. A message held only by requests in flight (a half-open probe, a
+    /// full endpoint) waits for their results, which wake the loop anyway.
+    fn next_wake(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let targets = self.inner.targets();
+        let mut flying: HashMap<&str, usize> = HashMap::new();
+        for m in self.in_flight.values() {
+            *flying.entry(m.target.as_str()).or_default() += 1;
+        }
+        self.queue
+            .values()
+            .map(|m| {
+                let deadline = targets
+                    .get(&m.target)
+                    .map(|t| m.created_at + chrono_duration(t.config.give_up_after))
+                    .unwrap_or(now);
+                let busy = flying.get(m.target.as_str()).copied().unwrap_or(0);
+                let ready = match self.breakers.get(&m.target) {
+                    Some(Breaker::HalfOpen) => None,
+                    Some(Breaker::Open { .. }) if busy > 0 => None,
+                    Some(Breaker::Open { until }) => Some(m.next_attempt_at.max(*until)),
+                    _ if busy >= PER_ENDPOINT => None,
+                    _ => Some(m.next_attempt_at),
+                };
+                ready.map_or(deadline, |at| at.min(deadline))
+            })
+            .min()
+    }
+
+    /// Starts every attempt that is due and allowed; gives up what expired.
+    async fn dispatch(&mut self, now: DateTime<Utc>) {
+        let targets = self.inner.targets();
+        let mut due: Vec<(DateTime<Utc>, String)> = self
+            .queue
+            .values()
+            .filter(|m| m.next_attempt_at <= now)
+            .map(|m| (m.next_attempt_at, m.id.clone()))
+            .collect();
+        due.sort();
+        for (_, id) in due {
+            let Some(message) = self.queue.get(&id).cloned() else {
+                continue;
+            };
+            let Some(target) = targets.get(&message.target).cloned() else {
+                self.give_up(
+                    &message,
+                    format!(
+                        "notify target {} is no longer in the policy",
+                        message.target
+                    ),
+                )
+                .await;
+                continue;
+            };
+            if self.inner.is_disabled(&message.target, &target.config.url) {
+                self.give_up(
+                    &message,
+                    "the endpoint is disabled: it answered 410 Gone".into(),
+                )
+                .await;
+                continue;
+            }
+            if now >= message.created_at + chrono_duration(target.config.give_up_after) {
+                let reason = format!(
+                    "not delivered within give_up_after ({})",
+                    crate::schedule::format_duration(target.config.give_up_after)
+                );
+                self.give_up(&message, reason).await;
+                continue;
+            }
+            let in_flight = self
+                .in_flight
+                .values()
+                .filter(|m| m.target == message.target)
+                .count();
+            let breaker = self
+                .breakers
+                .entry(message.target.clone())
+                .or_insert(Breaker::Closed { failures: 0 });
+            if !breaker.allow(now, in_flight) {
+                continue;
+            }
+            let message =
+                if message.coalesce && message.attempts == 0 && target.config.window.is_some() {
+                    match self.coalesce(&message.target, now).await {
+                        Some(batch) => batch,
+                        None => message,
+                    }
+                } else {
+                    message
+                };
+            self.queue.remove(&message.id);
+            self.start(message, target);
+        }
+    }
+
+    /// Replaces every fresh coalescable message for `target` with one batch (if there are
+    /// two or more). The batch is persisted before its parts are marked, so a crash in
+    /// between resolves to the batch on the next load.
+    async fn coalesce(&mut self, target: &str, now: DateTime<Utc>) -> Option<Message> {
+        let mut parts: Vec<Message> = self
+            .queue
+            .values()
+            .filter(|m| m.target == target && m.coalesce && m.attempts == 0)
+            .cloned()
+            .collect();
+        if parts.len() < 2 {
+            return None;
+        }
+        parts.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let items: Vec<_> = parts
+            .iter()
+            .filter_map(|m| event::batch_item(&m.id, &m.body))
+            .collect();
+        let secrets: BTreeSet<String> = parts.iter().flat_map(|m| m.secrets.clone()).collect();
+        let batch = Message {
+            id: event::random_id(&self.rng),
+            target: target.to_owned(),
+            kind: EventType::Batch,
+            body: event::batch_body(now, &items),
+            created_at: parts[0].created_at,
+            secrets: secrets.into_iter().collect(),
+            version: None,
+            gate: None,
+            coalesce: false,
+            parts: parts.iter().map(|m| m.id.clone()).collect(),
+            attempts: 0,
+            next_attempt_at: now,
+            owner_pid: self.inner.pid,
+            owner_host: self.inner.host.clone(),
+        };
+        let outbox = self.inner.outbox.clone();
+        let (written, parts_done) = (batch.clone(), parts.clone());
+        let into = batch.id.clone();
+        let stored = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            outbox.put(&written)?;
+            for part in &parts_done {
+                outbox.finish(part, Finished::Coalesced { into: into.clone() })?;
+            }
+            Ok(())
+        })
+        .await;
+        if !matches!(stored, Ok(Ok(()))) {
+            tracing::error!(
+                target_name = target,
+                "cannot write a batch to the outbox; sending one by one"
+            );
+            return None;
+        }
+        for part in &parts {
+            self.queue.remove(&part.id);
+        }
+        self.inner
+            .metrics
+            .add(target, |c| c.coalesced += parts.len() as u64);
+        self.audit(AuditEvent::NotificationsCoalesced {
+            id: batch.id.clone(),
+            target: target.to_owned(),
+            parts: batch.parts.clone(),
+        })
+        .await;
+        Some(batch)
+    }
+
+    fn start(&mut self, message: Message, target: Arc<Target>) {
+        self.in_flight.insert(message.id.clone(), message.clone());
+        self.inner.metrics.add(&message.target, |c| c.attempts += 1);
+        let client = self.client.clone();
+        self.attempts.spawn(async move {
+            let verdict = send(&client, &target, &message).await;
+            Attempted { message, verdict }
+        });
+    }
+
+    async fn finished(&mut self, done: Attempted) {
+        let Attempted {
+            mut message,
+            verdict,
+        } = done;
+        self.in_flight.remove(&message.id);
+        let cancelled = self.cancelled.remove(&message.id);
+        message.attempts += 1;
+        let now = Utc::now();
+        let targets = self.inner.targets();
+        let target = targets.get(&message.target).cloned();
+        let breaker = self
+            .breakers
+            .entry(message.target.clone())
+            .or_insert(Breaker::Closed { failures: 0 });
+        let change = match (&verdict, &target) {
+            (Verdict::Retry { breaker: true, .. }, Some(t)) => {
+                breaker.failure(now, t.config.breaker_failures, t.config.breaker_cooldown)
+            }
+            (Verdict::Retry { breaker: false, .. }, _) => Change::None,
+            _ => breaker.success(),
+        };
+        self.breaker_changed(&message.target, change, target.as_deref())
+            .await;
+
+        match verdict {
+            Verdict::Delivered(status) => {
+                crate::fault::point("notify_after_send");
+                self.close(&message, Finished::Delivered { status }).await;
+                if !cancelled && let Some(gate) = &message.gate {
+                    self.answer(&message, gate, Decision::Confirmed, status)
+                        .await;
+                }
+            }
+            Verdict::Gone => {
+                let url = target
+                    .as_ref()
+                    .map(|t| t.config.url.clone())
+                    .unwrap_or_default();
+                let outbox = self.inner.outbox.clone();
+                let name = message.target.clone();
+                let _ = tokio::task::spawn_blocking(move || outbox.disable(&name, &url, 410)).await;
+                self.inner.disable(
+                    &message.target,
+                    target.as_ref().map(|t| t.config.url.as_str()).unwrap_or(""),
+                );
+                self.inner.metrics.add(&message.target, |c| c.disabled += 1);
+                tracing::error!(notify_target = %message.target, "endpoint answered 410 Gone: disabled");
+                self.audit(AuditEvent::EndpointDisabled {
+                    target: message.target.clone(),
+                    status: 410,
+                })
+                .await;
+                if !cancelled && let Some(gate) = &message.gate {
+                    self.answer(&message, gate, Decision::Refused, 410).await;
+                }
+                self.give_up(&message, "HTTP 410 Gone: the endpoint is disabled".into())
+                    .await;
+                // Everything else queued for it is given up at once.
+                for m in self
+                    .queue
+                    .values_mut()
+                    .filter(|m| m.target == message.target)
+                {
+                    m.next_attempt_at = now;
+                }
+            }
+            Verdict::Final(status) => {
+                if !cancelled && let Some(gate) = &message.gate {
+                    self.answer(&message, gate, Decision::Refused, status).await;
+                }
+                self.give_up(&message, format!("HTTP {status}: not retried"))
+                    .await;
+            }
+            Verdict::Retry {
+                error, retry_after, ..
+            } => {
+                self.inner
+                    .metrics
+                    .add(&message.target, |c| c.failed_attempts += 1);
+                let Some(target) = target else {
+                    self.give_up(
+                        &message,
+                        format!(
+                            "notify target {} is no longer in the policy",
+                            message.target
+                        ),
+                    )
+                    .await;
+                    return;
+                };
+                if cancelled {
+                    self.close(
+                        &message,
+                        Finished::Cancelled {
+                            reason: "the pending version was discarded".into(),
+                        },
+                    )
+                    .await;
+                    return;
+                }
+                if message.attempts >= target.config.max_attempts {
+                    let reason = format!("{error}; gave up after {} attempts", message.attempts);
+                    self.give_up(&message, reason).await;
+                    return;
+                }
+                let delay = backoff(
+                    message.attempts,
+                    target.config.backoff,
+                    target.config.max_backoff,
+                    &self.rng,
+                )
+                .max(retry_after.unwrap_or(Duration::ZERO));
+                message.next_attempt_at = now + chrono_duration(delay);
+                let outbox = self.inner.outbox.clone();
+                let stored = message.clone();
+                let _ = tokio::task::spawn_blocking(move || outbox.update(&stored)).await;
+                tracing::warn!(notify_target = %message.target, id = %message.id, attempt = message.attempts, error = %error, retry_in_ms = delay.as_millis() as u64, "webhook delivery failed; will retry");
+                self.audit(AuditEvent::NotificationAttemptFailed {
+                    id: message.id.clone(),
+                    target: message.target.clone(),
+                    notification: message.kind.as_str().to_owned(),
+                    attempt: message.attempts,
+                    error,
+                    retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                })
+                .await;
+                self.queue.insert(message.id.clone(), message);
+            }
+        }
+    }
+
+    async fn breaker_changed(&mut self, target: &str, change: Change, config: Option<&Target>) {
+        match change {
+            Change::None => {}
+            Change::Opened(failures) => {
+                let cooldown = config
+                    .map(|t| t.config.breaker_cooldown)
+                    .unwrap_or_default();
+                self.inner.metrics.add(target, |c| c.breaker_opened += 1);
+                tracing::warn!(notify_target = target, failures, "circuit breaker opened");
+                self.audit(AuditEvent::EndpointBreakerOpened {
+                    target: target.to_owned(),
+                    failures,
+                    cooldown_ms: u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX),
+                })
+                .await;
+            }
+            Change::Closed => {
+                tracing::info!(notify_target = target, "circuit breaker closed");
+                self.audit(AuditEvent::EndpointBreakerClosed {
+                    target: target.to_owned(),
+                })
+                .await;
+            }
+        }
+    }
+
+    /// Records a response to a gated pending event as the target's answer.
+    async fn answer(
+        &self,
+        message: &Message,
+        gate: &super::outbox::GateRef,
+        decision: Decision,
+        status: u16,
+    ) {
+        let confirmation = Confirmation {
+            secret: gate.secret.clone(),
+            version: gate.version.clone(),
+            target: message.target.clone(),
+            decision,
+            via: "response".into(),
+            by: format!("HTTP {status}"),
+            at: Utc::now(),
+            fingerprint: Some(gate.fingerprint.clone()).filter(|f| !f.is_empty()),
+        };
+        if let Err(e) = self.inner.record_confirmation(&confirmation).await {
+            tracing::error!(error = %e, secret = %gate.secret, "cannot record a confirmation");
+        }
+    }
+
+    async fn give_up(&mut self, message: &Message, reason: String) {
+        self.queue.remove(&message.id);
+        tracing::error!(notify_target = %message.target, id = %message.id, reason = %reason, "webhook given up");
+        self.inner.metrics.add(&message.target, |c| c.given_up += 1);
+        self.close(message, Finished::GivenUp { reason }).await;
+    }
+
+    /// Moves a message out of the queue with its outcome, and audits it.
+    async fn close(&self, message: &Message, finished: Finished) {
+        let outbox = self.inner.outbox.clone();
+        let (stored, outcome) = (message.clone(), finished.clone());
+        match tokio::task::spawn_blocking(move || outbox.finish(&stored, outcome)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(id = %message.id, error = %e, "cannot record a notification outcome; it may be sent again");
+            }
+            Err(_) => {}
+        }
+        let event = match finished {
+            Finished::Delivered { status } => {
+                self.inner
+                    .metrics
+                    .add(&message.target, |c| c.delivered += 1);
+                tracing::info!(notify_target = %message.target, id = %message.id, status, attempts = message.attempts, "webhook delivered");
+                AuditEvent::NotificationDelivered {
+                    id: message.id.clone(),
+                    target: message.target.clone(),
+                    notification: message.kind.as_str().to_owned(),
+                    secrets: message.secrets.clone(),
+                    attempts: message.attempts,
+                    status,
+                }
+            }
+            Finished::GivenUp { reason } | Finished::Cancelled { reason } => {
+                AuditEvent::NotificationFailed {
+                    id: message.id.clone(),
+                    target: message.target.clone(),
+                    notification: message.kind.as_str().to_owned(),
+                    secrets: message.secrets.clone(),
+                    attempts: message.attempts,
+                    reason,
+                }
+            }
+            Finished::Coalesced { .. } => return,
+        };
+        self.audit(event).await;
+    }
+
+    async fn audit(&self, event: AuditEvent) {
+        if let Err(e) = self.inner.audit.append(event).await {
+            tracing::error!(error = %e, "cannot audit a notification outcome");
+        }
+    }
+}
+
+/// One attempt: sign with the attempt's timestamp, POST, classify.
+async fn send(client: &reqwest::Client, target: &Target, message: &Message) -> Verdict {
+    let timestamp = Utc::now().timestamp();
+    let signature = target
+        .signer
+        .signature(&message.id, timestamp, message.body.as_bytes());
+    let sent = client
+        .post(&target.config.url)
+        .timeout(target.config.timeout)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("webhook-id", &message.id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(message.body.clone())
+        .send()
+        .await;
+    match sent {
+        Ok(response) => {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, Utc::now()));
+            classify(response.status().as_u16(), retry_after)
+        }
+        Err(e) => Verdict::Retry {
+            error: describe(e, target.config.timeout),
+            retry_after: None,
+            breaker: true,
+        },
+    }
+}
+
+/// The error in words, without the URL (it may carry a token) and never the body.
+fn describe(error: reqwest::Error, timeout: Duration) -> String {
+    if error.is_timeout() {
+        return format!(
+            "timed out after {}",
+            crate::schedule::format_duration(timeout)
+        );
+    }
+    let error = error.without_url();
+    let mut text = if error.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        error.to_string()
+    };
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_map_to_the_documented_outcomes() {
+        assert_eq!(classify(200, None), Verdict::Delivered(200));
+        assert_eq!(classify(204, None), Verdict::Delivered(204));
+        assert_eq!(classify(410, None), Verdict::Gone);
+        for status in [301, 400, 401, 404, 409, 422] {
+            assert_eq!(classify(status, None), Verdict::Final(status), "{status}");
+        }
+        let ra = Some(Duration::from_secs(3));
+        assert!(
+            matches!(classify(429, ra), Verdict::Retry { retry_after, breaker: false, .. } if retry_after == ra)
+        );
+        for status in [500, 502, 503, 504] {
+            assert!(
+                matches!(classify(status, None), Verdict::Retry { breaker: true, .. }),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Tue, 01 Jan 2030 00:01:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 31 Dec 2029 23:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stops_at_the_cap() {
+        let rng = SystemRandom::new();
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(10);
+        for (attempt, nominal) in [(1, 100), (2, 200), (3, 400), (6, 3200)] {
+            let d = backoff(attempt, base, cap, &rng);
+            let n = Duration::from_millis(nominal);
+            assert!(
+                d >= n.mul_f64(0.8) && d <= n.mul_f64(1.2),
+                "{attempt}: {d:?}"
+            );
+        }
+        for attempt in [10, 40, u32::MAX] {
+            assert!(backoff(attempt, base, cap, &rng) <= cap.mul_f64(1.2));
+        }
+    }
+
+    #[test]
+    fn the_breaker_opens_after_the_threshold_and_lets_one_probe_through() {
+        let t0 = Utc::now();
+        let cooldown = Duration::from_secs(10);
+        let mut b = Breaker::Closed { failures: 0 };
+        assert!(b.allow(t0, 0));
+        assert!(!b.allow(t0, PER_ENDPOINT), "per-endpoint limit");
+        assert_eq!(b.failure(t0, 3, cooldown), Change::None);
+        assert_eq!(b.failure(t0, 3, cooldown), Change::None);
+        assert_eq!(b.failure(t0, 3, cooldown), Change::Opened(3));
+        assert!(
+            !b.allow(t0 + chrono::Duration::seconds(9), 0),
+            "open: nothing goes"
+        );
+        let later = t0 + chrono::Duration::seconds(10);
+        assert!(b.allow(later, 0), "one probe after the cooldown");
+        assert_eq!(b, Breaker::HalfOpen);
+        assert!(!b.allow(later, 1), "only one probe");
+        // A failed probe opens it again; a successful one closes it.
+        assert_eq!(b.failure(later, 3, cooldown), Change::Opened(1));
+        assert_eq!(
+            b,
+            Breaker::Open {
+                until: later + chrono::Duration::seconds(10)
+            }
+        );
+        assert!(b.allow(later + chrono::Duration::seconds(10), 0));
+        assert_eq!(b.success(), Change::Closed);
+        assert_eq!(b, Breaker::Closed { failures: 0 });
+        assert_eq!(b.success(), Change::None);
+    }
+}
