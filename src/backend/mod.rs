@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::secret::{SecretName, SecretValue, Stage, VersionId};
 
+pub mod aws;
 pub mod file;
 pub mod memory;
 mod versions;
@@ -178,6 +179,9 @@ pub async fn open(
     Ok(match config {
         crate::policy::BackendConfig::File(file) => {
             std::sync::Arc::new(file::FileBackend::open(name, file)?)
+        }
+        crate::policy::BackendConfig::Aws(aws) => {
+            std::sync::Arc::new(aws::AwsBackend::open(name, aws).await?)
         }
     })
 }

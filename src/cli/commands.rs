@@ -405,11 +405,7 @@ async fn get(
         )
     })?;
     // Open only the one backend the secret lives in: `get` sits in service start-up paths.
-    let backend: Arc<dyn Backend> = match config {
-        policy::BackendConfig::File(file) => {
-            Arc::new(backend::file::FileBackend::open(&secret.backend, file)?)
-        }
-    };
+    let backend: Arc<dyn Backend> = backend::open(&secret.backend, config).await?;
     let selector = match version {
         Some(id) => Selector::Version(VersionId::new(id)),
         None => Selector::Stage(stage),

@@ -19,7 +19,8 @@ mod tests;
 mod validate;
 
 pub use model::{
-    BackendConfig, DaemonSettings, FileBackendConfig, NotifyTarget, Policy, SecretPolicy,
+    AssumeRole, AwsBackendConfig, BackendConfig, CredentialsEnv, DaemonSettings, FileBackendConfig,
+    NotifyTarget, Policy, SecretPolicy,
 };
 
 use std::fmt;

@@ -83,7 +83,9 @@ fn example_config_parses_with_paths_next_to_it() {
         dir.join("state").join("audit.key")
     );
     assert_eq!(policy.daemon.min_interval, Duration::from_secs(60));
-    let BackendConfig::File(local) = &policy.backends["local"];
+    let BackendConfig::File(local) = &policy.backends["local"] else {
+        panic!("a file backend")
+    };
     assert_eq!(local.path, dir.join("state").join("store-local"));
     assert_eq!(local.key_file, dir.join("state").join("local.key"));
     assert_eq!(local.key_env, None);
@@ -151,10 +153,14 @@ fn production_config_parses_with_defaults_applied() {
     );
     assert!(!policy.secret("prod/legacy/ftp-password").unwrap().enabled);
 
-    let BackendConfig::File(primary) = &policy.backends["primary"];
+    let BackendConfig::File(primary) = &policy.backends["primary"] else {
+        panic!("a file backend")
+    };
     assert_eq!(primary.key_file, Path::new("/var/lib/rekeyd/primary.key"));
     assert_eq!(primary.key_env.as_deref(), Some("REKEYD_PRIMARY_KEY"));
-    let BackendConfig::File(payments) = &policy.backends["payments"];
+    let BackendConfig::File(payments) = &policy.backends["payments"] else {
+        panic!("a file backend")
+    };
     assert_eq!(payments.path, Path::new("/var/lib/rekeyd/payments-store"));
     assert_eq!(
         policy.notify["payments"].secret_env.as_deref(),
@@ -175,7 +181,9 @@ fn defaults_and_relative_paths() {
     assert_eq!(policy.daemon.concurrency, 8);
     assert_eq!(policy.daemon.min_interval, hours(1));
     assert_eq!(policy.daemon.max_retry_backoff, Duration::from_secs(900));
-    let BackendConfig::File(local) = &policy.backends["local"];
+    let BackendConfig::File(local) = &policy.backends["local"] else {
+        panic!("a file backend")
+    };
     assert_eq!(local.path, dir.join("state/store-local"));
 
     let a = &policy.secrets[0];

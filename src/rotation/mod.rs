@@ -205,10 +205,10 @@ impl Engine {
             return self.rotate(secret, &due, state, will_retry).await;
         }
         let backend = self.backend(&secret.backend)?;
-        backend
-            .discard_pending(&secret.name, version)
-            .await
-            .map_err(step("discard_pending"))?;
+        if let Err(e) = backend.discard_pending(&secret.name, version).await {
+            tracing::error!(secret = %secret.name, %version, error = %e, "could not discard the pending version");
+            return Err(step("discard_pending")(e));
+        }
         self.audit
             .append(AuditEvent::PendingDiscarded {
                 secret: secret.name.to_string(),

@@ -2,6 +2,8 @@
 //! `rekeyd` binary, and readers for what it leaves behind (audit log, store files).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod moto;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -41,6 +43,15 @@ impl Sandbox {
         sandbox
     }
 
+    /// A sandbox whose policy is exactly `text`.
+    pub fn raw(text: &str) -> Self {
+        let sandbox = Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        sandbox.write_raw_policy(text);
+        sandbox
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -63,13 +74,23 @@ impl Sandbox {
 
     /// A `rekeyd` command with `--policy` set, run from the sandbox.
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_with_policy(args, &self.policy())
+    }
+
+    /// A `rekeyd` command on another policy file, run from the sandbox.
+    pub fn command_with_policy(&self, args: &[&str], policy: &Path) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .arg("--policy")
-            .arg(self.policy())
+            .arg(policy)
             .current_dir(self.dir.path())
             .env_remove("REKEYD_CRASH_AT")
             .env_remove("RUST_LOG")
+            // The AWS tests' keys for moto, and no AWS profile of the machine's.
+            .env(moto::KEY_VAR, "testing")
+            .env(moto::SECRET_VAR, "testing")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .stdin(Stdio::null());
         cmd
     }
