@@ -13,7 +13,6 @@
 //! docs/aws.md records a result.
 
 #[path = "../tests/common/moto.rs"]
-#[allow(dead_code)]
 mod moto;
 
 use std::collections::BTreeMap;
@@ -38,8 +37,17 @@ use rekeyd::policy::{AwsBackendConfig, CredentialsEnv, Policy};
 use rekeyd::rotation::Engine;
 use ring::rand::SystemRandom;
 
-/// Rotations in flight at once, on both sides.
-const CONCURRENCY: usize = 8;
+/// Rotations in flight at once, on both sides (`REKEYD_BENCH_CONCURRENCY`, at least 4).
+fn concurrency() -> usize {
+    static CONCURRENCY: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CONCURRENCY.get_or_init(|| {
+        std::env::var("REKEYD_BENCH_CONCURRENCY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(8)
+            .max(4)
+    })
+}
 
 /// Counts calls by operation, and the most that were in flight at once.
 #[derive(Debug, Default)]
@@ -87,6 +95,27 @@ struct Run {
     elapsed: Duration,
     calls: BTreeMap<String, usize>,
     max_in_flight: usize,
+    /// CPU seconds of the bench process (the client side) and of moto during the run.
+    client_cpu: f64,
+    moto_cpu: f64,
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|t| t.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0
+}
+
+/// CPU use of this process and of moto, to take differences of.
+fn cpu_now(moto: &Moto) -> (f64, f64) {
+    (cpu_seconds("self"), cpu_seconds(&moto.pid().to_string()))
 }
 
 fn config(moto: &Moto) -> AwsBackendConfig {
@@ -138,7 +167,7 @@ async fn seeded(n: usize) -> Moto {
     moto
 }
 
-/// Runs `work` for every item, `CONCURRENCY` at a time.
+/// Runs `work` for every item, `concurrency()` at a time.
 async fn run_concurrently<F, Fut>(items: Vec<String>, work: F)
 where
     F: Fn(String) -> Fut + Send + Sync + 'static,
@@ -148,7 +177,7 @@ where
     let next = Arc::new(AtomicUsize::new(0));
     let work = Arc::new(work);
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..CONCURRENCY {
+    for _ in 0..concurrency() {
         let (items, next, work) = (Arc::clone(&items), Arc::clone(&next), Arc::clone(&work));
         tasks.spawn(async move {
             loop {
@@ -182,8 +211,11 @@ async fn rekeyd_side(n: usize) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let policy = policy(n, dir.path());
     let (client, counter) = client(&moto).await;
-    let backend: Arc<dyn Backend> = Arc::new(AwsBackend::with_client("aws", client, &config(&moto)));
-    let audit = AuditLog::open(&policy.daemon.audit_log).await.expect("audit log");
+    let backend: Arc<dyn Backend> =
+        Arc::new(AwsBackend::with_client("aws", client, &config(&moto)));
+    let audit = AuditLog::open(&policy.daemon.audit_log)
+        .await
+        .expect("audit log");
     let (fingerprinter, _) =
         Fingerprinter::load_or_create(&policy.daemon.audit_key_file).expect("fingerprint key");
     let engine = Arc::new(Engine::new(
@@ -197,6 +229,7 @@ async fn rekeyd_side(n: usize) -> Run {
         .map(|s| (s.name.to_string(), Arc::clone(s)))
         .collect();
     let secrets = Arc::new(secrets);
+    let cpu = cpu_now(&moto);
     let started = Instant::now();
     let work_engine = Arc::clone(&engine);
     run_concurrently(names(n), move |name| {
@@ -210,8 +243,14 @@ async fn rekeyd_side(n: usize) -> Run {
     })
     .await;
     let elapsed = started.elapsed();
+    let run = finish(elapsed, &counter, &moto, cpu);
+    let audit = engine.audit().stats();
+    println!(
+        "         rekeyd audit: {} entries in {} fsyncs",
+        audit.appended, audit.fsyncs
+    );
     engine.audit().close().await;
-    finish(elapsed, &counter)
+    run
 }
 
 /// The floor: the minimal calls, issued directly.
@@ -220,6 +259,7 @@ async fn floor_side(n: usize) -> Run {
     let (client, counter) = client(&moto).await;
     let rng = Arc::new(SystemRandom::new());
     let spec = policy(1, Path::new("/tmp")).secrets[0].generator.clone();
+    let cpu = cpu_now(&moto);
     let started = Instant::now();
     run_concurrently(names(n), move |name| {
         let (client, rng, spec) = (client.clone(), Arc::clone(&rng), spec.clone());
@@ -260,14 +300,17 @@ async fn floor_side(n: usize) -> Run {
         }
     })
     .await;
-    finish(started.elapsed(), &counter)
+    finish(started.elapsed(), &counter, &moto, cpu)
 }
 
-fn finish(elapsed: Duration, counter: &Counter) -> Run {
+fn finish(elapsed: Duration, counter: &Counter, moto: &Moto, before: (f64, f64)) -> Run {
+    let after = cpu_now(moto);
     Run {
         elapsed,
         calls: counter.calls.lock().unwrap().clone(),
         max_in_flight: counter.max_in_flight.load(Ordering::SeqCst),
+        client_cpu: after.0 - before.0,
+        moto_cpu: after.1 - before.1,
     }
 }
 
@@ -280,14 +323,20 @@ fn median(mut runs: Vec<Run>) -> Run {
 fn report(label: &str, run: &Run, n: usize) {
     let total: usize = run.calls.values().sum();
     println!(
-        "{label:>7}: {:>7.1} rotations/s  {:>6.2}s  {:.3} calls/rotation  max in flight {}",
+        "{label:>7}: {:>7.1} rotations/s  {:>6.2}s  {:.3} calls/rotation  max in flight {}  \
+         CPU: client {:.2}s, moto {:.2}s",
         n as f64 / run.elapsed.as_secs_f64(),
         run.elapsed.as_secs_f64(),
         total as f64 / n as f64,
-        run.max_in_flight
+        run.max_in_flight,
+        run.client_cpu,
+        run.moto_cpu
     );
     for (op, count) in &run.calls {
-        println!("           {op:<26} {count:>6}  ({:.3}/rotation)", *count as f64 / n as f64);
+        println!(
+            "           {op:<26} {count:>6}  ({:.3}/rotation)",
+            *count as f64 / n as f64
+        );
     }
 }
 
@@ -305,7 +354,8 @@ fn main() {
         .build()
         .expect("runtime");
     println!(
-        "rotating {n} secrets on moto_server, {CONCURRENCY} in flight, {rounds} round(s) per side"
+        "rotating {n} secrets on moto_server, {} in flight, {rounds} round(s) per side",
+        concurrency()
     );
     let (mut ours, mut floor) = (Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -318,10 +368,15 @@ fn main() {
             floor.push(runtime.block_on(floor_side(n)));
         }
         println!(
-            "round {}: floor {:.2}s, rekeyd {:.2}s",
+            "round {}: floor {:.2}s, rekeyd {:.2}s (load average {})",
             round + 1,
             floor[round].elapsed.as_secs_f64(),
-            ours[round].elapsed.as_secs_f64()
+            ours[round].elapsed.as_secs_f64(),
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .unwrap_or("?")
         );
     }
     let (ours, floor) = (median(ours), median(floor));

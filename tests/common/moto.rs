@@ -86,6 +86,11 @@ impl Moto {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts a fresh server.
     pub fn start() -> Self {
         Self::start_with(&[])
