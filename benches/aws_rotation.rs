@@ -9,8 +9,9 @@
 //! SDK interceptor on each client counts every call and how many were in flight at once.
 //! Rounds alternate the order of the two sides; the median of each side is reported.
 //!
-//! `REKEYD_BENCH_N` and `REKEYD_BENCH_ROUNDS` change N and the number of rounds.
-//! docs/aws.md records a result.
+//! `REKEYD_BENCH_N`, `REKEYD_BENCH_ROUNDS` and `REKEYD_BENCH_CONCURRENCY` change N, the
+//! number of rounds and the rotations in flight. Under `cargo test` (no `--bench`) it runs
+//! 20 secrets once, and checks the call counts. docs/aws.md records a result.
 
 #[path = "../tests/common/moto.rs"]
 mod moto;
@@ -347,8 +348,11 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
-    let n = env("REKEYD_BENCH_N", 1000);
-    let rounds = env("REKEYD_BENCH_ROUNDS", 3).max(1);
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a smoke test of
+    // the call counts, on a few secrets.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let n = env("REKEYD_BENCH_N", if benching { 1000 } else { 20 });
+    let rounds = env("REKEYD_BENCH_ROUNDS", if benching { 3 } else { 1 }).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -382,6 +386,19 @@ fn main() {
     let (ours, floor) = (median(ours), median(floor));
     report("floor", &floor, n);
     report("rekeyd", &ours, n);
+    // The protocol minimum: the floor's calls, plus only the native-rotation sweep.
+    let mut ours_per_rotation = ours.calls.clone();
+    let sweep = ours_per_rotation.remove("ListSecrets").unwrap_or(0);
+    assert_eq!(
+        ours_per_rotation, floor.calls,
+        "rekeyd makes the floor's calls"
+    );
+    assert_eq!(
+        sweep,
+        n.div_ceil(100),
+        "one ListSecrets page per 100 secrets"
+    );
+    assert!(ours.max_in_flight >= 4 && floor.max_in_flight >= 4);
     println!(
         "ratio rekeyd/floor (time): {:.3}",
         ours.elapsed.as_secs_f64() / floor.elapsed.as_secs_f64()

@@ -160,6 +160,12 @@ generator = { type = "json", field = "password", template = { username = "app" }
     assert_eq!(stages(&token).len(), 2, "one version per rotation: {token}");
     assert_pending_not_dangling(&token);
     assert_eq!(token["kms_key_id"], "alias/rekeyd-test", "{token}");
+    // A rollback swaps AWSCURRENT and AWSPREVIOUS and leaves AWSPENDING on no old version.
+    sandbox.ok(&["rollback", "app/token"]);
+    let rolled = moto.inspect("app/token");
+    assert_eq!(rolled["current"]["id"], token["previous"]["id"], "{rolled}");
+    assert_eq!(rolled["previous"]["id"], token["current"]["id"], "{rolled}");
+    assert_pending_not_dangling(&rolled);
     assert_eq!(token["tags"]["managed_by"], "rekeyd", "{token}");
 
     // A JSON secret created elsewhere: the generated field changes, the others stay.
@@ -196,6 +202,38 @@ fn a_missing_secret_is_a_clear_error_unless_create_missing() {
         moto.boto3_output(&["inspect", "absent"]).status.code() != Some(0),
         "nothing was created"
     );
+}
+
+#[test]
+fn access_denied_names_the_action_and_the_secret() {
+    // moto checks IAM policies after its first 4 requests (the readiness probe and the
+    // set-up of a user that may read and describe secrets, but neither write versions nor
+    // list secrets).
+    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")]);
+    let keys: Value =
+        serde_json::from_str(&moto.boto3(&["restricted-user", "denied/secret"])).unwrap();
+    let sandbox = Sandbox::raw(&policy(
+        &moto,
+        "",
+        "[[secrets]]\nname = \"denied/secret\"\nschedule = { every = \"30d\" }\n",
+    ));
+    let out = sandbox
+        .command(&["rotate", "denied/secret"])
+        .env(common::moto::KEY_VAR, keys["key"].as_str().unwrap())
+        .env(common::moto::SECRET_VAR, keys["secret"].as_str().unwrap())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // ListSecrets was denied too: the native-rotation check fell back to DescribeSecret,
+    // and the write itself is what failed.
+    assert!(
+        stderr.contains("permission denied")
+            && stderr
+                .contains("secretsmanager:PutSecretValue on secret \"denied/secret\" was refused"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
 }
 
 #[test]
@@ -424,9 +462,15 @@ fn two_replicas_make_one_version_per_secret_per_slot_and_agree() {
         let secret = format!("replica/s{i:02}");
         let seen = moto.inspect(&secret);
         let versions = stages(&seen);
-        assert_eq!(versions.len(), 2, "one version per slot, two slots: {seen}");
+        // Every version is a slot's version (its id is derived from the slot, so a second
+        // version for one slot could only have another id), and at least two slots ran (a
+        // loaded machine can make a run last into the next slot).
+        assert!(versions.len() >= 2, "{seen}");
         for id in versions.keys() {
-            assert!(id.starts_with('s'), "slot versions only: {seen}");
+            assert!(
+                rekeyd::secret::VersionId::new(id.clone()).slot().is_some(),
+                "slot versions only: {seen}"
+            );
         }
         // The later slot's version is current (ids start with their slot's time).
         assert_eq!(

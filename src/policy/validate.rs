@@ -157,6 +157,13 @@ fn daemon(d: &mut Diags<'_>, root: &Table<'_>, base: &Path) -> (DaemonSettings, 
     (settings, min_interval)
 }
 
+/// True for an `http://` or `https://` URL with a host.
+fn http_url(url: &str) -> bool {
+    url.strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
+
 /// True for names usable in file names and references: letters, digits, `_` and `-`.
 fn plain_name(name: &str) -> bool {
     !name.is_empty()
@@ -356,12 +363,7 @@ fn aws_backend(d: &mut Diags<'_>, t: &Table<'_>, loc: &Loc<'_>) -> Option<AwsBac
         }
     });
     let endpoint_url = text(d, "endpoint_url", ENDPOINT_HINT, &|s| {
-        let rest = s
-            .strip_prefix("https://")
-            .or_else(|| s.strip_prefix("http://"));
-        if rest.is_some_and(|r| {
-            !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace)
-        }) {
+        if http_url(s) {
             Ok(())
         } else {
             Err(format!(
@@ -563,13 +565,7 @@ fn notify<'a>(
             Some(v) => {
                 let url_loc = loc.key("url");
                 non_empty(d, v, &url_loc, "a URL string", url_hint).and_then(|url| {
-                    let rest = url
-                        .strip_prefix("https://")
-                        .or_else(|| url.strip_prefix("http://"));
-                    let has_host = rest.is_some_and(|r| {
-                        !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace)
-                    });
-                    if has_host {
+                    if http_url(url) {
                         Some(url.to_owned())
                     } else {
                         d.report(

@@ -6,6 +6,10 @@ Usage: python3 aws_check.py ENDPOINT COMMAND ARGS...
   create NAME VALUE             a secret whose first version is VALUE (AWSCURRENT)
   create-binary NAME HEX        the same with SecretBinary
   put-pending NAME TOKEN VALUE  a version labelled AWSPENDING, as a rotation Lambda's createSecret step makes
+  restricted-user NAME          (moto with INITIAL_NO_AUTH_ACTION_COUNT=4: the harness's readiness probe and
+                                the 3 IAM calls here are free) an IAM user that may create, read and describe
+                                secrets but neither write versions nor list secrets, and a secret NAME it
+                                created; prints its keys
   enable-rotation NAME          turn AWS-native rotation on with a rotation Lambda (moto runs it as a no-op
                                 that leaves its AWSPENDING placeholder, like a Lambda that never finished)
 """
@@ -59,6 +63,26 @@ def main():
         client.put_secret_value(
             SecretId=name, ClientRequestToken=token, SecretString=value, VersionStages=["AWSPENDING"]
         )
+    elif command == "restricted-user":
+        (name,) = args
+        iam = boto3.client("iam", endpoint_url=endpoint)
+        iam.create_user(UserName="rekeyd")
+        key = iam.create_access_key(UserName="rekeyd")["AccessKey"]
+        allowed = ["CreateSecret", "ListSecretVersionIds", "GetSecretValue", "DescribeSecret"]
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": [f"secretsmanager:{a}" for a in allowed], "Resource": "*"}
+            ],
+        }
+        iam.put_user_policy(UserName="rekeyd", PolicyName="read-only", PolicyDocument=json.dumps(policy))
+        boto3.client(
+            "secretsmanager",
+            endpoint_url=endpoint,
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+        ).create_secret(Name=name, SecretString="v0")
+        print(json.dumps({"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}))
     elif command == "enable-rotation":
         (name,) = args
         # moto's Lambda without Docker: functions exist, invocations do nothing.

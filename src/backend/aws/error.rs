@@ -77,8 +77,16 @@ impl Failure {
     {
         let (kind, code, message) = match &err {
             SdkError::ServiceError(context) => {
-                let code = context.err().code().unwrap_or("Unknown").to_owned();
-                let message = context.err().message().unwrap_or("no message").to_owned();
+                // An answer the SDK could not parse has no code: its HTTP status stands in.
+                let code = context.err().code().map_or_else(
+                    || format!("HTTP {}", context.raw().status().as_u16()),
+                    str::to_owned,
+                );
+                let message = context
+                    .err()
+                    .message()
+                    .unwrap_or("no message in the response")
+                    .to_owned();
                 let kind = match code.as_str() {
                     "ResourceNotFoundException" => Kind::NotFound,
                     "ResourceExistsException" => Kind::Exists,
@@ -111,9 +119,10 @@ impl Failure {
                 DisplayErrorContext(&err).to_string(),
             ),
         };
-        // A 5xx answer with a code we did not list is still AWS's side failing.
+        // An answer whose code we did not recognise still says something by its status.
         let kind = match err.raw_response().map(|r| r.status().as_u16()) {
             Some(500..=599) if kind == Kind::Other => Kind::Transient,
+            Some(403) if kind == Kind::Other => Kind::AccessDenied,
             _ => kind,
         };
         Self {
