@@ -548,3 +548,111 @@ fn start_up_with_explicit_region_and_keys_probes_no_metadata_service() {
         "the metadata service was probed"
     );
 }
+
+#[test]
+fn no_value_reaches_trace_logs_through_the_sdk() {
+    let moto = Moto::start();
+    let sandbox = Sandbox::raw(&policy(
+        &moto,
+        "create_missing = true",
+        r#"
+[[secrets]]
+name = "canary/pw"
+schedule = { every = "30d" }
+
+[[secrets]]
+name = "canary/json"
+schedule = { every = "30d" }
+generator = { type = "json", field = "password", template = { username = "svc" }, generate = { type = "password", length = 28 } }
+"#,
+    ));
+    let mut printed = String::new();
+    for args in [
+        &["run", "--once"][..],
+        &["rotate", "canary/pw", "--force"][..],
+        &["rotate", "canary/json", "--force"][..],
+        &["status"][..],
+    ] {
+        let out = sandbox
+            .command(args)
+            .args(["--log", "trace"])
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{args:?}");
+        printed.push_str(&String::from_utf8_lossy(&out.stdout));
+        printed.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(
+        printed.contains("PutSecretValue"),
+        "trace logging reached the SDK"
+    );
+    let audit = std::fs::read_to_string(sandbox.audit_log()).unwrap();
+    for secret in ["canary/pw", "canary/json"] {
+        for stage in ["current", "previous"] {
+            let value = sandbox.get(secret, stage);
+            let canary = if secret == "canary/json" {
+                let json: Value = serde_json::from_str(&value).unwrap();
+                json["password"].as_str().unwrap().to_owned()
+            } else {
+                value
+            };
+            assert!(
+                !printed.contains(&canary),
+                "{secret} {stage} leaked into the logs"
+            );
+            assert!(
+                !audit.contains(&canary),
+                "{secret} {stage} leaked into the audit log"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_assumed_role_is_used_for_every_call() {
+    // moto checks IAM policies after its first 6 requests (the readiness probe and the
+    // set-up): the base user may only assume the role, and only the role may use
+    // Secrets Manager.
+    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "6")]);
+    let keys: Value = serde_json::from_str(&moto.boto3(&["role-only-user"])).unwrap();
+    let role = "role_arn = \"arn:aws:iam::123456789012:role/rekeyd\"\nsession_name = \"rekeyd-test\"\ncreate_missing = true";
+    let sandbox = Sandbox::raw(&policy(
+        &moto,
+        role,
+        "[[secrets]]\nname = \"assumed\"\nschedule = { every = \"30d\" }\n",
+    ));
+    let run = |policy_text: &str| {
+        sandbox.write_raw_policy(policy_text);
+        sandbox
+            .command(&["run", "--once"])
+            .env(common::moto::KEY_VAR, keys["key"].as_str().unwrap())
+            .env(common::moto::SECRET_VAR, keys["secret"].as_str().unwrap())
+            // STS keeps its own endpoint (endpoint_url is Secrets Manager's); the standard
+            // variable points it at moto.
+            .env("AWS_ENDPOINT_URL_STS", &moto.url)
+            .output()
+            .expect("run")
+    };
+    let out = run(&policy(
+        &moto,
+        role,
+        "[[secrets]]\nname = \"assumed\"\nschedule = { every = \"30d\" }\n",
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the role, the same keys are refused: the role is what allowed it.
+    let out = run(&policy(
+        &moto,
+        "create_missing = true",
+        "[[secrets]]\nname = \"direct\"\nschedule = { every = \"30d\" }\n",
+    ));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -159,7 +159,9 @@ impl Engine {
         secret: &SecretPolicy,
         will_retry: bool,
     ) -> Result<Plan, RotationError> {
-        let mut state = self.describe(secret).await?;
+        let mut state = self.describe(secret).await.inspect_err(|e| {
+            tracing::error!(secret = %secret.name, error = %e, "could not read the secret's versions");
+        })?;
         // Recover, then rotate, then report the wait: three passes at most.
         for _ in 0..3 {
             let outcome = match plan::plan(secret, state.as_ref(), Utc::now()) {

@@ -10,6 +10,8 @@ Usage: python3 aws_check.py ENDPOINT COMMAND ARGS...
                                 the 3 IAM calls here are free) an IAM user that may create, read and describe
                                 secrets but neither write versions nor list secrets, and a secret NAME it
                                 created; prints its keys
+  role-only-user                (moto with INITIAL_NO_AUTH_ACTION_COUNT=6) an IAM user that may only assume
+                                the role "rekeyd", which may use Secrets Manager; prints the user's keys
   enable-rotation NAME          turn AWS-native rotation on with a rotation Lambda (moto runs it as a no-op
                                 that leaves its AWSPENDING placeholder, like a Lambda that never finished)
 """
@@ -82,6 +84,17 @@ def main():
             aws_access_key_id=key["AccessKeyId"],
             aws_secret_access_key=key["SecretAccessKey"],
         ).create_secret(Name=name, SecretString="v0")
+        print(json.dumps({"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}))
+    elif command == "role-only-user":
+        iam = boto3.client("iam", endpoint_url=endpoint)
+        iam.create_user(UserName="base")
+        key = iam.create_access_key(UserName="base")["AccessKey"]
+        statement = lambda action: json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]}
+        )
+        iam.put_user_policy(UserName="base", PolicyName="assume", PolicyDocument=statement("sts:AssumeRole"))
+        iam.create_role(RoleName="rekeyd", AssumeRolePolicyDocument=statement("sts:AssumeRole"))
+        iam.put_role_policy(RoleName="rekeyd", PolicyName="sm", PolicyDocument=statement("secretsmanager:*"))
         print(json.dumps({"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}))
     elif command == "enable-rotation":
         (name,) = args
