@@ -159,9 +159,7 @@ impl Engine {
         secret: &SecretPolicy,
         will_retry: bool,
     ) -> Result<Plan, RotationError> {
-        let mut state = self.describe(secret).await.inspect_err(|e| {
-            tracing::error!(secret = %secret.name, error = %e, "could not read the secret's versions");
-        })?;
+        let mut state = self.describe(secret).await?;
         // Recover, then rotate, then report the wait: three passes at most.
         for _ in 0..3 {
             let outcome = match plan::plan(secret, state.as_ref(), Utc::now()) {
@@ -207,10 +205,10 @@ impl Engine {
             return self.rotate(secret, &due, state, will_retry).await;
         }
         let backend = self.backend(&secret.backend)?;
-        if let Err(e) = backend.discard_pending(&secret.name, version).await {
-            tracing::error!(secret = %secret.name, %version, error = %e, "could not discard the pending version");
-            return Err(step("discard_pending")(e));
-        }
+        backend
+            .discard_pending(&secret.name, version)
+            .await
+            .map_err(step("discard_pending"))?;
         self.audit
             .append(AuditEvent::PendingDiscarded {
                 secret: secret.name.to_string(),
