@@ -328,7 +328,12 @@ async fn run_once(runtime: Runtime) -> Result<(), DaemonError> {
                 .acquire_owned()
                 .await
                 .expect("semaphore is never closed");
-            engine.reconcile(&secret, false).await
+            let result = engine.reconcile(&secret, false).await;
+            if let Err(error) = &result {
+                // As the scheduler does: the operator sees why, not only how many.
+                tracing::error!(secret = %secret.name, error = %error, "not brought up to date");
+            }
+            result
         });
     }
     let mut failed = 0;

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::secret::{SecretName, SecretValue, Stage, VersionId};
 
+pub mod aws;
 pub mod file;
 pub mod memory;
 pub mod vault;
@@ -182,6 +183,9 @@ pub async fn open(
         }
         crate::policy::BackendConfig::Vault(vault) => {
             std::sync::Arc::new(vault::VaultBackend::open(name, vault).await?)
+        }
+        crate::policy::BackendConfig::Aws(aws) => {
+            std::sync::Arc::new(aws::AwsBackend::open(name, aws).await?)
         }
     })
 }

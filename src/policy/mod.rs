@@ -24,8 +24,8 @@ mod validate;
 mod vault;
 
 pub use model::{
-    ApiSettings, BackendConfig, Confirm, DaemonSettings, FileBackendConfig, KeySource,
-    NotifyTarget, Policy, SecretPolicy,
+    ApiSettings, AssumeRole, AwsBackendConfig, BackendConfig, Confirm, CredentialsEnv,
+    DaemonSettings, FileBackendConfig, KeySource, NotifyTarget, Policy, SecretPolicy,
 };
 pub use vault::{CredentialSource, KvVersion, VaultAuth, VaultBackendConfig};
 

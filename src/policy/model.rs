@@ -80,6 +80,8 @@ pub enum BackendConfig {
     File(FileBackendConfig),
     /// A HashiCorp Vault KV engine.
     Vault(super::vault::VaultBackendConfig),
+    /// AWS Secrets Manager.
+    Aws(AwsBackendConfig),
 }
 
 /// `type = "file"`.
@@ -91,6 +93,52 @@ pub struct FileBackendConfig {
     pub key_file: PathBuf,
     /// An environment variable holding the key (base64), used instead of the file when set.
     pub key_env: Option<String>,
+}
+
+/// `type = "aws"`: AWS Secrets Manager through the AWS SDK.
+///
+/// Holds no credentials: static keys are named by environment variable, read at start-up.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AwsBackendConfig {
+    /// The region; unset: the SDK's chain (`AWS_REGION`, the profile, instance metadata).
+    pub region: Option<String>,
+    /// An endpoint instead of AWS's (LocalStack, moto, a VPC endpoint).
+    pub endpoint_url: Option<String>,
+    /// A role to assume with the base credentials.
+    pub assume_role: Option<AssumeRole>,
+    /// The KMS key for secrets rekeyd creates (unset: the account's `aws/secretsmanager` key).
+    pub kms_key_id: Option<String>,
+    /// Tags for secrets rekeyd creates.
+    pub tags: BTreeMap<String, String>,
+    /// Create a missing secret on its first rotation (off: a missing secret is an error).
+    pub create_missing: bool,
+    /// Rotate secrets that have AWS-native rotation (a rotation Lambda) enabled, turning
+    /// that rotation off (off: such secrets are refused).
+    pub take_over_native_rotation: bool,
+    /// Static credentials from environment variables instead of the SDK's chain.
+    pub credentials_env: Option<CredentialsEnv>,
+}
+
+/// `role_arn` with its optional `external_id` and `session_name`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AssumeRole {
+    /// The role's ARN.
+    pub role_arn: String,
+    /// The external id the role's trust policy requires, if any.
+    pub external_id: Option<String>,
+    /// The session name CloudTrail shows (default `rekeyd`).
+    pub session_name: Option<String>,
+}
+
+/// The names of the environment variables that hold static credentials.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CredentialsEnv {
+    /// Holds the access key id.
+    pub access_key_id: String,
+    /// Holds the secret access key.
+    pub secret_access_key: String,
+    /// Holds a session token, for temporary credentials.
+    pub session_token: Option<String>,
 }
 
 /// One webhook target: where rekeyd posts signed notifications, and how it retries.

@@ -898,7 +898,11 @@ fn reference_hint(section: &str, defined: &[&str]) -> String {
     }
 }
 
-fn tags(d: &mut Diags<'_>, v: &Value<'_>, loc: &Loc<'_>) -> Option<BTreeMap<String, String>> {
+pub(super) fn tags(
+    d: &mut Diags<'_>,
+    v: &Value<'_>,
+    loc: &Loc<'_>,
+) -> Option<BTreeMap<String, String>> {
     let hint = "write tags = { env = \"prod\" } with string values";
     let t = table(d, v, loc, "a table of strings", hint)?;
     let mut out = BTreeMap::new();

@@ -855,7 +855,7 @@ generator = { type = "json", field = "password", template = { at = 1979-05-27T07
 fn backend_problems() {
     let found = problems(
         r#"[backends.cloud]
-type = "aws"
+type = "vault"
 
 [backends.weird]
 type = "fiel"
@@ -875,20 +875,134 @@ key_env = "1BAD"
     assert_eq!(
         at,
         [
-            (2, 8, "backends.cloud.type"),
+            (1, 1, "backends.cloud.address"),
             (5, 8, "backends.weird.type"),
             (7, 1, "backends.none.type"),
             (10, 11, "backends.\"a/b\""),
             (12, 11, "backends.\"a/b\".key_env"),
         ]
     );
-    assert!(found[0].message.contains("planned but not supported yet"));
+    assert!(found[0].message.contains("address"), "{:?}", found[0]);
     assert!(found[1].message.contains("did you mean `file`?"));
-    assert!(found[1].hint.contains("\"aws\" is planned"));
+    assert!(found[1].hint.contains("\"file\", \"aws\" and \"vault\""));
     assert!(found[2].hint.contains("type = \"file\""));
     assert!(found[3].message.contains("not a valid backends name"));
     assert!(
         found[4]
+            .message
+            .contains("not a valid environment variable name")
+    );
+}
+
+#[test]
+fn aws_backend_reads_every_key() {
+    let policy = ok(r#"[backends.aws]
+type = "aws"
+region = "eu-central-1"
+endpoint_url = "http://127.0.0.1:5000"
+role_arn = "arn:aws:iam::123456789012:role/rekeyd"
+external_id = "rekeyd-prod"
+session_name = "rekeyd-eu"
+kms_key_id = "alias/rekeyd"
+tags = { managed_by = "rekeyd" }
+create_missing = true
+take_over_native_rotation = true
+access_key_id_env = "AWS_KEY"
+secret_access_key_env = "AWS_SECRET"
+session_token_env = "AWS_TOKEN"
+
+[[secrets]]
+name = "a"
+backend = "aws"
+schedule = { every = "30d" }
+generator = { type = "ed25519" }
+"#);
+    let BackendConfig::Aws(aws) = &policy.backends["aws"] else {
+        panic!("an aws backend")
+    };
+    assert_eq!(aws.region.as_deref(), Some("eu-central-1"));
+    assert_eq!(aws.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+    let role = aws.assume_role.as_ref().expect("role");
+    assert_eq!(role.role_arn, "arn:aws:iam::123456789012:role/rekeyd");
+    assert_eq!(role.external_id.as_deref(), Some("rekeyd-prod"));
+    assert_eq!(role.session_name.as_deref(), Some("rekeyd-eu"));
+    assert_eq!(aws.kms_key_id.as_deref(), Some("alias/rekeyd"));
+    assert_eq!(aws.tags["managed_by"], "rekeyd");
+    assert!(aws.create_missing && aws.take_over_native_rotation);
+    let creds = aws.credentials_env.as_ref().expect("static credentials");
+    assert_eq!(
+        (
+            creds.access_key_id.as_str(),
+            creds.secret_access_key.as_str(),
+            creds.session_token.as_deref()
+        ),
+        ("AWS_KEY", "AWS_SECRET", Some("AWS_TOKEN"))
+    );
+
+    // Everything optional: the SDK's chains fill in region and credentials.
+    let policy = ok(
+        "[backends.aws]\ntype = \"aws\"\n\n[[secrets]]\nname = \"a\"\nbackend = \"aws\"\n\
+         schedule = { every = \"30d\" }\ngenerator = { type = \"ed25519\" }\n",
+    );
+    let BackendConfig::Aws(aws) = &policy.backends["aws"] else {
+        panic!("an aws backend")
+    };
+    assert_eq!(aws, &crate::policy::AwsBackendConfig::default());
+}
+
+#[test]
+fn aws_backend_problems_are_positioned() {
+    let found = problems(
+        r#"[backends.aws]
+type = "aws"
+regoin = "eu-west-1"
+endpoint_url = "ftp://x"
+role_arn = "role/rekeyd"
+create_missing = "yes"
+access_key_id_env = "AWS_KEY"
+tags = { "aws:owner" = "x" }
+
+[backends.other]
+type = "aws"
+external_id = "abc"
+secret_access_key_env = "1BAD"
+"#,
+    );
+    let at: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.column, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (3, 1, "backends.aws.regoin"),
+            (4, 16, "backends.aws.endpoint_url"),
+            (5, 12, "backends.aws.role_arn"),
+            (6, 18, "backends.aws.create_missing"),
+            (7, 21, "backends.aws.access_key_id_env"),
+            (8, 8, "backends.aws.tags.\"aws:owner\""),
+            (12, 15, "backends.other.external_id"),
+            (13, 25, "backends.other.secret_access_key_env"),
+        ],
+        "{found:#?}"
+    );
+    assert!(found[0].message.contains("did you mean `region`?"));
+    assert!(found[1].message.contains("not an http:// or https:// URL"));
+    assert!(found[2].message.contains("not an IAM role ARN"));
+    assert!(
+        found[3].message.contains("found a string"),
+        "{}",
+        found[3].message
+    );
+    assert!(
+        found[4]
+            .message
+            .contains("needs `secret_access_key_env` too")
+    );
+    assert!(found[5].message.contains("reserved prefix `aws:`"));
+    assert!(found[6].message.contains("only used with `role_arn`"));
+    assert!(
+        found[7]
             .message
             .contains("not a valid environment variable name")
     );

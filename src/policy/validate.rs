@@ -9,9 +9,12 @@ use ring::digest;
 use toml::de::DeTable;
 
 use super::diagnostic::{Diags, Loc, did_you_mean};
-use super::parse::{Table, check_keys, duration, env_name, integer, non_empty, table};
+use super::parse::{Table, boolean, check_keys, duration, env_name, integer, non_empty, table};
 use super::secrets::SecretWalk;
-use super::{BackendConfig, DaemonSettings, Diagnostic, FileBackendConfig, Policy};
+use super::{
+    AssumeRole, AwsBackendConfig, BackendConfig, CredentialsEnv, DaemonSettings, Diagnostic,
+    FileBackendConfig, Policy,
+};
 
 const TOP_KEYS: &[&str] = &["daemon", "api", "defaults", "backends", "notify", "secrets"];
 const DAEMON_KEYS: &[&str] = &[
@@ -24,9 +27,33 @@ const DAEMON_KEYS: &[&str] = &[
     "max_retry_backoff",
 ];
 const FILE_BACKEND_KEYS: &[&str] = &["type", "path", "key_file", "key_env"];
-const BACKEND_TYPES: &[&str] = &["file", "vault"];
-/// Backend types on the roadmap: named as such rather than "unknown".
-const PLANNED_BACKEND_TYPES: &[&str] = &["aws"];
+const AWS_BACKEND_KEYS: &[&str] = &[
+    "type",
+    "region",
+    "endpoint_url",
+    "role_arn",
+    "external_id",
+    "session_name",
+    "kms_key_id",
+    "tags",
+    "create_missing",
+    "take_over_native_rotation",
+    "access_key_id_env",
+    "secret_access_key_env",
+    "session_token_env",
+];
+const BACKEND_TYPES: &[&str] = &["file", "aws", "vault"];
+const TYPE_HINT: &str = "the supported types are \"file\", \"aws\" and \"vault\"";
+const REGION_HINT: &str =
+    "an AWS region such as \"eu-central-1\"; leave it out to use AWS_REGION or the profile";
+const ENDPOINT_HINT: &str =
+    "an http:// or https:// URL, e.g. \"http://127.0.0.1:5000\" for moto or a VPC endpoint's URL";
+const ROLE_HINT: &str = "an IAM role ARN, e.g. \"arn:aws:iam::123456789012:role/rekeyd\"";
+const EXTERNAL_ID_HINT: &str =
+    "the external id the role's trust policy requires (2 to 1224 characters)";
+const SESSION_HINT: &str =
+    "2 to 64 letters, digits or _+=,.@- (shown in CloudTrail as the role session name)";
+const KMS_HINT: &str = "a KMS key id, ARN, alias name (\"alias/NAME\") or alias ARN";
 
 const PATH_HINT: &str =
     "a file system path; relative paths resolve against the policy file's directory";
@@ -134,6 +161,13 @@ fn daemon(d: &mut Diags<'_>, root: &Table<'_>, base: &Path) -> (DaemonSettings, 
     (settings, min_interval)
 }
 
+/// True for an `http://` or `https://` URL with a host.
+fn http_url(url: &str) -> bool {
+    url.strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
+
 /// True for names usable in file names and references: letters, digits, `_` and `-`.
 fn plain_name(name: &str) -> bool {
     !name.is_empty()
@@ -202,81 +236,296 @@ fn backends<'a>(
                 span.clone(),
                 &type_loc,
                 "a backend needs a `type`",
-                "add type = \"file\" or type = \"vault\"",
+                "add type = \"file\" (the encrypted file store), \"aws\" (AWS Secrets Manager) or \"vault\" (HashiCorp Vault)",
             );
             continue;
         };
-        let hint = "supported types are \"file\" and \"vault\"";
+        let hint = TYPE_HINT;
         let Some(kind) = non_empty(d, kind_value, &type_loc, "a string like \"file\"", hint) else {
             continue;
         };
-        if PLANNED_BACKEND_TYPES.contains(&kind) {
-            d.report(
-                kind_value.span(),
-                &type_loc,
-                format!("backend type `{kind}` is planned but not supported yet"),
-                "use type = \"file\" or \"vault\" for now",
-            );
-            continue;
-        }
-        if !BACKEND_TYPES.contains(&kind) {
-            let mut candidates = BACKEND_TYPES.to_vec();
-            candidates.extend_from_slice(PLANNED_BACKEND_TYPES);
-            let message = format!(
-                "unknown backend type `{kind}`{}",
-                did_you_mean(kind, &candidates)
-            );
-            d.report(
-                kind_value.span(),
-                &type_loc,
-                message,
-                "supported types are \"file\" and \"vault\" (\"aws\" is planned)",
-            );
-            continue;
-        }
-        if kind == "vault" {
-            if let Some(config) = super::vault::backend(d, t, &loc, span.clone(), base) {
-                configs.insert((*name).to_owned(), BackendConfig::Vault(config));
+        let config = match kind {
+            "file" => file_backend(d, t, &loc, name, span, base, state_dir, &mut store_paths),
+            "aws" => aws_backend(d, t, &loc).map(BackendConfig::Aws),
+            "vault" => {
+                super::vault::backend(d, t, &loc, span.clone(), base).map(BackendConfig::Vault)
             }
-            continue;
-        }
-        check_keys(d, t, FILE_BACKEND_KEYS, &loc);
-        let path = |d: &mut Diags<'_>, key: &str| -> Option<Option<PathBuf>> {
-            match t.get(key) {
-                None => Some(None),
-                Some(v) => non_empty(d, v, &loc.key(key), "a path string", PATH_HINT)
-                    .map(|p| Some(base.join(p))),
+            _ => {
+                let message = format!(
+                    "unknown backend type `{kind}`{}",
+                    did_you_mean(kind, BACKEND_TYPES)
+                );
+                d.report(kind_value.span(), &type_loc, message, hint);
+                continue;
             }
         };
-        let store = path(d, "path");
-        let key_file = path(d, "key_file");
-        let key_env = match t.get("key_env") {
-            None => Some(None),
-            Some(v) => env_name(d, v, &loc.key("key_env")).map(|s| Some(s.to_owned())),
-        };
-        let (Some(store), Some(key_file), Some(key_env)) = (store, key_file, key_env) else {
-            continue;
-        };
-        let store = store.unwrap_or_else(|| state_dir.join(format!("store-{name}")));
-        if let Some((_, other)) = store_paths.iter().find(|(p, _)| *p == store) {
-            let at = t.get("path").map_or(span.clone(), |v| v.span());
-            d.report(
-                at,
-                &loc.key("path"),
-                format!("backend `{name}` uses the same store directory as backend `{other}`"),
-                "give each file backend its own path",
-            );
+        if let Some(config) = config {
+            configs.insert((*name).to_owned(), config);
         }
-        store_paths.push((store.clone(), name));
-        let key_file = key_file.unwrap_or_else(|| state_dir.join(format!("{name}.key")));
-        configs.insert(
-            (*name).to_owned(),
-            BackendConfig::File(FileBackendConfig {
-                path: store,
-                key_file,
-                key_env,
-            }),
-        );
     }
     (configs, tables.iter().map(|(name, _)| *name).collect())
+}
+
+/// `type = "file"`.
+#[allow(clippy::too_many_arguments)]
+fn file_backend<'a>(
+    d: &mut Diags<'_>,
+    t: &Table<'_>,
+    loc: &Loc<'_>,
+    name: &'a str,
+    span: &std::ops::Range<usize>,
+    base: &Path,
+    state_dir: &Path,
+    store_paths: &mut Vec<(PathBuf, &'a str)>,
+) -> Option<BackendConfig> {
+    check_keys(d, t, FILE_BACKEND_KEYS, loc);
+    let path = |d: &mut Diags<'_>, key: &str| -> Option<Option<PathBuf>> {
+        match t.get(key) {
+            None => Some(None),
+            Some(v) => non_empty(d, v, &loc.key(key), "a path string", PATH_HINT)
+                .map(|p| Some(base.join(p))),
+        }
+    };
+    let store = path(d, "path");
+    let key_file = path(d, "key_file");
+    let key_env = optional_env(d, t, loc, "key_env");
+    let (Some(store), Some(key_file), Some(key_env)) = (store, key_file, key_env) else {
+        return None;
+    };
+    let store = store.unwrap_or_else(|| state_dir.join(format!("store-{name}")));
+    if let Some((_, other)) = store_paths.iter().find(|(p, _)| *p == store) {
+        let at = t.get("path").map_or(span.clone(), |v| v.span());
+        d.report(
+            at,
+            &loc.key("path"),
+            format!("backend `{name}` uses the same store directory as backend `{other}`"),
+            "give each file backend its own path",
+        );
+    }
+    store_paths.push((store.clone(), name));
+    let key_file = key_file.unwrap_or_else(|| state_dir.join(format!("{name}.key")));
+    Some(BackendConfig::File(FileBackendConfig {
+        path: store,
+        key_file,
+        key_env,
+    }))
+}
+
+/// An optional environment variable name: `Some(None)` when absent, `None` when invalid.
+fn optional_env(
+    d: &mut Diags<'_>,
+    t: &Table<'_>,
+    loc: &Loc<'_>,
+    key: &str,
+) -> Option<Option<String>> {
+    match t.get(key) {
+        None => Some(None),
+        Some(v) => env_name(d, v, &loc.key(key)).map(|s| Some(s.to_owned())),
+    }
+}
+
+/// `type = "aws"`: every key checked, each problem reported where it is.
+fn aws_backend(d: &mut Diags<'_>, t: &Table<'_>, loc: &Loc<'_>) -> Option<AwsBackendConfig> {
+    check_keys(d, t, AWS_BACKEND_KEYS, loc);
+    let mut ok = true;
+    // A string key checked by `valid`; `Some(None)` when absent.
+    let mut text = |d: &mut Diags<'_>,
+                    key: &str,
+                    hint: &str,
+                    valid: &dyn Fn(&str) -> Result<(), String>|
+     -> Option<String> {
+        let v = t.get(key)?;
+        let key_loc = loc.key(key);
+        let s = non_empty(d, v, &key_loc, "a string", hint);
+        let checked = s.and_then(|s| match valid(s) {
+            Ok(()) => Some(s.to_owned()),
+            Err(message) => {
+                d.report(v.span(), &key_loc, message, hint);
+                None
+            }
+        });
+        ok &= checked.is_some();
+        checked
+    };
+    let region = text(d, "region", REGION_HINT, &|s| {
+        let valid = s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && s.contains('-');
+        if valid {
+            Ok(())
+        } else {
+            Err(format!("`{s}` is not an AWS region name"))
+        }
+    });
+    let endpoint_url = text(d, "endpoint_url", ENDPOINT_HINT, &|s| {
+        if http_url(s) {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{s}` is not an http:// or https:// URL with a host"
+            ))
+        }
+    });
+    let role_arn = text(d, "role_arn", ROLE_HINT, &|s| {
+        let parts: Vec<&str> = s.splitn(6, ':').collect();
+        if parts.len() == 6
+            && parts[0] == "arn"
+            && parts[2] == "iam"
+            && parts[5].starts_with("role/")
+        {
+            Ok(())
+        } else {
+            Err(format!("`{s}` is not an IAM role ARN"))
+        }
+    });
+    let external_id = text(d, "external_id", EXTERNAL_ID_HINT, &|s| {
+        if (2..=1224).contains(&s.len()) {
+            Ok(())
+        } else {
+            Err("an external id has 2 to 1224 characters".to_owned())
+        }
+    });
+    let session_name = text(d, "session_name", SESSION_HINT, &|s| {
+        let valid = (2..=64).contains(&s.len())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+        if valid {
+            Ok(())
+        } else {
+            Err(format!("`{s}` is not a valid role session name"))
+        }
+    });
+    let kms_key_id = text(d, "kms_key_id", KMS_HINT, &|_| Ok(()));
+    for key in ["external_id", "session_name"] {
+        if role_arn.is_none()
+            && t.get("role_arn").is_none()
+            && let Some(v) = t.get(key)
+        {
+            d.report(
+                v.span(),
+                &loc.key(key),
+                format!("`{key}` is only used with `role_arn`"),
+                "add role_arn = \"arn:aws:iam::ACCOUNT:role/NAME\", or remove this key",
+            );
+            ok = false;
+        }
+    }
+
+    let tags = match t.get("tags") {
+        None => Some(BTreeMap::new()),
+        Some(v) => {
+            let tags_loc = loc.key("tags");
+            super::secrets::tags(d, v, &tags_loc).and_then(|tags| aws_tags(d, v, &tags_loc, tags))
+        }
+    };
+    ok &= tags.is_some();
+
+    let mut flag = |d: &mut Diags<'_>, key: &str| -> bool {
+        match t.get(key) {
+            None => false,
+            Some(v) => match boolean(d, v, &loc.key(key)) {
+                Some(b) => b,
+                None => {
+                    ok = false;
+                    false
+                }
+            },
+        }
+    };
+    let create_missing = flag(d, "create_missing");
+    let take_over_native_rotation = flag(d, "take_over_native_rotation");
+
+    let access = optional_env(d, t, loc, "access_key_id_env");
+    let secret = optional_env(d, t, loc, "secret_access_key_env");
+    let token = optional_env(d, t, loc, "session_token_env");
+    let credentials_env = match (access, secret, token) {
+        (Some(Some(access_key_id)), Some(Some(secret_access_key)), Some(session_token)) => {
+            Some(CredentialsEnv {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            })
+        }
+        (Some(None), Some(None), Some(None)) => None,
+        (Some(a), Some(s), Some(tok)) => {
+            // Some of the three are set, but not both required ones.
+            let (present, missing) = if a.is_some() {
+                ("access_key_id_env", "secret_access_key_env")
+            } else if s.is_some() {
+                ("secret_access_key_env", "access_key_id_env")
+            } else {
+                debug_assert!(tok.is_some());
+                ("session_token_env", "access_key_id_env")
+            };
+            let at = t.get(present).map(|v| v.span()).unwrap_or_default();
+            d.report(
+                at,
+                &loc.key(present),
+                format!("`{present}` needs `{missing}` too"),
+                "static credentials need both access_key_id_env and secret_access_key_env \
+                 (session_token_env is optional); or remove them to use the SDK's credential chain",
+            );
+            ok = false;
+            None
+        }
+        _ => {
+            ok = false;
+            None
+        }
+    };
+
+    ok.then(|| AwsBackendConfig {
+        region,
+        endpoint_url,
+        assume_role: role_arn.map(|role_arn| AssumeRole {
+            role_arn,
+            external_id,
+            session_name,
+        }),
+        kms_key_id,
+        tags: tags.unwrap_or_default(),
+        create_missing,
+        take_over_native_rotation,
+        credentials_env,
+    })
+}
+
+/// AWS's limits on tags: at most 50, keys up to 128 characters and values up to 256, and
+/// the `aws:` prefix is reserved.
+fn aws_tags(
+    d: &mut Diags<'_>,
+    v: &super::parse::Value<'_>,
+    loc: &Loc<'_>,
+    tags: BTreeMap<String, String>,
+) -> Option<BTreeMap<String, String>> {
+    const HINT: &str = "AWS allows up to 50 tags, keys of 1 to 128 characters not starting with `aws:`, values up to 256 characters";
+    let mut ok = true;
+    if tags.len() > 50 {
+        d.report(
+            v.span(),
+            loc,
+            format!("{} tags, AWS allows at most 50", tags.len()),
+            HINT,
+        );
+        ok = false;
+    }
+    for (key, value) in &tags {
+        let problem = if key.is_empty() || key.chars().count() > 128 {
+            Some(format!("tag key `{key}` must have 1 to 128 characters"))
+        } else if key.to_ascii_lowercase().starts_with("aws:") {
+            Some(format!("tag key `{key}` uses the reserved prefix `aws:`"))
+        } else if value.chars().count() > 256 {
+            Some(format!(
+                "the value of tag `{key}` has more than 256 characters"
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            d.report(v.span(), &loc.key(key), message, HINT);
+            ok = false;
+        }
+    }
+    ok.then_some(tags)
 }

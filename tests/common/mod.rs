@@ -2,6 +2,8 @@
 //! `rekeyd` binary, and readers for what it leaves behind (audit log, store files).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod moto;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -43,6 +45,15 @@ impl Sandbox {
         sandbox
     }
 
+    /// A sandbox whose policy is exactly `text`.
+    pub fn raw(text: &str) -> Self {
+        let sandbox = Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        sandbox.write_raw_policy(text);
+        sandbox
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -65,10 +76,15 @@ impl Sandbox {
 
     /// A `rekeyd` command with `--policy` set, run from the sandbox.
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_with_policy(args, &self.policy())
+    }
+
+    /// A `rekeyd` command on another policy file, run from the sandbox.
+    pub fn command_with_policy(&self, args: &[&str], policy: &Path) -> Command {
         let mut cmd = Command::new(BIN);
         // Global flags first, so nothing lands after an `exec --` separator.
         cmd.arg("--policy")
-            .arg(self.policy())
+            .arg(policy)
             .args(args)
             .current_dir(self.dir.path())
             .env_remove("REKEYD_CRASH_AT")
@@ -79,6 +95,11 @@ impl Sandbox {
             .env_remove("ALL_PROXY")
             .env_remove("http_proxy")
             .env_remove("https_proxy")
+            // The AWS tests' keys for moto, and no AWS profile of the machine's.
+            .env(moto::KEY_VAR, "testing")
+            .env(moto::SECRET_VAR, "testing")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .stdin(Stdio::null());
         cmd
     }
