@@ -272,3 +272,78 @@ fn sigterm_stops_the_api_with_the_daemon() {
         "the port is released"
     );
 }
+
+#[test]
+fn the_api_serves_https_when_a_certificate_is_configured() {
+    let port = free_port();
+    let sandbox = Sandbox::new(&format!(
+        "[api]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n\n\
+         [[secrets]]\nname = \"app/db\"\nschedule = {{ every = \"30d\" }}\n"
+    ));
+    // A self-signed certificate for 127.0.0.1, made by openssl (independent of rekeyd).
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ])
+        .current_dir(sandbox.dir.path())
+        .output()
+        .expect("openssl (apt-get install openssl; .ci/test does)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut child = sandbox
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Python's ssl module verifies the chain and the IP against the certificate.
+    let probe = format!(
+        "import ssl, urllib.request\n\
+         ctx = ssl.create_default_context(cafile='cert.pem')\n\
+         r = urllib.request.urlopen('https://127.0.0.1:{port}/healthz', context=ctx, timeout=5)\n\
+         print(r.status, r.read().decode())\n"
+    );
+    let answer = wait_for("the API over HTTPS", Duration::from_secs(30), || {
+        let out = Command::new("python3")
+            .args(["-c", &probe])
+            .current_dir(sandbox.dir.path())
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert!(
+        answer.starts_with("200") && answer.contains("\"ok\""),
+        "{answer}"
+    );
+    // Plain HTTP to the TLS port is not served.
+    let plain = std::panic::catch_unwind(|| http(port, "GET", "/healthz", None));
+    assert!(
+        plain.map_or(true, |(status, _)| status != 200),
+        "no plaintext answer"
+    );
+    signal(&child, "TERM");
+    wait_for("exit", Duration::from_secs(30), || {
+        child.try_wait().unwrap()
+    });
+}
