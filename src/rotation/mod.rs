@@ -188,6 +188,7 @@ impl Engine {
         secret: &SecretPolicy,
         will_retry: bool,
     ) -> Result<Plan, RotationError> {
+        let _serial = serialize(&secret.name).await;
         let mut state = self.describe(secret).await?;
         // Recover, then rotate, then report the wait: three passes at most.
         for _ in 0..3 {
@@ -552,6 +553,7 @@ impl Engine {
         secret: &SecretPolicy,
         by: &str,
     ) -> Result<(VersionId, VersionId), RotationError> {
+        let _serial = serialize(&secret.name).await;
         let backend = self.backend(&secret.backend)?;
         let state = backend
             .describe(&secret.name)
@@ -596,6 +598,7 @@ impl Engine {
         by: &str,
         force: bool,
     ) -> Result<Outcome, RotationError> {
+        let _serial = serialize(&secret.name).await;
         let now = Utc::now();
         // Finish (or discard) an interrupted rotation first, as a scheduled run would.
         let mut state = self.describe(secret).await?;
@@ -709,6 +712,25 @@ fn trigger_name(trigger: &Trigger) -> &'static str {
         Trigger::Manual { .. } => "manual",
         Trigger::Initial => "initial",
     }
+}
+
+/// Runs one operation at a time per secret within this process: a manual rotation from
+/// the API and a scheduled one would otherwise interleave, and although compare-and-swap
+/// keeps that safe, the loser would fail and rotate a second time. Process-wide rather
+/// than per engine, because a reload builds a new engine while old jobs finish. Other
+/// processes are kept apart by the backends' idempotency and compare-and-swap.
+async fn serialize(secret: &crate::secret::SecretName) -> tokio::sync::OwnedMutexGuard<()> {
+    static LOCKS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::OnceLock::new();
+    let lock = {
+        let mut locks = LOCKS
+            .get_or_init(Default::default)
+            .lock()
+            .expect("secret lock table");
+        Arc::clone(locks.entry(secret.to_string()).or_default())
+    };
+    lock.lock_owned().await
 }
 
 /// Who is asking, for audit entries of manual actions: `$SUDO_USER` or `$USER`, at the host.

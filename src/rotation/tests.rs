@@ -260,3 +260,32 @@ async fn rollback_swaps_current_and_previous_and_refuses_without_history() {
             .any(|e| matches!(e, AuditEvent::RolledBack { by, .. } if by == "bob"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operations_on_one_secret_take_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = Arc::new(MemoryBackend::new("local"));
+    let engine = Arc::new(engine(dir.path(), "audit.jsonl", memory.clone()).await);
+    let secret = Arc::new(policy(bytes()));
+    engine.reconcile(&secret, true).await.expect("create");
+    // Eight manual rotations at once: each sees the version the previous one made, so
+    // none loses a compare-and-swap and every one succeeds.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (engine, secret) = (Arc::clone(&engine), Arc::clone(&secret));
+        tasks.push(tokio::spawn(async move {
+            engine
+                .rotate_manually(&secret, &format!("user{i}"), true)
+                .await
+        }));
+    }
+    for task in tasks {
+        let outcome = task.await.unwrap().expect("no rotation lost a race");
+        assert!(matches!(outcome, Outcome::Rotated { .. }));
+    }
+    let failures = events(dir.path(), "audit.jsonl")
+        .into_iter()
+        .filter(|e| matches!(e, AuditEvent::RotationFailed { .. }))
+        .count();
+    assert_eq!(failures, 0);
+}
