@@ -154,25 +154,7 @@ impl Confirmations {
 
     /// Deletes records older than `age`: a gate waits minutes, not days.
     pub fn prune(&self, age: Duration) -> io::Result<usize> {
-        let cutoff = std::time::SystemTime::now()
-            .checked_sub(age)
-            .unwrap_or(std::time::UNIX_EPOCH);
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e),
-        };
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t < cutoff);
-            if old && fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        super::prune_older_than(&self.dir, age)
     }
 
     /// Forgets the answers for a version (its rotation was abandoned).
