@@ -362,9 +362,18 @@ fn a_crash_between_put_and_stage_move_is_resumed_once() {
         assert_eq!(holders(&seen, "AWSCURRENT"), vec![expected], "{seen}");
         assert_pending_not_dangling(&seen);
     }
-    let crashed_first = sandbox.events("recovery_found", "crash/first");
-    assert_eq!(crashed_first.len(), 1, "{crashed_first:?}");
-    assert_eq!(crashed_first[0]["action"], "resume");
+    // The two secrets rotate concurrently: whichever reached PutSecretValue first aborted
+    // the process, and the other may have stored its value too. Every stored one is
+    // resumed, at least one was.
+    let resumed: Vec<_> = ["crash/first", "crash/second"]
+        .iter()
+        .flat_map(|s| sandbox.events("recovery_found", s))
+        .collect();
+    assert!((1..=2).contains(&resumed.len()), "{resumed:?}");
+    assert!(
+        resumed.iter().all(|e| e["action"] == "resume"),
+        "{resumed:?}"
+    );
 
     // A later rotation of an existing secret, killed after PutSecretValue.
     let before = moto.inspect("crash/first");
@@ -390,7 +399,7 @@ fn a_crash_between_put_and_stage_move_is_resumed_once() {
     assert_eq!(holders(&after, "AWSPREVIOUS"), vec![old], "{after}");
     assert_pending_not_dangling(&after);
     let found = sandbox.events("recovery_found", "crash/first");
-    assert_eq!(found.last().unwrap()["action"], "resume");
+    assert_eq!(found.last().unwrap()["action"], "resume", "{found:?}");
     assert_eq!(found.last().unwrap()["version"], crashed.as_str());
     let audit = sandbox.run(&["audit", "verify", sandbox.audit_log().to_str().unwrap()]);
     assert!(audit.status.success());
