@@ -33,7 +33,11 @@ mod tests {
     use super::*;
 
     fn text(length: usize, encoding: Encoding) -> String {
-        let value = generate(&BytesSpec { length, encoding }, &Ring(&SystemRandom::new())).unwrap();
+        let value = generate(
+            &BytesSpec { length, encoding },
+            &Ring::new(&SystemRandom::new()),
+        )
+        .unwrap();
         value.expose_str().unwrap().to_owned()
     }
 

@@ -119,7 +119,7 @@ pub fn generate(
     current: Option<&SecretValue>,
     rng: &dyn SecureRandom,
 ) -> Result<SecretValue, GenerateError> {
-    let source = random::Ring(rng);
+    let source = random::Ring::new(rng);
     match spec {
         GeneratorSpec::Password(password) => password::generate(password, &source),
         GeneratorSpec::Bytes(bytes) => bytes::generate(bytes, &source),
@@ -149,12 +149,16 @@ mod tests {
     #[allow(deprecated)]
     fn generate_rejects_biased_tail_bytes_from_a_secure_random() {
         // ring seals SecureRandom; its own scripted implementation is the only fake that
-        // can go through the public signature. One slice per fill call, all must be used.
+        // can go through the public signature. generate reads small draws in 128-byte
+        // blocks, so the script is one block whose first bytes are the draws.
         use ring::test::rand::FixedSliceSequenceRandom;
+        // Picks from 10 digits: 250 and 255 are in the tail (plain modulo would give '0'
+        // and '5'), so 3, 4 and 249 -> '9' are used; then shuffle draws j = 2, 1.
+        let mut block = [0u8; 128];
+        block[..7].copy_from_slice(&[250, 3, 255, 4, 249, 2, 1]);
+        let blocks: [&[u8]; 1] = [&block];
         let fake = FixedSliceSequenceRandom {
-            // Picks from 10 digits: 250 and 255 are in the tail (plain modulo would give
-            // '0' and '5'), so 3, 4 and 249 -> '9' are used; then shuffle draws j = 2, 1.
-            bytes: &[&[250], &[3], &[255], &[4], &[249], &[2], &[1]],
+            bytes: &blocks,
             current: std::cell::UnsafeCell::new(0),
         };
         let value = generate(&GeneratorSpec::Password(digits(3)), None, &fake).unwrap();

@@ -143,12 +143,12 @@ mod tests {
     }
 
     fn password(spec: &PasswordSpec) -> Result<String, GenerateError> {
-        let value = generate(spec, &Ring(&system()))?;
+        let value = generate(spec, &Ring::new(&system()))?;
         Ok(value.expose_str().expect("passwords are text").to_owned())
     }
 
     fn impossible(spec: &PasswordSpec) -> String {
-        match generate(spec, &Ring(&system())) {
+        match generate(spec, &Ring::new(&system())) {
             Err(GenerateError::Impossible(why)) => why,
             other => panic!("expected Impossible, got {other:?}"),
         }

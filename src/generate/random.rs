@@ -20,12 +20,56 @@ pub(super) trait RandomSource {
     fn fill(&self, dest: &mut [u8]) -> Result<(), GenerateError>;
 }
 
-/// The production source: ring's `SecureRandom` (in practice `SystemRandom`).
-pub(super) struct Ring<'a>(pub(super) &'a dyn SecureRandom);
+/// Bytes fetched from the system per refill: one `getrandom` call serves a whole password
+/// instead of one call per character drawn.
+const BUFFER: usize = 128;
+/// Requests this large or larger (bulk bytes, keys) go to the system directly: buffering
+/// them would only fetch randomness that is thrown away.
+const DIRECT: usize = 16;
+
+/// The production source: ring's `SecureRandom` (in practice `SystemRandom`), read in
+/// blocks of [`BUFFER`] bytes. The block is zeroized when the source is dropped, and every
+/// byte is handed out once.
+pub(super) struct Ring<'a> {
+    rng: &'a dyn SecureRandom,
+    buffer: std::cell::RefCell<Zeroizing<[u8; BUFFER]>>,
+    /// Bytes of `buffer` already handed out (`BUFFER`: empty).
+    used: std::cell::Cell<usize>,
+}
+
+impl<'a> Ring<'a> {
+    pub(super) fn new(rng: &'a dyn SecureRandom) -> Self {
+        Self {
+            rng,
+            buffer: std::cell::RefCell::new(Zeroizing::new([0; BUFFER])),
+            used: std::cell::Cell::new(BUFFER),
+        }
+    }
+}
 
 impl RandomSource for Ring<'_> {
     fn fill(&self, dest: &mut [u8]) -> Result<(), GenerateError> {
-        self.0.fill(dest).map_err(|_| GenerateError::Rng)
+        if dest.len() >= DIRECT {
+            return self.rng.fill(dest).map_err(|_| GenerateError::Rng);
+        }
+        let mut buffer = self.buffer.borrow_mut();
+        let mut written = 0;
+        while written < dest.len() {
+            if self.used.get() == BUFFER {
+                self.rng
+                    .fill(&mut buffer[..])
+                    .map_err(|_| GenerateError::Rng)?;
+                self.used.set(0);
+            }
+            let start = self.used.get();
+            let take = (dest.len() - written).min(BUFFER - start);
+            dest[written..written + take].copy_from_slice(&buffer[start..start + take]);
+            // Handed-out bytes are wiped from the block at once.
+            buffer[start..start + take].fill(0);
+            self.used.set(start + take);
+            written += take;
+        }
+        Ok(())
     }
 }
 
@@ -117,6 +161,47 @@ pub(super) mod tests {
             }
             Ok(())
         }
+    }
+
+    #[test]
+    #[allow(deprecated)] // ring's scripted SecureRandom: the only fake its sealed trait allows
+    fn the_buffered_system_source_hands_each_byte_out_once() {
+        use ring::test::rand::FixedSliceSequenceRandom;
+        let first: Vec<u8> = (0..128).collect();
+        let second = [7u8; 128];
+        let bulk = [9u8; 32];
+        let blocks: [&[u8]; 3] = [&first, &bulk, &second];
+        let fake = FixedSliceSequenceRandom {
+            bytes: &blocks,
+            current: std::cell::UnsafeCell::new(0),
+        };
+        let source = Ring::new(&fake);
+        // Small draws come from one block, in order, each byte once.
+        let mut drawn = Vec::new();
+        for _ in 0..120 {
+            let mut byte = [0u8; 1];
+            source.fill(&mut byte).unwrap();
+            drawn.push(byte[0]);
+        }
+        assert_eq!(drawn, first[..120].to_vec());
+        // A bulk request goes straight to the system.
+        let mut key = [0u8; 32];
+        source.fill(&mut key).unwrap();
+        assert_eq!(key, bulk);
+        // Small draws resume: the rest of the first block, then the next one.
+        let mut tail = [0u8; 12];
+        source.fill(&mut tail).unwrap();
+        assert_eq!(&tail[..8], &first[120..]);
+        assert_eq!(&tail[8..], &[7u8; 4][..]);
+        let buffer = source.buffer.borrow();
+        assert!(
+            buffer[..4].iter().all(|&x| x == 0),
+            "handed-out bytes are wiped"
+        );
+        assert!(
+            buffer[4..].iter().all(|&x| x == 7),
+            "the rest is still unused"
+        );
     }
 
     #[test]
