@@ -23,6 +23,7 @@ use crate::schedule::{Schedule, ScheduleError};
 use crate::secret::SecretName;
 
 /// Every key a secret may have.
+/// Every key a `[[secrets]]` table takes; `name` must stay first (see `DEFAULT_KEYS`).
 const SECRET_KEYS: &[&str] = &[
     "name",
     "backend",
@@ -38,21 +39,9 @@ const SECRET_KEYS: &[&str] = &[
     "tags",
     "enabled",
 ];
-/// `[defaults]` takes every secret key except `name`.
-const DEFAULT_KEYS: &[&str] = &[
-    "backend",
-    "schedule",
-    "generator",
-    "grace",
-    "window",
-    "max_age",
-    "notify",
-    "confirm",
-    "confirm_timeout",
-    "owner",
-    "tags",
-    "enabled",
-];
+/// `[defaults]` takes every secret key except `name`, which `SECRET_KEYS` lists first: one
+/// list, so a new secret key is never forgotten in `[defaults]`.
+const DEFAULT_KEYS: &[&str] = SECRET_KEYS.split_at(1).1;
 const SCHEDULE_KEYS: &[&str] = &["cron", "every", "timezone"];
 /// How long a gated promotion waits for confirmations when `confirm_timeout` is unset.
 const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5 * 60);
