@@ -20,3 +20,4 @@ pub mod report;
 pub mod rotation;
 pub mod schedule;
 pub mod secret;
+mod temp_file;

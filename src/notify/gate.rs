@@ -131,7 +131,7 @@ impl Confirmations {
                 .mode(0o700)
                 .create(&self.dir)?;
         }
-        let temp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let temp = crate::temp_file::path_for(path);
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)

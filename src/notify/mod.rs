@@ -675,6 +675,8 @@ impl Notifier {
 /// Deletes the files in `dir` last modified more than `age` ago; a missing directory has
 /// nothing to prune. Returns how many were removed.
 fn prune_older_than(dir: &std::path::Path, age: std::time::Duration) -> std::io::Result<usize> {
+    // Start-up cleaning: also the temporary files of writers that were killed.
+    crate::temp_file::sweep(dir)?;
     let cutoff = std::time::SystemTime::now()
         .checked_sub(age)
         .unwrap_or(std::time::UNIX_EPOCH);

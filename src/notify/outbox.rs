@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::event::{EventType, valid_id};
+use crate::temp_file;
 
 /// A rotation some gate waits on: the pending event to a target that must confirm.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,7 +176,7 @@ impl Outbox {
         }
         let queue = self.queue();
         make_dir(&queue)?;
-        let temp = queue.join(format!(".{}.{}.tmp", message.id, std::process::id()));
+        let temp = temp_file::path_for(&self.queued_path(&message.id));
         write_synced(&temp, &to_json(message)?)?;
         // A hard link fails if the name exists: two writers of one derived id make one file.
         let linked = fs::hard_link(&temp, self.queued_path(&message.id));
@@ -199,8 +200,7 @@ impl Outbox {
     /// Rewrites a queued message (attempt count, next attempt, owner). Losing this to a
     /// crash only means an extra attempt, so the directory is not synced.
     pub fn update(&self, message: &Message) -> io::Result<()> {
-        let queue = self.queue();
-        let temp = queue.join(format!(".{}.{}.tmp", message.id, std::process::id()));
+        let temp = temp_file::path_for(&self.queued_path(&message.id));
         write_synced(&temp, &to_json(message)?)?;
         fs::rename(&temp, self.queued_path(&message.id))
     }
@@ -231,7 +231,7 @@ impl Outbox {
         };
         let dir = self.done_dir();
         make_dir(&dir)?;
-        let temp = dir.join(format!(".{}.{}.tmp", message.id, std::process::id()));
+        let temp = temp_file::path_for(&self.done_path(&message.id));
         write_synced(&temp, &to_json(&done)?)?;
         fs::rename(&temp, self.done_path(&message.id))?;
         sync_dir(&dir)?;
@@ -266,6 +266,9 @@ impl Outbox {
     /// coalesced. Unreadable files are renamed `*.corrupt` and reported.
     pub fn load(&self) -> io::Result<Loaded> {
         let mut loaded = Loaded::default();
+        // What writers killed mid-write left (the done/ records are swept by `prune`).
+        temp_file::sweep(&self.queue())?;
+        temp_file::sweep(&self.dir.join("disabled"))?;
         let entries = match fs::read_dir(self.queue()) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(loaded),
@@ -352,7 +355,7 @@ impl Outbox {
         let dir = self.dir.join("disabled");
         make_dir(&dir)?;
         let path = dir.join(format!("{target}.json"));
-        let temp = dir.join(format!(".{target}.{}.tmp", std::process::id()));
+        let temp = temp_file::path_for(&path);
         let record = serde_json::json!({
             "target": target,
             "url": url,

@@ -112,6 +112,10 @@ impl FileBackend {
             }
         }
         let (key, source) = key::load(&config.key_file, env).map_err(generic)?;
+        // Writes a killed process left half-done (never renamed into place): litter only.
+        if let Err(e) = crate::temp_file::sweep(&config.path) {
+            tracing::warn!(backend = name, error = %e, "could not clean the store's temporary files");
+        }
         match source {
             key::KeySource::CreatedFile => tracing::warn!(
                 backend = name,
@@ -269,7 +273,7 @@ impl Inner {
     fn write_file(&self, file: &SecretFile) -> Result<()> {
         let path = self.path(&file.name);
         let bytes = serde_json::to_vec_pretty(file).expect("store files always serialize");
-        let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
+        let tmp = crate::temp_file::path_for(&path);
         let write = || -> std::io::Result<()> {
             let mut out = OpenOptions::new()
                 .create(true)
