@@ -2,6 +2,7 @@
 //! `rekeyd` binary, and readers for what it leaves behind (audit log, store files).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod flaky_proxy;
 pub mod moto;
 
 use std::path::{Path, PathBuf};

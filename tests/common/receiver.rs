@@ -101,6 +101,11 @@ impl Receiver {
         self.child = Some(child);
     }
 
+    /// Whether it is running (not stopped).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Stops it: the port refuses connections until [`Receiver::restart`].
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
