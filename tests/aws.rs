@@ -665,3 +665,90 @@ fn an_assumed_role_is_used_for_every_call() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Found by the soak: a daemon restarted after a crash while AWS was unreachable exited,
+/// because closing the crashed rotation needs a describe. It must come up, keep retrying,
+/// and close that rotation before the secret's next one once AWS answers again.
+#[test]
+fn a_crashed_rotation_is_closed_once_aws_is_back_and_the_daemon_stays_up_meanwhile() {
+    use common::flaky_proxy::{FlakyProxy, Mode};
+    let moto = Moto::start();
+    let proxy = FlakyProxy::start(moto.port);
+    let text = policy(
+        &moto,
+        "create_missing = true",
+        "[[secrets]]\nname = \"outage/app\"\nschedule = { every = \"30d\" }\n",
+    )
+    .replace(&moto.url, &proxy.url());
+    let sandbox = Sandbox::raw(&text);
+    // A rotation that starts and dies before it stores anything.
+    let out = sandbox
+        .command(&["run", "--once"])
+        .env("REKEYD_CRASH_AT", "after_started")
+        .output()
+        .expect("run rekeyd");
+    assert_eq!(out.status.signal(), Some(6), "expected an abort");
+
+    proxy.set(Mode::Refuse);
+    let log = std::fs::File::create(sandbox.path("daemon.log")).expect("log file");
+    let mut daemon = sandbox
+        .command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start rekeyd run");
+    // Up, and retrying the secret while AWS is down, not exited.
+    common::wait_for(
+        "a failed attempt while AWS is down",
+        Duration::from_secs(120),
+        || {
+            let text = std::fs::read_to_string(sandbox.path("daemon.log")).unwrap_or_default();
+            if let Ok(Some(status)) = daemon.try_wait() {
+                panic!("rekeyd run exited while AWS was down ({status}): {text}");
+            }
+            (text.contains("outage/app") && text.contains("will retry")).then_some(())
+        },
+    );
+    assert!(
+        sandbox.events("rotation_started", "outage/app").len() == 1,
+        "no new rotation starts before the crashed one is closed"
+    );
+
+    proxy.set(Mode::Pass);
+    common::wait_for(
+        "the rotation once AWS is back",
+        Duration::from_secs(120),
+        || {
+            (!sandbox
+                .events("rotation_succeeded", "outage/app")
+                .is_empty())
+            .then_some(())
+        },
+    );
+    common::signal(&daemon, "TERM");
+    assert!(daemon.wait().expect("wait").success());
+
+    // The crashed start got its outcome before the next start.
+    let lifecycle: Vec<(String, String)> = sandbox
+        .audit_entries()
+        .into_iter()
+        .filter(|e| e["secret"] == "outage/app")
+        .filter(|e| {
+            ["rotation_started", "rotation_succeeded"].contains(&e["event"].as_str().unwrap())
+                || e["step"] == "interrupted"
+        })
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let crashed = lifecycle[0].1.clone();
+    assert_eq!(lifecycle[0].0, "rotation_started");
+    assert_eq!(lifecycle[1], ("rotation_failed".to_owned(), crashed));
+    assert_eq!(lifecycle[2].0, "rotation_started");
+    assert_eq!(lifecycle[3].0, "rotation_succeeded");
+    let out = sandbox.run(&["audit", "verify", sandbox.audit_log().to_str().unwrap()]);
+    assert!(out.status.success());
+}

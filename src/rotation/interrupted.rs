@@ -17,12 +17,12 @@ use super::plan::Due;
 use super::{Engine, RotationError, rotated_data};
 use crate::audit::{self, AuditEvent, Entry, Trigger};
 use crate::notify::{EventType, IdKey};
-use crate::policy::Policy;
+use crate::policy::{Policy, SecretPolicy};
 use crate::secret::{Stage, VersionId};
 
 /// A rotation with a start entry and no end entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Open {
+pub(super) struct Open {
     secret: String,
     version: String,
     host: String,
@@ -95,6 +95,10 @@ fn is_dead_local_process(open: &Open, host: &str) -> bool {
 
 impl Engine {
     /// Records an outcome for every rotation a dead process left open. Returns how many.
+    ///
+    /// A rotation whose backend cannot be reached now (it may be down at the very moment
+    /// rekeyd starts) is not a reason to stay down: it is remembered and closed before
+    /// anything else is done to that secret (see [`Engine::close_deferred_interrupted`]).
     pub async fn close_interrupted(&self, policy: &Policy) -> Result<usize, RotationError> {
         let path = self.audit().path().to_owned();
         let read = tokio::task::spawn_blocking(move || audit::read_logs(&[path]))
@@ -110,53 +114,95 @@ impl Engine {
             if !is_dead_local_process(&open, &host) {
                 continue;
             }
-            let version = VersionId::new(open.version.clone());
-            let state = self.describe(secret).await?;
-            let stored = state.as_ref().and_then(|s| s.version(&version));
-            let event = match stored {
-                Some(v) if v.stages.contains(&Stage::Pending) => continue,
-                Some(v) => {
-                    self.audit()
-                        .append(AuditEvent::RecoveryFound {
-                            secret: open.secret.clone(),
-                            version: open.version.clone(),
-                            action: "record_success".to_owned(),
-                        })
-                        .await?;
-                    if v.stages.contains(&Stage::Current) {
-                        let previous = state
-                            .as_ref()
-                            .and_then(|s| s.stage(Stage::Previous))
-                            .map(|p| p.id.clone());
-                        let due = Due {
-                            version: version.clone(),
-                            slot: open.slot,
-                            trigger: open.trigger.clone(),
-                        };
-                        self.notify(secret, EventType::Rotated, IdKey::Derived(""), || {
-                            rotated_data(secret, &due, previous.as_ref())
-                        })
-                        .await?;
-                    }
-                    AuditEvent::RotationSucceeded {
-                        secret: open.secret.clone(),
-                        version: open.version.clone(),
-                        duration_ms: 0,
-                    }
+            match self.close_open(secret, &open).await {
+                Ok(true) => closed += 1,
+                Ok(false) => {}
+                Err(error @ RotationError::Backend { .. }) => {
+                    tracing::warn!(secret = %open.secret, version = %open.version, %error, "cannot close an interrupted rotation yet; it is closed before the secret's next rotation");
+                    self.deferred_interrupted
+                        .lock()
+                        .expect("deferred map lock")
+                        .insert(open.secret.clone(), open);
                 }
-                None => AuditEvent::RotationFailed {
-                    secret: open.secret.clone(),
-                    version: Some(open.version.clone()),
-                    step: "interrupted".to_owned(),
-                    error: format!("process {} stopped before the version was stored", open.pid),
-                    will_retry: true,
-                },
-            };
-            tracing::warn!(secret = %open.secret, version = %open.version, outcome = event.name(), "closing a rotation a stopped process left open");
-            self.audit().append(event).await?;
-            closed += 1;
+                Err(error) => return Err(error),
+            }
         }
         Ok(closed)
+    }
+
+    /// Closes the rotation start-up had to leave open for `secret`, if any. Called under
+    /// the secret's lock before every rotation, so the log shows that start's end before
+    /// the next start.
+    pub(super) async fn close_deferred_interrupted(
+        &self,
+        secret: &SecretPolicy,
+    ) -> Result<(), RotationError> {
+        let open = self
+            .deferred_interrupted
+            .lock()
+            .expect("deferred map lock")
+            .get(secret.name.as_str())
+            .cloned();
+        let Some(open) = open else {
+            return Ok(());
+        };
+        self.close_open(secret, &open).await?;
+        self.deferred_interrupted
+            .lock()
+            .expect("deferred map lock")
+            .remove(secret.name.as_str());
+        Ok(())
+    }
+
+    /// Records the outcome of one open rotation from what the backend holds. `false` when
+    /// the version is still pending: the planner's recovery finishes or discards it and
+    /// records the outcome then.
+    async fn close_open(&self, secret: &SecretPolicy, open: &Open) -> Result<bool, RotationError> {
+        let version = VersionId::new(open.version.clone());
+        let state = self.describe(secret).await?;
+        let stored = state.as_ref().and_then(|s| s.version(&version));
+        let event = match stored {
+            Some(v) if v.stages.contains(&Stage::Pending) => return Ok(false),
+            Some(v) => {
+                self.audit()
+                    .append(AuditEvent::RecoveryFound {
+                        secret: open.secret.clone(),
+                        version: open.version.clone(),
+                        action: "record_success".to_owned(),
+                    })
+                    .await?;
+                if v.stages.contains(&Stage::Current) {
+                    let previous = state
+                        .as_ref()
+                        .and_then(|s| s.stage(Stage::Previous))
+                        .map(|p| p.id.clone());
+                    let due = Due {
+                        version: version.clone(),
+                        slot: open.slot,
+                        trigger: open.trigger.clone(),
+                    };
+                    self.notify(secret, EventType::Rotated, IdKey::Derived(""), || {
+                        rotated_data(secret, &due, previous.as_ref())
+                    })
+                    .await?;
+                }
+                AuditEvent::RotationSucceeded {
+                    secret: open.secret.clone(),
+                    version: open.version.clone(),
+                    duration_ms: 0,
+                }
+            }
+            None => AuditEvent::RotationFailed {
+                secret: open.secret.clone(),
+                version: Some(open.version.clone()),
+                step: "interrupted".to_owned(),
+                error: format!("process {} stopped before the version was stored", open.pid),
+                will_retry: true,
+            },
+        };
+        tracing::warn!(secret = %open.secret, version = %open.version, outcome = event.name(), "closing a rotation a stopped process left open");
+        self.audit().append(event).await?;
+        Ok(true)
     }
 }
 

@@ -116,6 +116,9 @@ pub struct Engine {
     fingerprinter: Fingerprinter,
     rng: SystemRandom,
     notifier: Option<Arc<Notifier>>,
+    /// Rotations a dead process left open that start-up could not close (their backend
+    /// was unreachable), by secret: closed before that secret's next rotation.
+    deferred_interrupted: std::sync::Mutex<std::collections::HashMap<String, interrupted::Open>>,
 }
 
 impl Engine {
@@ -131,6 +134,7 @@ impl Engine {
             fingerprinter,
             rng: SystemRandom::new(),
             notifier: None,
+            deferred_interrupted: std::sync::Mutex::default(),
         }
     }
 
@@ -189,6 +193,7 @@ impl Engine {
         will_retry: bool,
     ) -> Result<Plan, RotationError> {
         let _serial = serialize(&secret.name).await;
+        self.close_deferred_interrupted(secret).await?;
         let mut state = self.describe(secret).await?;
         // Recover, then rotate, then report the wait: three passes at most.
         for _ in 0..3 {
@@ -599,6 +604,7 @@ impl Engine {
         force: bool,
     ) -> Result<Outcome, RotationError> {
         let _serial = serialize(&secret.name).await;
+        self.close_deferred_interrupted(secret).await?;
         let now = Utc::now();
         // Finish (or discard) an interrupted rotation first, as a scheduled run would.
         let mut state = self.describe(secret).await?;
