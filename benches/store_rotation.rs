@@ -200,8 +200,9 @@ fn strace_child(rounds: usize) -> (u64, u64) {
     (calls, audit)
 }
 
-/// fsyncs the store makes per rotation, from two strace runs that differ only in rounds.
-fn store_fsyncs_per_rotation() -> f64 {
+/// fsyncs one rotation makes, from two strace runs that differ only in rounds: the
+/// store's and the audit log's.
+fn fsyncs_per_rotation() -> (f64, f64) {
     let (base, base_audit) = strace_child(0);
     let (more, more_audit) = strace_child(CALIBRATION_ROUNDS);
     let rotations = (CALIBRATION_SECRETS * CALIBRATION_ROUNDS) as f64;
@@ -212,7 +213,7 @@ fn store_fsyncs_per_rotation() -> f64 {
          = {:.2} store + {audit:.2} audit",
         total - audit
     );
-    total - audit
+    (total - audit, audit)
 }
 
 /// The floor: `writes` appends of `size` bytes, each followed by fsync, split over
@@ -237,6 +238,60 @@ fn floor(dir: &Path, writes: u64, size: u64, concurrency: usize) -> Duration {
     started.elapsed()
 }
 
+/// What one rotation writes, for the second floor.
+#[derive(Clone, Copy, Default)]
+struct Writes {
+    /// Whole-file replaces (temp + fsync + rename + directory fsync) and their size.
+    replaces: usize,
+    file_size: u64,
+    /// Appends followed by fdatasync, and their size.
+    appends: usize,
+    line_size: u64,
+}
+
+/// The second floor: `rotations` times the very file operations a rotation needs (atomic
+/// replaces of a secret-sized file in one directory, appends of audit-line size), done
+/// directly, `concurrency` threads at a time. Against it, the ratio is rekeyd's own cost;
+/// against [`floor`], it also includes the cost of the store's replace-by-rename format.
+fn same_operations(dir: &Path, rotations: usize, writes: Writes, concurrency: usize) -> Duration {
+    let per_thread = rotations.div_ceil(concurrency);
+    let (file, line) = (
+        vec![b'y'; writes.file_size as usize],
+        vec![b'z'; writes.line_size as usize],
+    );
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..concurrency {
+            let (file, line) = (&file, &line);
+            scope.spawn(move || {
+                let mut log =
+                    std::fs::File::create(dir.join(format!("same-{t}.log"))).expect("floor log");
+                let tmp = dir.join(format!("same-{t}.tmp"));
+                for r in 0..per_thread {
+                    let target = dir.join(format!("same-{t}-{}.json", r % CHUNK));
+                    // Interleaved as a rotation does: an audit entry, then a store write.
+                    for i in 0..writes.appends.max(writes.replaces) {
+                        if i < writes.appends {
+                            log.write_all(line).expect("append");
+                            log.sync_data().expect("fdatasync");
+                        }
+                        if i < writes.replaces {
+                            let mut out = std::fs::File::create(&tmp).expect("temp");
+                            out.write_all(file).expect("write");
+                            out.sync_all().expect("fsync");
+                            std::fs::rename(&tmp, &target).expect("rename");
+                            std::fs::File::open(dir)
+                                .and_then(|d| d.sync_all())
+                                .expect("directory fsync");
+                        }
+                    }
+                }
+            });
+        }
+    });
+    started.elapsed()
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -254,43 +309,68 @@ fn median(mut v: Vec<Duration>) -> Duration {
 struct Round {
     rekeyd: Duration,
     floor: Duration,
+    same: Duration,
+    /// fsyncs rekeyd made (fewer than the floor's writes when audit entries share one).
     fsyncs: u64,
+    floor_writes: u64,
     bytes: u64,
 }
 
 /// Secrets per chunk.
 const CHUNK: usize = 50;
 
+/// fsyncs per rotation, counted by the calibration.
+#[derive(Clone, Copy)]
+struct Count {
+    store: f64,
+    audit: f64,
+}
+
 fn round(
     runtime: &tokio::runtime::Runtime,
     store: &Store,
-    store_k: f64,
+    count: Count,
     floor_dir: &Path,
     concurrency: usize,
 ) -> Round {
     let mut round = Round::default();
-    // What the floor repeats: the fsyncs and bytes of the last rekeyd chunk.
-    let mut last = (0u64, 0u64);
+    // What the floors repeat: the writes and their sizes of the last rekeyd chunk.
+    let mut last = (0u64, 0u64, Writes::default());
     for (i, chunk) in store.policy.secrets.chunks(CHUNK).enumerate() {
+        let mut floors = |last: (u64, u64, Writes)| {
+            round.floor += floor(floor_dir, last.0, last.1, concurrency);
+            round.same += same_operations(floor_dir, chunk.len(), last.2, concurrency);
+        };
         let floor_first = i % 2 == 1;
         if floor_first {
-            round.floor += floor(floor_dir, last.0, last.1, concurrency);
+            floors(last);
         }
         let audit_before = store.engine.audit().stats().fsyncs;
         let (log_before, _) = store.bytes();
         round.rekeyd += runtime.block_on(store.rotate(chunk, concurrency));
         let audit = store.engine.audit().stats().fsyncs - audit_before;
         let (log_after, file_size) = store.bytes();
+        let rotations = chunk.len() as f64;
         // Half the store's fsyncs are of secret files, each rewritten whole; the other half
         // are of the directory.
-        let store_fsyncs = (store_k * chunk.len() as f64).round() as u64;
-        let fsyncs = store_fsyncs + audit;
+        let store_fsyncs = (count.store * rotations).round() as u64;
         let bytes = log_after - log_before + file_size * (store_fsyncs / 2);
-        round.fsyncs += fsyncs;
+        // The floor: every durable write a rotation needs, whether or not group commit let
+        // rekeyd share an fsync with another rotation's.
+        let writes = ((count.store + count.audit) * rotations).round() as u64;
+        round.fsyncs += store_fsyncs + audit;
+        round.floor_writes += writes;
         round.bytes += bytes;
-        last = (fsyncs, bytes / fsyncs.max(1));
+        let entries = (count.audit * rotations).round() as u64;
+        let same = Writes {
+            replaces: (count.store / 2.0).round() as usize,
+            file_size,
+            appends: count.audit.round() as usize,
+            line_size: (log_after - log_before) / entries.max(1),
+        };
+        last = (writes, bytes / writes.max(1), same);
         if !floor_first {
-            round.floor += floor(floor_dir, last.0, last.1, concurrency);
+            floors(last);
         }
     }
     round
@@ -310,7 +390,8 @@ fn main() {
     };
     let n = env("REKEYD_BENCH_N", 500);
     let rounds = env("REKEYD_BENCH_ROUNDS", 3).max(1);
-    let store_k = store_fsyncs_per_rotation();
+    let (store, audit) = fsyncs_per_rotation();
+    let count = Count { store, audit };
 
     let runtime = runtime();
     let store = runtime.block_on(Store::seeded(n, DAEMON_CONCURRENCY));
@@ -318,13 +399,14 @@ fn main() {
     let mut results: BTreeMap<usize, Vec<Round>> = BTreeMap::new();
     for r in 0..rounds {
         for concurrency in [1, DAEMON_CONCURRENCY] {
-            let done = round(&runtime, &store, store_k, floor_dir.path(), concurrency);
+            let done = round(&runtime, &store, count, floor_dir.path(), concurrency);
             println!(
-                "round {} in flight {concurrency}: rekeyd {:.0} ms, floor {:.0} ms ({} fsyncs)",
+                "round {} in flight {concurrency}: rekeyd {:.0} ms ({} fsyncs), floor {:.0} ms ({} writes)",
                 r + 1,
                 done.rekeyd.as_secs_f64() * 1e3,
-                done.floor.as_secs_f64() * 1e3,
                 done.fsyncs,
+                done.floor.as_secs_f64() * 1e3,
+                done.floor_writes,
             );
             results.entry(concurrency).or_default().push(done);
         }
@@ -336,40 +418,70 @@ fn main() {
         "{n} secrets rotated per round on the file store with a durable audit log; median of {rounds}"
     );
     println!(
-        "{:<10} {:>13} {:>12} {:>11} {:>12} {:>7} {:>14}",
+        "{:<10} {:>13} {:>12} {:>11} {:>13} {:>12} {:>16}",
         "in flight",
         "rekeyd rot/s",
         "floor rot/s",
         "fsyncs/rot",
-        "bytes/fsync",
-        "ratio",
-        "ratio range"
+        "floor wr/rot",
+        "bytes/write",
+        "ratio (range)"
     );
     for (concurrency, rounds) in &results {
-        let ours = median(rounds.iter().map(|r| r.rekeyd).collect());
-        let floor = median(rounds.iter().map(|r| r.floor).collect());
-        let (fsyncs, bytes) = rounds
-            .iter()
-            .fold((0, 0), |(f, b), r| (f + r.fsyncs, b + r.bytes));
-        // Each round's own ratio: its two sides ran interleaved, on the same disk.
-        let mut ratios: Vec<f64> = rounds
-            .iter()
-            .map(|r| r.rekeyd.as_secs_f64() / r.floor.as_secs_f64())
-            .collect();
-        ratios.sort_by(f64::total_cmp);
+        let rate = |f: fn(&Round) -> Duration| {
+            n as f64 / median(rounds.iter().map(f).collect()).as_secs_f64()
+        };
+        let total = |f: fn(&Round) -> u64| rounds.iter().map(f).sum::<u64>();
+        let rotations = (n * rounds.len()) as f64;
         println!(
-            "{:<10} {:>13.0} {:>12.0} {:>11.2} {:>12} {:>6.2}x {:>6.2}–{:.2}x",
+            "{:<10} {:>13.0} {:>12.0} {:>11.2} {:>13.2} {:>12} {:>16}",
             concurrency,
-            n as f64 / ours.as_secs_f64(),
-            n as f64 / floor.as_secs_f64(),
-            fsyncs as f64 / (n * rounds.len()) as f64,
-            bytes / fsyncs.max(1),
-            ratios[ratios.len() / 2],
-            ratios[0],
-            ratios[ratios.len() - 1],
+            rate(|r| r.rekeyd),
+            rate(|r| r.floor),
+            total(|r| r.fsyncs) as f64 / rotations,
+            total(|r| r.floor_writes) as f64 / rotations,
+            total(|r| r.bytes) / total(|r| r.floor_writes).max(1),
+            ratios(rounds, |r| r.floor),
         );
     }
     println!(
         "ratio = rekeyd time / floor time, median of the rounds' own ratios (target: within 1.3x)"
     );
+    println!();
+    println!("the same file operations done directly (replaces by rename, appends)");
+    println!(
+        "{:<10} {:>13} {:>16} {:>16}",
+        "in flight", "direct rot/s", "rekeyd / direct", "direct / floor"
+    );
+    for (concurrency, rounds) in &results {
+        let same = median(rounds.iter().map(|r| r.same).collect());
+        let mut by_format: Vec<f64> = rounds
+            .iter()
+            .map(|r| r.same.as_secs_f64() / r.floor.as_secs_f64())
+            .collect();
+        by_format.sort_by(f64::total_cmp);
+        println!(
+            "{:<10} {:>13.0} {:>16} {:>15.2}x",
+            concurrency,
+            n as f64 / same.as_secs_f64(),
+            ratios(rounds, |r| r.same),
+            by_format[by_format.len() / 2],
+        );
+    }
+}
+
+/// rekeyd's time over `other`'s, per round (each round's sides ran interleaved on the same
+/// disk): the median, and the range.
+fn ratios(rounds: &[Round], other: fn(&Round) -> Duration) -> String {
+    let mut ratios: Vec<f64> = rounds
+        .iter()
+        .map(|r| r.rekeyd.as_secs_f64() / other(r).as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    format!(
+        "{:.2}x ({:.2}–{:.2})",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    )
 }
