@@ -299,6 +299,12 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// How long one of the floor's fsync'd writes took, as each thread saw it: how fast the
+/// disk was during the round.
+fn fsync_us(round: &Round, concurrency: usize) -> f64 {
+    round.floor.as_secs_f64() * 1e6 * concurrency as f64 / round.floor_writes.max(1) as f64
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -401,12 +407,14 @@ fn main() {
         for concurrency in [1, DAEMON_CONCURRENCY] {
             let done = round(&runtime, &store, count, floor_dir.path(), concurrency);
             println!(
-                "round {} in flight {concurrency}: rekeyd {:.0} ms ({} fsyncs), floor {:.0} ms ({} writes)",
+                "round {} in flight {concurrency}: rekeyd {:.0} ms ({} fsyncs), floor {:.0} ms \
+                 ({} writes, {:.0} us each per thread)",
                 r + 1,
                 done.rekeyd.as_secs_f64() * 1e3,
                 done.fsyncs,
                 done.floor.as_secs_f64() * 1e3,
                 done.floor_writes,
+                fsync_us(&done, concurrency),
             );
             results.entry(concurrency).or_default().push(done);
         }
@@ -418,13 +426,14 @@ fn main() {
         "{n} secrets rotated per round on the file store with a durable audit log; median of {rounds}"
     );
     println!(
-        "{:<10} {:>13} {:>12} {:>11} {:>13} {:>12} {:>16}",
+        "{:<10} {:>13} {:>12} {:>11} {:>13} {:>12} {:>9} {:>16}",
         "in flight",
         "rekeyd rot/s",
         "floor rot/s",
         "fsyncs/rot",
         "floor wr/rot",
         "bytes/write",
+        "fsync us",
         "ratio (range)"
     );
     for (concurrency, rounds) in &results {
@@ -433,19 +442,23 @@ fn main() {
         };
         let total = |f: fn(&Round) -> u64| rounds.iter().map(f).sum::<u64>();
         let rotations = (n * rounds.len()) as f64;
+        let mut fsync: Vec<f64> = rounds.iter().map(|r| fsync_us(r, *concurrency)).collect();
+        fsync.sort_by(f64::total_cmp);
         println!(
-            "{:<10} {:>13.0} {:>12.0} {:>11.2} {:>13.2} {:>12} {:>16}",
+            "{:<10} {:>13.0} {:>12.0} {:>11.2} {:>13.2} {:>12} {:>9.0} {:>16}",
             concurrency,
             rate(|r| r.rekeyd),
             rate(|r| r.floor),
             total(|r| r.fsyncs) as f64 / rotations,
             total(|r| r.floor_writes) as f64 / rotations,
             total(|r| r.bytes) / total(|r| r.floor_writes).max(1),
+            fsync[fsync.len() / 2],
             ratios(rounds, |r| r.floor),
         );
     }
     println!(
-        "ratio = rekeyd time / floor time, median of the rounds' own ratios (target: within 1.3x)"
+        "fsync us: one floor write's time per thread (the disk's speed in that round); ratio = \
+         rekeyd time / floor time, median of the rounds' own ratios (target: within 1.3x)"
     );
     println!();
     println!("the same file operations done directly (replaces by rename, appends)");
