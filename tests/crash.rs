@@ -168,3 +168,52 @@ fn a_crash_during_a_manual_rotation_is_finished_or_left_clean_on_restart() {
         assert_audit_intact(&sandbox, point);
     }
 }
+
+#[test]
+fn a_crash_during_a_third_rotation_leaves_current_and_previous_only() {
+    // The third rotation is the first whose promote drops a version (the old previous),
+    // in the same atomic write that moves the stages: no crash point sees it half done.
+    for point in CRASH_POINTS {
+        let sandbox = Sandbox::new(POLICY);
+        sandbox.ok(&["rotate", "app"]);
+        sandbox.ok(&["rotate", "app", "--force"]);
+        let id = |stage: &str| {
+            sandbox.status("app")[stage]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let (first_id, second_id) = (id("previous"), id("current"));
+        let second = sandbox.get("app", "current");
+
+        crash_at(&sandbox, point, &["rotate", "app", "--force"]);
+        sandbox.ok(&["run", "--once"]);
+
+        let vs = versions(&sandbox.store_record("app.json"));
+        let crashed_id = sandbox.events("rotation_started", "app").last().unwrap()["version"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if point == "after_started" {
+            assert_eq!(
+                vs,
+                vec![
+                    (first_id.clone(), vec!["previous".to_owned()]),
+                    (second_id.clone(), vec!["current".to_owned()]),
+                ],
+                "{point}: nothing reached the store"
+            );
+        } else {
+            assert_eq!(
+                vs,
+                vec![
+                    (second_id.clone(), vec!["previous".to_owned()]),
+                    (crashed_id, vec!["current".to_owned()]),
+                ],
+                "{point}: the oldest version is gone, the new one current"
+            );
+            assert_eq!(sandbox.get("app", "previous"), second, "{point}");
+        }
+        assert_audit_intact(&sandbox, point);
+    }
+}

@@ -1,4 +1,4 @@
-//! The writer: [`AuditLog`] handles feed one task per open log, which owns the file and
+//! The writer: [`AuditLog`] handles feed one thread per open log, which owns the file and
 //! group-commits whatever is queued (one lock, one `write_all`, one `sync_data` per batch).
 //!
 //! Every batch is written under an exclusive `flock`, and the chain is re-read from the file
@@ -23,7 +23,7 @@ const QUEUE: usize = 1024;
 
 /// Handle to an open audit log; cheap to clone, shared by every task.
 ///
-/// The writer task ends when every handle is dropped, or at [`AuditLog::close`].
+/// The writer thread ends when every handle is dropped, or at [`AuditLog::close`].
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Request>,
@@ -50,7 +50,7 @@ pub struct Receipt {
 /// Counters of one open log since it was opened (for metrics, and to see group commit work).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AuditStats {
-    /// `append` calls handed to the writer task.
+    /// `append` calls handed to the writer thread.
     pub submitted: u64,
     /// Entries written and fsynced.
     pub appended: u64,
@@ -58,7 +58,7 @@ pub struct AuditStats {
     pub fsyncs: u64,
 }
 
-/// State shared by the handles and the writer task.
+/// State shared by the handles and the writer thread.
 struct Shared {
     path: PathBuf,
     submitted: AtomicU64,
@@ -98,7 +98,13 @@ impl AuditLog {
             .await
             .map_err(|e| io_error(path, std::io::Error::other(e.to_string())))??;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(state, rx));
+        // A thread of its own rather than a task that hands each batch to the blocking
+        // pool: an append then waits for one thread wake-up instead of two, a cost that a
+        // rotation pays four times in a row (benches/store_rotation.rs).
+        std::thread::Builder::new()
+            .name("rekeyd-audit".to_owned())
+            .spawn(move || run(state, rx))
+            .map_err(|e| io_error(path, e))?;
         Ok(Self { tx, shared })
     }
 
@@ -128,12 +134,12 @@ impl AuditLog {
         let _ = self.shared.observer.set(observer);
     }
 
-    /// Writes what is queued, closes the file and waits for the writer task to end.
+    /// Writes what is queued, closes the file and waits for the writer thread to end.
     /// Later appends through any handle fail with [`AuditError::Closed`].
     pub async fn close(&self) {
         let (done, finished) = oneshot::channel();
         if self.tx.send(Request::Close(done)).await.is_ok() {
-            // An error only means the task ended already, which is what was asked.
+            // An error only means the thread ended already, which is what was asked.
             let _ = finished.await;
         }
     }
@@ -153,10 +159,10 @@ impl AuditLog {
     }
 }
 
-/// The writer task: waits for one request, drains everything else queued, commits it as one
-/// batch on the blocking pool, answers everyone.
-async fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>) {
-    while let Some(first) = rx.recv().await {
+/// The writer thread: waits for one request, drains everything else queued, commits it as
+/// one batch, answers everyone. Ends when every handle is gone or at `Close`.
+fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>) {
+    while let Some(first) = rx.blocking_recv() {
         let mut events = Vec::new();
         let mut replies = Vec::new();
         let mut close = None;
@@ -176,34 +182,26 @@ async fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>) {
         }
 
         if !events.is_empty() {
-            let path = writer.shared.path.clone();
-            let joined = tokio::task::spawn_blocking(move || {
-                let result = writer.commit(&events);
-                (writer, result)
-            })
-            .await;
-            let (back, result) = match joined {
-                Ok(done) => done,
-                Err(panic) => {
-                    // The file went down with the blocking task; nothing more can be written.
-                    tracing::error!(path = %path.display(), error = %panic, "audit writer failed");
-                    for reply in replies {
-                        let _ = reply.send(Err(AuditError::Closed));
-                    }
-                    return;
-                }
-            };
-            writer = back;
-            match result {
-                Ok(receipts) => {
+            let committed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.commit(&events)));
+            match committed {
+                Ok(Ok(receipts)) => {
                     for (reply, receipt) in replies.into_iter().zip(receipts) {
                         let _ = reply.send(Ok(receipt));
                     }
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     for reply in replies {
                         let _ = reply.send(Err(copy_error(&error)));
                     }
+                }
+                Err(_) => {
+                    // The writer's state is unknown after a panic; nothing more is written.
+                    tracing::error!(path = %writer.shared.path.display(), "audit writer failed");
+                    for reply in replies {
+                        let _ = reply.send(Err(AuditError::Closed));
+                    }
+                    return;
                 }
             }
         }
@@ -253,7 +251,7 @@ fn io_error(path: &Path, source: std::io::Error) -> AuditError {
     }
 }
 
-/// The file and where the chain stands; owned by the writer task.
+/// The file and where the chain stands; owned by the writer thread.
 struct Writer {
     shared: Arc<Shared>,
     file: File,

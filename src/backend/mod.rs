@@ -256,7 +256,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ///   the caller re-reads and decides again.
     /// - Otherwise the old current becomes previous (the old previous loses that stage) and
     ///   `pending` is removed if it pointed at `version`. Promoting the previous version is
-    ///   how a rollback is done.
+    ///   how a rollback is done. A backend that keeps no unlabelled versions
+    ///   ([`Capabilities::keeps_unlabelled_versions`] false) may drop the old previous in
+    ///   the same atomic change when that was its last stage.
     /// - `NotFound` when the version does not exist.
     ///
     /// The move is atomic: a concurrent reader sees the old or the new current, never neither.

@@ -50,9 +50,14 @@ pub(crate) enum Promoted {
 }
 
 /// Makes `index` current if `expected` is the current version: old current → previous,
-/// pending cleared if it was this version.
+/// pending cleared if it was this version, and the old previous dropped if that was its
+/// last stage.
+///
+/// Dropping it here rather than in `retire` saves the stores that keep no unlabelled
+/// versions a second durable write per rotation: the change is one atomic write either
+/// way, and no stage can name that version any more once it is made.
 pub(crate) fn promote<V>(
-    versions: &mut [StoredVersion<V>],
+    versions: &mut Vec<StoredVersion<V>>,
     index: usize,
     expected: Option<&VersionId>,
 ) -> Promoted {
@@ -66,6 +71,9 @@ pub(crate) fn promote<V>(
     if found.as_ref() != expected {
         return Promoted::Stale(found);
     }
+    let old_previous = versions
+        .iter()
+        .position(|v| v.stages.contains(&Stage::Previous));
     if let Some(old) = versions
         .iter()
         .position(|v| v.stages.contains(&Stage::Current))
@@ -74,6 +82,11 @@ pub(crate) fn promote<V>(
     }
     move_stage(versions, Stage::Current, index);
     versions[index].stages.retain(|s| *s != Stage::Pending);
+    if let Some(old) = old_previous
+        && versions[old].stages.is_empty()
+    {
+        versions.remove(old);
+    }
     Promoted::Moved
 }
 

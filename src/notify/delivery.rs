@@ -206,9 +206,19 @@ pub(crate) struct Worker {
     cancelled: HashSet<String>,
     breakers: HashMap<String, Breaker>,
     attempts: JoinSet<Attempted>,
+    /// Outcomes to record, in order; consecutive closes are written as one batch.
+    effects: Vec<Effect>,
     rng: SystemRandom,
     /// Commands handled so far (drain waits until it has seen what was sent before it).
     seen: u64,
+}
+
+/// An outcome the worker records after handling a batch of results or commands.
+enum Effect {
+    /// The message leaves the queue (done record, audit entry).
+    Close(Message, Finished),
+    /// A response to a gated pending event is that target's answer.
+    Answer(Message, super::outbox::GateRef, Decision, u16),
 }
 
 impl Worker {
@@ -227,6 +237,7 @@ impl Worker {
             cancelled: HashSet::new(),
             breakers: HashMap::new(),
             attempts: JoinSet::new(),
+            effects: Vec::new(),
             rng: SystemRandom::new(),
             seen: 0,
         })
@@ -250,13 +261,28 @@ impl Worker {
                 .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(RESCAN)
                 .min(RESCAN);
+            // New messages first: a backlog of results to record must not hold back the
+            // sending of what was just queued. Everything that is ready is taken at once.
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => break,
-                Some(command) = commands.recv() => self.command(command).await,
+                Some(command) = commands.recv() => {
+                    let mut batch = vec![command];
+                    while let Ok(more) = commands.try_recv() {
+                        batch.push(more);
+                    }
+                    self.commands(batch).await;
+                }
                 Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => {
                     if let Ok(done) = done {
                         self.finished(done).await;
                     }
+                    while let Some(more) = self.attempts.try_join_next() {
+                        if let Ok(more) = more {
+                            self.finished(more).await;
+                        }
+                    }
+                    self.flush().await;
                 }
                 _ = rescan.tick(), if self.mode == Mode::Daemon => self.rescan().await,
                 _ = tokio::time::sleep(nap) => {}
@@ -271,6 +297,7 @@ impl Worker {
                     if let Ok(done) = done {
                         self.finished(done).await;
                     }
+                    self.flush().await;
                 }
                 _ = &mut grace => break,
             }
@@ -332,61 +359,79 @@ impl Worker {
         }
     }
 
-    async fn command(&mut self, command: Command) {
-        match command {
-            Command::Queued(message) => {
-                self.seen += 1;
-                if self.in_flight.contains_key(&message.id) {
-                    return;
-                }
-                // The rescan may have found and delivered it before this command arrived.
-                let outbox = self.inner.outbox.clone();
-                let id = message.id.clone();
-                let done = tokio::task::spawn_blocking(move || outbox.done(&id).is_some())
-                    .await
-                    .unwrap_or(false);
-                if !done {
-                    self.queue.insert(message.id.clone(), message);
-                }
-            }
-            Command::Cancel {
-                secret,
-                version,
-                reason,
-                done,
-            } => {
-                self.seen += 1;
-                let matches = |m: &Message| {
-                    m.kind == EventType::RotationPending
-                        && m.version.as_deref() == Some(version.as_str())
-                        && m.secrets.iter().any(|s| s == &secret)
-                };
-                let ids: Vec<String> = self
-                    .queue
-                    .values()
-                    .filter(|m| matches(m))
-                    .map(|m| m.id.clone())
-                    .collect();
-                for id in ids {
-                    if let Some(message) = self.queue.remove(&id) {
-                        self.close(
-                            &message,
-                            Finished::Cancelled {
-                                reason: reason.clone(),
-                            },
-                        )
-                        .await;
+    async fn commands(&mut self, commands: Vec<Command>) {
+        let mut queued = Vec::new();
+        for command in commands {
+            self.seen += 1;
+            match command {
+                Command::Queued(message) => {
+                    if !self.in_flight.contains_key(&message.id) {
+                        queued.push(message);
                     }
                 }
-                // In flight: the result is recorded, but never as a confirmation.
-                let flying: Vec<String> = self
-                    .in_flight
-                    .values()
-                    .filter(|m| matches(m))
-                    .map(|m| m.id.clone())
-                    .collect();
-                self.cancelled.extend(flying);
-                let _ = done.send(());
+                Command::Cancel {
+                    secret,
+                    version,
+                    reason,
+                    done,
+                } => {
+                    let matches = |m: &Message| {
+                        m.kind == EventType::RotationPending
+                            && m.version.as_deref() == Some(version.as_str())
+                            && m.secrets.iter().any(|s| s == &secret)
+                    };
+                    // Messages queued by the commands before this one are cancelled too.
+                    self.admit(std::mem::take(&mut queued)).await;
+                    let ids: Vec<String> = self
+                        .queue
+                        .values()
+                        .filter(|m| matches(m))
+                        .map(|m| m.id.clone())
+                        .collect();
+                    for id in ids {
+                        if let Some(message) = self.queue.remove(&id) {
+                            self.close(
+                                &message,
+                                Finished::Cancelled {
+                                    reason: reason.clone(),
+                                },
+                            );
+                        }
+                    }
+                    self.flush().await;
+                    // In flight: the result is recorded, but never as a confirmation.
+                    let flying: Vec<String> = self
+                        .in_flight
+                        .values()
+                        .filter(|m| matches(m))
+                        .map(|m| m.id.clone())
+                        .collect();
+                    self.cancelled.extend(flying);
+                    let _ = done.send(());
+                }
+            }
+        }
+        self.admit(queued).await;
+    }
+
+    /// Queues newly persisted messages, except those the rescan found and finished before
+    /// their commands arrived.
+    async fn admit(&mut self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let outbox = self.inner.outbox.clone();
+        let ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
+        let done = tokio::task::spawn_blocking(move || {
+            ids.iter()
+                .map(|id| outbox.done(id).is_some())
+                .collect::<Vec<bool>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (i, message) in messages.into_iter().enumerate() {
+            if !done.get(i).copied().unwrap_or(false) {
+                self.queue.insert(message.id.clone(), message);
             }
         }
     }
@@ -441,16 +486,14 @@ impl Worker {
                         "notify target {} is no longer in the policy",
                         message.target
                     ),
-                )
-                .await;
+                );
                 continue;
             };
             if self.inner.is_disabled(&message.target, &target.config.url) {
                 self.give_up(
                     &message,
                     "the endpoint is disabled: it answered 410 Gone".into(),
-                )
-                .await;
+                );
                 continue;
             }
             if now >= message.created_at + chrono_duration(target.config.give_up_after) {
@@ -458,7 +501,7 @@ impl Worker {
                     "not delivered within give_up_after ({})",
                     crate::schedule::format_duration(target.config.give_up_after)
                 );
-                self.give_up(&message, reason).await;
+                self.give_up(&message, reason);
                 continue;
             }
             let in_flight = self
@@ -485,6 +528,7 @@ impl Worker {
             self.queue.remove(&message.id);
             self.start(message, target);
         }
+        self.flush().await;
     }
 
     /// Replaces every fresh coalescable message for `target` with one batch (if there are
@@ -593,10 +637,9 @@ impl Worker {
         match verdict {
             Verdict::Delivered(status) => {
                 crate::fault::point("notify_after_send");
-                self.close(&message, Finished::Delivered { status }).await;
+                self.close(&message, Finished::Delivered { status });
                 if !cancelled && let Some(gate) = &message.gate {
-                    self.answer(&message, gate, Decision::Confirmed, status)
-                        .await;
+                    self.answer(&message, gate, Decision::Confirmed, status);
                 }
             }
             Verdict::Gone => {
@@ -619,10 +662,9 @@ impl Worker {
                 })
                 .await;
                 if !cancelled && let Some(gate) = &message.gate {
-                    self.answer(&message, gate, Decision::Refused, 410).await;
+                    self.answer(&message, gate, Decision::Refused, 410);
                 }
-                self.give_up(&message, "HTTP 410 Gone: the endpoint is disabled".into())
-                    .await;
+                self.give_up(&message, "HTTP 410 Gone: the endpoint is disabled".into());
                 // Everything else queued for it is given up at once.
                 for m in self
                     .queue
@@ -634,10 +676,9 @@ impl Worker {
             }
             Verdict::Final(status) => {
                 if !cancelled && let Some(gate) = &message.gate {
-                    self.answer(&message, gate, Decision::Refused, status).await;
+                    self.answer(&message, gate, Decision::Refused, status);
                 }
-                self.give_up(&message, format!("HTTP {status}: not retried"))
-                    .await;
+                self.give_up(&message, format!("HTTP {status}: not retried"));
             }
             Verdict::Retry {
                 error, retry_after, ..
@@ -652,8 +693,7 @@ impl Worker {
                             "notify target {} is no longer in the policy",
                             message.target
                         ),
-                    )
-                    .await;
+                    );
                     return;
                 };
                 if cancelled {
@@ -662,13 +702,12 @@ impl Worker {
                         Finished::Cancelled {
                             reason: "the pending version was discarded".into(),
                         },
-                    )
-                    .await;
+                    );
                     return;
                 }
                 if message.attempts >= target.config.max_attempts {
                     let reason = format!("{error}; gave up after {} attempts", message.attempts);
-                    self.give_up(&message, reason).await;
+                    self.give_up(&message, reason);
                     return;
                 }
                 let delay = backoff(
@@ -723,8 +762,24 @@ impl Worker {
         }
     }
 
-    /// Records a response to a gated pending event as the target's answer.
-    async fn answer(
+    /// Records (at the next [`Worker::flush`]) a response to a gated pending event as the
+    /// target's answer.
+    fn answer(
+        &mut self,
+        message: &Message,
+        gate: &super::outbox::GateRef,
+        decision: Decision,
+        status: u16,
+    ) {
+        self.effects.push(Effect::Answer(
+            message.clone(),
+            gate.clone(),
+            decision,
+            status,
+        ));
+    }
+
+    async fn record_answer(
         &self,
         message: &Message,
         gate: &super::outbox::GateRef,
@@ -746,52 +801,87 @@ impl Worker {
         }
     }
 
-    async fn give_up(&mut self, message: &Message, reason: String) {
+    fn give_up(&mut self, message: &Message, reason: String) {
         self.queue.remove(&message.id);
         tracing::error!(notify_target = %message.target, id = %message.id, reason = %reason, "webhook given up");
         self.inner.metrics.add(&message.target, |c| c.given_up += 1);
-        self.close(message, Finished::GivenUp { reason }).await;
+        self.close(message, Finished::GivenUp { reason });
     }
 
-    /// Moves a message out of the queue with its outcome, and audits it.
-    async fn close(&self, message: &Message, finished: Finished) {
+    /// Moves a message out of the queue with its outcome, and audits it, at the next
+    /// [`Worker::flush`].
+    fn close(&mut self, message: &Message, finished: Finished) {
+        self.effects.push(Effect::Close(message.clone(), finished));
+    }
+
+    /// Records the outcomes gathered since the last flush, in order. Consecutive closes go
+    /// to the outbox as one batch and their audit entries share a commit: 100 targets'
+    /// deliveries of one event are then a few fsyncs, not 400 in a row that hold back the
+    /// next sends.
+    async fn flush(&mut self) {
+        let mut batch = Vec::new();
+        for effect in std::mem::take(&mut self.effects) {
+            match effect {
+                Effect::Close(message, finished) => batch.push((message, finished)),
+                Effect::Answer(message, gate, decision, status) => {
+                    self.close_all(std::mem::take(&mut batch)).await;
+                    self.record_answer(&message, &gate, decision, status).await;
+                }
+            }
+        }
+        self.close_all(batch).await;
+    }
+
+    async fn close_all(&self, batch: Vec<(Message, Finished)>) {
+        if batch.is_empty() {
+            return;
+        }
         let outbox = self.inner.outbox.clone();
-        let (stored, outcome) = (message.clone(), finished.clone());
-        match tokio::task::spawn_blocking(move || outbox.finish(&stored, outcome)).await {
+        let stored = batch.clone();
+        match tokio::task::spawn_blocking(move || outbox.finish_all(&stored)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                tracing::error!(id = %message.id, error = %e, "cannot record a notification outcome; it may be sent again");
+                tracing::error!(messages = batch.len(), error = %e, "cannot record notification outcomes; they may be sent again");
             }
             Err(_) => {}
         }
-        let event = match finished {
-            Finished::Delivered { status } => {
-                self.inner
-                    .metrics
-                    .add(&message.target, |c| c.delivered += 1);
-                tracing::info!(notify_target = %message.target, id = %message.id, status, attempts = message.attempts, "webhook delivered");
-                AuditEvent::NotificationDelivered {
-                    id: message.id.clone(),
-                    target: message.target.clone(),
-                    notification: message.kind.as_str().to_owned(),
-                    secrets: message.secrets.clone(),
-                    attempts: message.attempts,
-                    status,
+        let mut entries = JoinSet::new();
+        for (message, finished) in batch {
+            let event = match finished {
+                Finished::Delivered { status } => {
+                    self.inner
+                        .metrics
+                        .add(&message.target, |c| c.delivered += 1);
+                    tracing::info!(notify_target = %message.target, id = %message.id, status, attempts = message.attempts, "webhook delivered");
+                    AuditEvent::NotificationDelivered {
+                        id: message.id.clone(),
+                        target: message.target.clone(),
+                        notification: message.kind.as_str().to_owned(),
+                        secrets: message.secrets.clone(),
+                        attempts: message.attempts,
+                        status,
+                    }
                 }
-            }
-            Finished::GivenUp { reason } | Finished::Cancelled { reason } => {
-                AuditEvent::NotificationFailed {
-                    id: message.id.clone(),
-                    target: message.target.clone(),
-                    notification: message.kind.as_str().to_owned(),
-                    secrets: message.secrets.clone(),
-                    attempts: message.attempts,
-                    reason,
+                Finished::GivenUp { reason } | Finished::Cancelled { reason } => {
+                    AuditEvent::NotificationFailed {
+                        id: message.id.clone(),
+                        target: message.target.clone(),
+                        notification: message.kind.as_str().to_owned(),
+                        secrets: message.secrets.clone(),
+                        attempts: message.attempts,
+                        reason,
+                    }
                 }
+                Finished::Coalesced { .. } => continue,
+            };
+            let audit = self.inner.audit.clone();
+            entries.spawn(async move { audit.append(event).await });
+        }
+        while let Some(appended) = entries.join_next().await {
+            if let Ok(Err(e)) = appended {
+                tracing::error!(error = %e, "cannot audit a notification outcome");
             }
-            Finished::Coalesced { .. } => return,
-        };
-        self.audit(event).await;
+        }
     }
 
     async fn audit(&self, event: AuditEvent) {

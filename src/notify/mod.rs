@@ -515,9 +515,10 @@ impl Notifier {
         let inner = Arc::clone(&self.inner);
         let persisted =
             tokio::task::spawn_blocking(move || -> std::io::Result<Vec<(Message, bool)>> {
+                let written = inner.outbox.put_all(&messages)?;
                 let mut out = Vec::with_capacity(messages.len());
-                for message in messages {
-                    if inner.outbox.put(&message)? {
+                for (message, written) in messages.into_iter().zip(written) {
+                    if written {
                         out.push((message, true));
                         continue;
                     }
