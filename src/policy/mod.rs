@@ -77,40 +77,50 @@ impl fmt::Display for PolicyErrors {
 
 /// Reads and validates a policy file.
 pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
-    let file = path.display().to_string();
-    let unreadable = |line, column, message: String, hint: &str| {
-        PolicyErrors(vec![Diagnostic {
-            file: file.clone(),
-            line,
-            column,
-            path: String::new(),
-            message,
-            hint: hint.to_owned(),
-        }])
-    };
     let bytes = std::fs::read(path).map_err(|e| {
-        unreadable(
+        PolicyErrors(vec![unreadable(
+            path,
             1,
             1,
             format!("cannot read the policy file: {e}"),
             "check the path and that rekeyd may read it",
-        )
+        )])
     })?;
-    match String::from_utf8(bytes) {
-        Ok(text) => parse(path, &text),
+    from_bytes(path, &bytes)
+}
+
+/// Validates the bytes of a policy file, as [`load`] does once it has read them: text
+/// that is not UTF-8 is refused at its first bad byte. `file` names it in diagnostics and
+/// relative paths resolve against its directory.
+pub fn from_bytes(file: &Path, bytes: &[u8]) -> Result<Policy, PolicyErrors> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse(file, text),
         Err(e) => {
             // Point at the first bad byte: the valid prefix gives its line and column.
-            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let valid = &bytes[..e.valid_up_to()];
             let valid = std::str::from_utf8(valid).unwrap_or_default();
             let line = valid.matches('\n').count() + 1;
             let column = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            Err(unreadable(
+            Err(PolicyErrors(vec![unreadable(
+                file,
                 line,
                 column,
                 "the policy file is not valid UTF-8".to_owned(),
                 "save the file as UTF-8",
-            ))
+            )]))
         }
+    }
+}
+
+/// A problem with the file as a whole (unreadable, not text): it has no field path.
+fn unreadable(file: &Path, line: usize, column: usize, message: String, hint: &str) -> Diagnostic {
+    Diagnostic {
+        file: file.display().to_string(),
+        line,
+        column,
+        path: String::new(),
+        message,
+        hint: hint.to_owned(),
     }
 }
 
