@@ -55,6 +55,16 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 405: the endpoint exists but not with this method (the `Allow` header lists the
+    /// methods it takes).
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not take this method; the Allow header lists the ones it does",
+        )
+    }
+
     /// 409: refused in the current state (grace period, rotation in progress).
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)

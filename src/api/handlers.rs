@@ -199,3 +199,9 @@ pub(super) async fn rotate(
 pub(super) async fn fallback() -> ApiError {
     ApiError::not_found("no such endpoint; see docs/openapi.yaml")
 }
+
+/// A known path with a method it does not take: the error shape every other failure has,
+/// rather than axum's empty 405.
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}

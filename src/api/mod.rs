@@ -112,6 +112,7 @@ pub fn router(state: ApiState, request_timeout: std::time::Duration) -> Router {
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
         .merge(v1)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .fallback(handlers::fallback)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -219,3 +219,44 @@ async fn the_rotate_endpoint_is_rate_limited_per_client() {
         "the limit applies before parsing: {body}"
     );
 }
+
+/// Regression (issue 8, found by the `api` fuzz target): a known path with a method it
+/// does not take answered axum's bare 405 with an empty body instead of the error shape.
+#[tokio::test]
+async fn a_wrong_method_gets_405_in_the_error_shape_with_allow() {
+    let f = fixture(5).await;
+    for (method, uri, token, allow) in [
+        ("DELETE", "/v1/secrets/app%2Fdb", ROTATE, "GET,HEAD"),
+        ("GET", "/v1/secrets/app%2Fdb/rotate", None, "POST"),
+        ("POST", "/healthz", None, "GET,HEAD"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(
+                "authorization",
+                format!("Bearer {}", token.unwrap_or("none")),
+            )
+            .body(Body::empty())
+            .unwrap();
+        let response = f.app.clone().oneshot(request).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}"
+        );
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(header("allow").as_deref(), Some(allow), "{method} {uri}");
+        assert_eq!(header("content-type").as_deref(), Some("application/json"));
+        let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["code"], "method_not_allowed", "{method} {uri}: {body}");
+        assert!(body["message"].is_string());
+        assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
+    }
+}
