@@ -383,6 +383,9 @@ struct Scheduler {
     failures: HashMap<String, u32>,
     tasks: JoinSet<JobResult>,
     rng: SystemRandom,
+    /// Set when a policy is adopted; cleared (and logged) once every secret has had its
+    /// first look and nothing is due, so an operator sees when start-up work has ended.
+    settling: bool,
 }
 
 impl Scheduler {
@@ -406,6 +409,7 @@ impl Scheduler {
             failures: HashMap::new(),
             tasks: JoinSet::new(),
             rng: SystemRandom::new(),
+            settling: true,
         };
         scheduler.adopt_policy();
         scheduler
@@ -431,6 +435,7 @@ impl Scheduler {
         self.failures.retain(|name, _| keep.contains_key(name));
         self.metrics.retain_secrets(&|name| keep.contains_key(name));
         self.secrets = keep;
+        self.settling = true;
         tracing::info!(secrets = self.secrets.len(), "policy adopted");
     }
 
@@ -438,6 +443,7 @@ impl Scheduler {
         tracing::info!(policy = %self.policy_path.display(), "rekeyd running");
         loop {
             self.dispatch();
+            self.note_settled();
             let sleep = self.sleep_duration();
             tokio::select! {
                 control = controls.recv() => match control {
@@ -454,6 +460,24 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Logs, once per adopted policy, that every secret is planned and nothing runs.
+    fn note_settled(&mut self) {
+        if !self.settling || !self.ready.is_empty() || !self.tasks.is_empty() {
+            return;
+        }
+        let next_due = self.queue.next_due();
+        if next_due.is_some_and(|due| due <= Utc::now()) {
+            return;
+        }
+        self.settling = false;
+        tracing::info!(
+            secrets = self.secrets.len(),
+            queued = self.queue.len(),
+            next_due = %next_due.map_or_else(|| "never".to_owned(), |due| due.to_rfc3339()),
+            "every secret planned; idle until the next one is due"
+        );
     }
 
     fn sleep_duration(&self) -> Duration {
