@@ -320,7 +320,7 @@ async fn run_once(runtime: Runtime) -> Result<(), DaemonError> {
     for secret in &enabled {
         let (engine, secret, limit) = (
             Arc::clone(&runtime.engine),
-            Arc::clone(secret),
+            secret.clone(),
             Arc::clone(&limit),
         );
         tasks.spawn(async move {
@@ -424,7 +424,7 @@ impl Scheduler {
         for secret in policy.secrets.iter().filter(|s| s.enabled) {
             let name = secret.name.to_string();
             self.queue.schedule(name.clone(), now);
-            keep.insert(name, Arc::clone(secret));
+            keep.insert(name, Arc::new(secret.clone()));
         }
         for name in self.secrets.keys() {
             if !keep.contains_key(name) {

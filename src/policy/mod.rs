@@ -26,6 +26,7 @@ mod vault;
 pub use model::{
     ApiSettings, AssumeRole, AwsBackendConfig, BackendConfig, Confirm, CredentialsEnv,
     DaemonSettings, FileBackendConfig, KeySource, NotifyTarget, Policy, SecretPolicy,
+    SecretSettings,
 };
 pub use vault::{CredentialSource, KvVersion, VaultAuth, VaultBackendConfig};
 

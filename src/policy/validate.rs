@@ -84,7 +84,8 @@ pub(super) fn policy(file: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>>
     let (backends, backend_names) = backends(&mut d, root, base, &daemon.state_dir);
     let (notify, notify_names) = super::notify::targets(&mut d, root, base);
     let api = super::api::api(&mut d, root, base);
-    let secrets = SecretWalk::new(&backend_names, &notify_names, min_interval).run(&mut d, root);
+    let secrets =
+        SecretWalk::new(text, &backend_names, &notify_names, min_interval).run(&mut d, root);
 
     if !d.is_clean() {
         return Err(d.finish());
