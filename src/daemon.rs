@@ -44,6 +44,17 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 /// prevent resending, and gates wait minutes).
 const DONE_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
+/// Runs each time the daemon settles (see [`when_settled`]).
+static WHEN_SETTLED: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what runs each time the daemon has finished the work of a start or a reload (every
+/// secret looked at, nothing due) and is about to sit idle: the binary hands freed memory
+/// back to the system there, which takes a call this library, free of unsafe code, does
+/// not make. Set once; later calls are ignored.
+pub fn when_settled(hook: fn()) {
+    let _ = WHEN_SETTLED.set(hook);
+}
+
 /// What the daemon is told from outside.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
@@ -507,6 +518,9 @@ impl Scheduler {
             next_due = %next_due.map_or_else(|| "never".to_owned(), |due| due.to_rfc3339()),
             "every secret planned; idle until the next one is due"
         );
+        if let Some(hook) = WHEN_SETTLED.get() {
+            hook();
+        }
     }
 
     fn sleep_duration(&self) -> Duration {
