@@ -113,7 +113,10 @@ fn pick<'x, T>(own: &'x Got<T>, default: &'x Got<T>) -> Got<&'x T> {
 const SECRETS_HINT: &str = "add secrets as [[secrets]] tables";
 
 /// The `[[secrets]]` tables, or `None` (reported) when `secrets` is not an array.
-fn secrets_array<'v, 'i>(d: &mut Diags<'_>, root: &'v Table<'i>) -> Option<&'v [Value<'i>]> {
+pub(super) fn secrets_array<'v, 'i>(
+    d: &mut Diags<'_>,
+    root: &'v Table<'i>,
+) -> Option<&'v [Value<'i>]> {
     let value = root.get("secrets")?;
     let top = Loc::Root;
     let loc = top.key("secrets");
@@ -151,7 +154,7 @@ type Refs = Vec<(String, Range<usize>)>;
 
 /// Fields shared by `[defaults]` and a secret.
 #[derive(Clone, Debug)]
-struct Fields<'a> {
+pub(super) struct Fields<'a> {
     backend: Got<&'a str>,
     schedule: Got<Src<ParsedSchedule>>,
     generator: Got<crate::generate::GeneratorSpec>,
@@ -194,7 +197,7 @@ type NameSet<'a> = HashMap<&'a str, usize, BuildHasherDefault<NameHasher>>;
 /// FNV-1a: SipHash's flood resistance buys nothing for names from a local file, and with
 /// 100,000 secrets the hashing shows up.
 #[derive(Default)]
-struct NameHasher(u64);
+pub(super) struct NameHasher(u64);
 
 impl Hasher for NameHasher {
     fn finish(&self) -> u64 {
@@ -281,7 +284,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
     }
 
     /// Checks every `[[secrets]]` table of `items`, the first being `secrets[first]`.
-    fn secrets(
+    pub(super) fn secrets(
         &mut self,
         d: &mut Diags<'_>,
         items: &'a [Value<'a>],
@@ -304,7 +307,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
     }
 
     /// The valid secrets, in order, their names in one shared buffer.
-    fn finish(self) -> Vec<SecretPolicy> {
+    pub(super) fn finish(self) -> Vec<SecretPolicy> {
         let buffer: Arc<str> = Arc::from(self.names);
         self.checked
             .into_iter()
@@ -318,7 +321,8 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             .collect()
     }
 
-    fn defaults(&mut self, d: &mut Diags<'_>, root: &'a Table<'a>) -> Fields<'a> {
+    /// Reads and checks `[defaults]`.
+    pub(super) fn defaults(&mut self, d: &mut Diags<'_>, root: &'a Table<'a>) -> Fields<'a> {
         let top = Loc::Root;
         let loc = top.key("defaults");
         let hint = "write [defaults] with keys a secret takes (except name)";
