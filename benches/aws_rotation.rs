@@ -227,7 +227,7 @@ async fn rekeyd_side(n: usize) -> Run {
     let secrets: BTreeMap<String, _> = policy
         .secrets
         .iter()
-        .map(|s| (s.name.to_string(), Arc::clone(s)))
+        .map(|s| (s.name.to_string(), s.clone()))
         .collect();
     let secrets = Arc::new(secrets);
     let cpu = cpu_now(&moto);

@@ -85,7 +85,7 @@ impl Store {
     }
 
     /// Rotates each of `secrets` once, `concurrency` at a time.
-    async fn rotate(&self, secrets: &[Arc<SecretPolicy>], concurrency: usize) -> Duration {
+    async fn rotate(&self, secrets: &[SecretPolicy], concurrency: usize) -> Duration {
         let engine = Arc::clone(&self.engine);
         let started = Instant::now();
         run_concurrently(secrets.to_vec(), concurrency, move |secret| {

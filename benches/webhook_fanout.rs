@@ -173,7 +173,7 @@ fn main() {
                 seen.lock().unwrap().insert(version.clone(), Instant::now());
             }
         }));
-        let secret = Arc::clone(&policy.secrets[0]);
+        let secret = policy.secrets[0].clone();
 
         // rekeyd: one rotation at a time; the next starts once the outbox is empty.
         let (mut ours, mut first) = (Vec::new(), Vec::new());

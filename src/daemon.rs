@@ -44,6 +44,17 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 /// prevent resending, and gates wait minutes).
 const DONE_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
+/// Runs each time the daemon settles (see [`when_settled`]).
+static WHEN_SETTLED: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what runs each time the daemon has finished the work of a start or a reload (every
+/// secret looked at, nothing due) and is about to sit idle: the binary hands freed memory
+/// back to the system there, which takes a call this library, free of unsafe code, does
+/// not make. Set once; later calls are ignored.
+pub fn when_settled(hook: fn()) {
+    let _ = WHEN_SETTLED.set(hook);
+}
+
 /// What the daemon is told from outside.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
@@ -320,7 +331,7 @@ async fn run_once(runtime: Runtime) -> Result<(), DaemonError> {
     for secret in &enabled {
         let (engine, secret, limit) = (
             Arc::clone(&runtime.engine),
-            Arc::clone(secret),
+            secret.clone(),
             Arc::clone(&limit),
         );
         tasks.spawn(async move {
@@ -364,8 +375,11 @@ async fn run_once(runtime: Runtime) -> Result<(), DaemonError> {
     Ok(())
 }
 
-type JobResult = (String, u64, Result<Plan, RotationError>);
+type JobResult = Result<Plan, RotationError>;
 
+/// Secrets are known by their position in the policy in force (`u32`, as the queue keys
+/// them): the scheduler holds no copy of any name, so holding 100,000 secrets costs it
+/// about 20 bytes each.
 struct Scheduler {
     policy_path: PathBuf,
     runtime: Runtime,
@@ -374,15 +388,21 @@ struct Scheduler {
     metrics: Arc<Metrics>,
     /// Bumped by every accepted reload; a job dispatched under an older one re-plans.
     generation: u64,
-    secrets: HashMap<String, Arc<SecretPolicy>>,
-    queue: DueQueue<String>,
-    ready: VecDeque<String>,
-    in_flight: HashSet<String>,
-    /// Which secret each task rotates, so a panicked task's secret is retried too.
-    task_names: HashMap<tokio::task::Id, String>,
-    failures: HashMap<String, u32>,
+    /// Enabled secrets of the policy in force.
+    enabled: usize,
+    queue: DueQueue,
+    ready: VecDeque<u32>,
+    in_flight: HashSet<u32>,
+    /// The secret each task rotates (its position in the policy in force, `None` once a
+    /// reload dropped it) and the generation it was dispatched under, so a finished or
+    /// panicked task's secret is found.
+    task_secrets: HashMap<tokio::task::Id, (Option<u32>, u64)>,
+    failures: HashMap<u32, u32>,
     tasks: JoinSet<JobResult>,
     rng: SystemRandom,
+    /// Set when a policy is adopted; cleared (and logged) once every secret has had its
+    /// first look and nothing is due, so an operator sees when start-up work has ended.
+    settling: bool,
 }
 
 impl Scheduler {
@@ -398,46 +418,72 @@ impl Scheduler {
             live,
             metrics,
             generation: 0,
-            secrets: HashMap::new(),
+            enabled: 0,
             queue: DueQueue::new(),
             ready: VecDeque::new(),
             in_flight: HashSet::new(),
-            task_names: HashMap::new(),
+            task_secrets: HashMap::new(),
             failures: HashMap::new(),
             tasks: JoinSet::new(),
             rng: SystemRandom::new(),
+            settling: true,
         };
-        scheduler.adopt_policy();
+        scheduler.adopt_policy(None);
         scheduler
     }
 
     /// Every enabled secret of the current policy is looked at now: that first look finds
-    /// interrupted rotations, missed slots and the next due time.
-    fn adopt_policy(&mut self) {
+    /// interrupted rotations, missed slots and the next due time. After a reload, what is
+    /// known about secrets still in the policy (jobs in flight, failure counts) follows
+    /// them to their new positions.
+    fn adopt_policy(&mut self, previous: Option<&Policy>) {
         let now = Utc::now();
         let policy = Arc::clone(&self.runtime.policy);
-        let mut keep = HashMap::with_capacity(policy.secrets.len());
-        for secret in policy.secrets.iter().filter(|s| s.enabled) {
-            let name = secret.name.to_string();
-            self.queue.schedule(name.clone(), now);
-            keep.insert(name, Arc::clone(secret));
+        if let Some(previous) = previous {
+            let positions: HashMap<&str, u32> = policy
+                .secrets
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.enabled)
+                .map(|(i, s)| (s.name.as_str(), i as u32))
+                .collect();
+            let moved = |old: u32| {
+                let secret = previous.secrets.get(old as usize)?;
+                positions.get(secret.name.as_str()).copied()
+            };
+            self.failures = self
+                .failures
+                .drain()
+                .filter_map(|(old, count)| Some((moved(old)?, count)))
+                .collect();
+            for (position, _) in self.task_secrets.values_mut() {
+                *position = position.and_then(moved);
+            }
+            self.in_flight = self.task_secrets.values().filter_map(|(p, _)| *p).collect();
         }
-        for name in self.secrets.keys() {
-            if !keep.contains_key(name) {
-                self.queue.cancel(name);
+        self.queue = DueQueue::with_keys(policy.secrets.len());
+        self.enabled = 0;
+        for (i, secret) in policy.secrets.iter().enumerate() {
+            if secret.enabled {
+                self.queue.schedule(i as u32, now);
+                self.enabled += 1;
             }
         }
-        self.ready.retain(|name| keep.contains_key(name));
-        self.failures.retain(|name, _| keep.contains_key(name));
-        self.metrics.retain_secrets(&|name| keep.contains_key(name));
-        self.secrets = keep;
-        tracing::info!(secrets = self.secrets.len(), "policy adopted");
+        self.ready.clear();
+        self.metrics.adopt(&policy);
+        self.settling = true;
+        tracing::info!(secrets = self.enabled, "policy adopted");
+    }
+
+    fn secret(&self, position: u32) -> &SecretPolicy {
+        &self.runtime.policy.secrets[position as usize]
     }
 
     async fn run(mut self, mut controls: mpsc::Receiver<Control>) -> Result<(), DaemonError> {
         tracing::info!(policy = %self.policy_path.display(), "rekeyd running");
         loop {
             self.dispatch();
+            self.note_settled();
             let sleep = self.sleep_duration();
             tokio::select! {
                 control = controls.recv() => match control {
@@ -453,6 +499,27 @@ impl Scheduler {
                     self.ready.extend(due);
                 }
             }
+        }
+    }
+
+    /// Logs, once per adopted policy, that every secret is planned and nothing runs.
+    fn note_settled(&mut self) {
+        if !self.settling || !self.ready.is_empty() || !self.tasks.is_empty() {
+            return;
+        }
+        let next_due = self.queue.next_due();
+        if next_due.is_some_and(|due| due <= Utc::now()) {
+            return;
+        }
+        self.settling = false;
+        tracing::info!(
+            secrets = self.enabled,
+            queued = self.queue.len(),
+            next_due = %next_due.map_or_else(|| "never".to_owned(), |due| due.to_rfc3339()),
+            "every secret planned; idle until the next one is due"
+        );
+        if let Some(hook) = WHEN_SETTLED.get() {
+            hook();
         }
     }
 
@@ -472,77 +539,76 @@ impl Scheduler {
     fn dispatch(&mut self) {
         let limit = self.runtime.policy.daemon.concurrency;
         while self.tasks.len() < limit {
-            let Some(name) = self.ready.pop_front() else {
+            let Some(position) = self.ready.pop_front() else {
                 break;
             };
-            if self.in_flight.contains(&name) {
+            if self.in_flight.contains(&position) {
                 // It re-plans when its running job ends.
                 continue;
             }
-            let Some(secret) = self.secrets.get(&name).cloned() else {
-                continue;
-            };
+            // A cheap copy: the name's text and the settings are shared.
+            let secret = self.secret(position).clone();
             let engine = Arc::clone(&self.runtime.engine);
-            let generation = self.generation;
-            self.in_flight.insert(name.clone());
-            let task_name = name.clone();
-            let handle = self.tasks.spawn(async move {
-                let result = engine.reconcile(&secret, true).await;
-                (name, generation, result)
-            });
-            self.task_names.insert(handle.id(), task_name);
+            self.in_flight.insert(position);
+            let handle = self
+                .tasks
+                .spawn(async move { engine.reconcile(&secret, true).await });
+            self.task_secrets
+                .insert(handle.id(), (Some(position), self.generation));
         }
     }
 
     fn finished(&mut self, joined: Result<(tokio::task::Id, JobResult), tokio::task::JoinError>) {
-        let (name, generation, result) = match joined {
-            Ok((id, done)) => {
-                self.task_names.remove(&id);
-                done
-            }
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let Some((position, generation)) = self.task_secrets.remove(&id) else {
+            return;
+        };
+        let Some(position) = position else {
+            // A reload dropped the secret (or disabled it).
+            return;
+        };
+        self.in_flight.remove(&position);
+        let now = Utc::now();
+        let result = match joined {
+            Ok((_, result)) => result,
             Err(e) => {
-                let Some(name) = self.task_names.remove(&e.id()) else {
-                    return;
-                };
-                tracing::error!(secret = %name, error = %e, "a rotation task panicked; will retry");
-                self.in_flight.remove(&name);
-                self.retry(name, Utc::now());
+                tracing::error!(secret = %self.secret(position).name, error = %e, "a rotation task panicked; will retry");
+                self.retry(position, now);
                 return;
             }
         };
-        self.in_flight.remove(&name);
-        if !self.secrets.contains_key(&name) {
-            return;
-        }
-        let now = Utc::now();
         if generation != self.generation {
-            self.queue.schedule(name, now);
+            self.queue.schedule(position, now);
             return;
         }
+        let name = &self.runtime.policy.secrets[position as usize].name;
         match result {
             Ok(Plan::Wait { until }) => {
-                self.failures.remove(&name);
-                self.metrics.secret_times(&name, Some(until), None);
+                self.failures.remove(&position);
+                self.metrics.secret_due(position as usize, until);
                 tracing::debug!(secret = %name, next_due = %until, "scheduled");
-                self.queue.schedule(name, until);
+                self.queue.schedule(position, until);
             }
             Ok(Plan::Idle) => {
-                self.failures.remove(&name);
+                self.failures.remove(&position);
                 tracing::info!(secret = %name, "schedule never fires again; not rescheduled");
             }
             Ok(other) => {
                 tracing::warn!(secret = %name, plan = ?other, "still not settled after a reconcile; retrying");
-                self.retry(name, now);
+                self.retry(position, now);
             }
             Err(error) => {
                 tracing::warn!(secret = %name, error = %error, "will retry");
-                self.retry(name, now);
+                self.retry(position, now);
             }
         }
     }
 
-    fn retry(&mut self, name: String, now: DateTime<Utc>) {
-        let attempt = self.failures.entry(name.clone()).or_insert(0);
+    fn retry(&mut self, position: u32, now: DateTime<Utc>) {
+        let attempt = self.failures.entry(position).or_insert(0);
         *attempt += 1;
         let delay = backoff(
             *attempt,
@@ -550,7 +616,7 @@ impl Scheduler {
             &self.rng,
         );
         self.queue.schedule(
-            name,
+            position,
             now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX),
         );
     }
@@ -597,9 +663,9 @@ impl Scheduler {
                     engine: Arc::clone(&engine),
                     tokens,
                 });
-                self.runtime = Runtime { policy, engine };
+                let previous = std::mem::replace(&mut self.runtime, Runtime { policy, engine });
                 self.generation += 1;
-                self.adopt_policy();
+                self.adopt_policy(Some(&previous.policy));
             }
             Err(e) => {
                 tracing::error!(error = %e, "reload failed; the running policy stays in force");
@@ -618,8 +684,11 @@ impl Scheduler {
             })
             .await;
         let drain = async {
-            while let Some(joined) = self.tasks.join_next().await {
-                if let Ok((name, _, result)) = joined {
+            while let Some(joined) = self.tasks.join_next_with_id().await {
+                if let Ok((id, result)) = joined
+                    && let Some((Some(position), _)) = self.task_secrets.get(&id)
+                {
+                    let name = &self.runtime.policy.secrets[*position as usize].name;
                     tracing::info!(secret = %name, ok = result.is_ok(), "in-flight rotation ended");
                 }
             }

@@ -6,8 +6,8 @@
 //! kept as timestamps and turned into durations at scrape time, so they are never stale.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,6 +17,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::policy::Policy;
 
 /// A secret is overdue once its due time is this far past (the catch-up tolerance).
 const OVERDUE_AFTER: chrono::Duration = crate::rotation::plan::ON_TIME_TOLERANCE;
@@ -58,6 +60,84 @@ struct SecretTimes {
     current_since: Option<DateTime<Utc>>,
 }
 
+/// Marks a time not learnt yet in [`Times`].
+const UNKNOWN: i64 = i64::MIN;
+
+/// [`SecretTimes`] of every secret of the policy in force, by its position there, as
+/// milliseconds since the epoch: 16 bytes a secret, and no copy of its name (holding
+/// 100,000 secrets, a map by name cost 12 MiB).
+#[derive(Debug, Default)]
+struct Times {
+    /// Secret `i` of the table is `policy.secrets[i]`.
+    policy: Option<Arc<Policy>>,
+    /// Positions sorted by name, to find a secret an audit event names.
+    by_name: Vec<u32>,
+    next_due: Vec<i64>,
+    current_since: Vec<i64>,
+    /// Secrets outside the policy (the daemon's events only name its own secrets).
+    others: HashMap<String, SecretTimes>,
+}
+
+impl Times {
+    fn position(&self, name: &str) -> Option<usize> {
+        let policy = self.policy.as_ref()?;
+        self.by_name
+            .binary_search_by(|&i| policy.secrets[i as usize].name.as_str().cmp(name))
+            .ok()
+            .map(|found| self.by_name[found] as usize)
+    }
+
+    fn record(
+        &mut self,
+        name: &str,
+        next_due: Option<DateTime<Utc>>,
+        current_since: Option<DateTime<Utc>>,
+    ) {
+        match self.position(name) {
+            Some(i) => {
+                if let Some(due) = next_due {
+                    self.next_due[i] = due.timestamp_millis();
+                }
+                if let Some(since) = current_since {
+                    self.current_since[i] = since.timestamp_millis();
+                }
+            }
+            None => {
+                let entry = self.others.entry(name.to_owned()).or_default();
+                if next_due.is_some() {
+                    entry.next_due = next_due;
+                }
+                if current_since.is_some() {
+                    entry.current_since = current_since;
+                }
+            }
+        }
+    }
+
+    /// Every secret with something known, with its times.
+    fn each(&self, mut visit: impl FnMut(&str, SecretTimes)) {
+        let at = |ms: i64| {
+            (ms != UNKNOWN)
+                .then(|| DateTime::from_timestamp_millis(ms))
+                .flatten()
+        };
+        if let Some(policy) = &self.policy {
+            for (i, secret) in policy.secrets.iter().enumerate() {
+                let times = SecretTimes {
+                    next_due: at(self.next_due[i]),
+                    current_since: at(self.current_since[i]),
+                };
+                if times.next_due.is_some() || times.current_since.is_some() {
+                    visit(secret.name.as_str(), times);
+                }
+            }
+        }
+        for (name, times) in &self.others {
+            visit(name, *times);
+        }
+    }
+}
+
 /// Every metric rekeyd exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -73,8 +153,9 @@ pub struct Metrics {
     queue_depth: Gauge,
     audit_writes: Counter,
     audit_fsyncs: Counter,
-    times: Mutex<HashMap<String, SecretTimes>>,
-    /// Each secret's backend, learnt from `rotation_started`, for backend labels.
+    times: Mutex<Times>,
+    /// Each rotating secret's backend, learnt from `rotation_started` (and forgotten when
+    /// it succeeds), for backend labels.
     backend_of: Mutex<HashMap<String, String>>,
 }
 
@@ -169,7 +250,7 @@ impl Metrics {
             queue_depth,
             audit_writes,
             audit_fsyncs,
-            times: Mutex::new(HashMap::new()),
+            times: Mutex::new(Times::default()),
             backend_of: Mutex::new(HashMap::new()),
         }
     }
@@ -203,6 +284,7 @@ impl Metrics {
                 self.rotation(secret, "succeeded");
                 self.rotation_duration(&backend(secret), *duration_ms as f64 / 1000.0);
                 self.secret_times(secret, None, Some(Utc::now()));
+                self.backend_of.lock().expect("metrics lock").remove(secret);
             }
             E::RotationFailed { secret, step, .. } => {
                 self.rotation(secret, "failed");
@@ -263,20 +345,41 @@ impl Metrics {
         next_due: Option<DateTime<Utc>>,
         current_since: Option<DateTime<Utc>>,
     ) {
+        self.times
+            .lock()
+            .expect("metrics lock")
+            .record(secret, next_due, current_since);
+    }
+
+    /// The scheduler learnt when the secret at `position` in the adopted policy is next
+    /// due.
+    pub fn secret_due(&self, position: usize, next_due: DateTime<Utc>) {
         let mut times = self.times.lock().expect("metrics lock");
-        let entry = times.entry(secret.to_owned()).or_default();
-        if next_due.is_some() {
-            entry.next_due = next_due;
-        }
-        if current_since.is_some() {
-            entry.current_since = current_since;
+        if let Some(due) = times.next_due.get_mut(position) {
+            *due = next_due.timestamp_millis();
         }
     }
 
-    /// Drops secrets no longer in the policy.
-    pub fn retain_secrets(&self, keep: &dyn Fn(&str) -> bool) {
+    /// Follows a newly adopted policy: secrets are then known by their position in it.
+    /// What was known about a secret still in it is kept; the rest is dropped.
+    pub fn adopt(&self, policy: &Arc<Policy>) {
+        let mut by_name: Vec<u32> = (0..policy.secrets.len() as u32).collect();
+        by_name.sort_unstable_by(|&a, &b| {
+            policy.secrets[a as usize]
+                .name
+                .cmp(&policy.secrets[b as usize].name)
+        });
         let mut times = self.times.lock().expect("metrics lock");
-        times.retain(|name, _| keep(name));
+        let mut kept = Times {
+            policy: Some(Arc::clone(policy)),
+            by_name,
+            next_due: vec![UNKNOWN; policy.secrets.len()],
+            current_since: vec![UNKNOWN; policy.secrets.len()],
+            others: HashMap::new(),
+        };
+        times.each(|name, known| kept.record(name, known.next_due, known.current_since));
+        kept.others.clear();
+        *times = kept;
         for family in [&self.next_rotation, &self.current_age] {
             family.clear();
         }
@@ -308,24 +411,27 @@ impl Metrics {
         self.audit_fsyncs
             .inc_by(audit_fsyncs.saturating_sub(self.audit_fsyncs.get()));
         let mut overdue = 0;
-        for (secret, times) in self.times.lock().expect("metrics lock").iter() {
-            let label = SecretLabel {
-                secret: secret.clone(),
-            };
-            if let Some(due) = times.next_due {
-                let until = (due - now).num_milliseconds() as f64 / 1000.0;
-                self.next_rotation.get_or_create(&label).set(until);
-                let late = now - due > OVERDUE_AFTER;
-                overdue += i64::from(late);
-                self.overdue_secret
-                    .get_or_create(&label)
-                    .set(i64::from(late));
-            }
-            if let Some(since) = times.current_since {
-                let age = (now - since).num_milliseconds() as f64 / 1000.0;
-                self.current_age.get_or_create(&label).set(age);
-            }
-        }
+        self.times
+            .lock()
+            .expect("metrics lock")
+            .each(|secret, times| {
+                let label = SecretLabel {
+                    secret: secret.to_owned(),
+                };
+                if let Some(due) = times.next_due {
+                    let until = (due.timestamp_millis() - now.timestamp_millis()) as f64 / 1000.0;
+                    self.next_rotation.get_or_create(&label).set(until);
+                    let late = now - due > OVERDUE_AFTER;
+                    overdue += i64::from(late);
+                    self.overdue_secret
+                        .get_or_create(&label)
+                        .set(i64::from(late));
+                }
+                if let Some(since) = times.current_since {
+                    let age = (now.timestamp_millis() - since.timestamp_millis()) as f64 / 1000.0;
+                    self.current_age.get_or_create(&label).set(age);
+                }
+            });
         self.overdue.set(overdue);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
@@ -374,6 +480,53 @@ mod tests {
         // A second scrape does not double the audit counters.
         let again = m.render(now, 12, 5);
         assert!(again.contains("rekeyd_audit_writes_total 12"), "{again}");
+    }
+
+    /// In the daemon, secrets are known by their place in the adopted policy; what is known
+    /// about one follows it across a reload, and a secret the reload dropped is gone.
+    #[test]
+    fn per_secret_times_follow_the_policy_by_position() {
+        let parse = |names: &[&str]| {
+            let mut text = String::from(
+                "[backends.local]\ntype = \"file\"\n[defaults]\nbackend = \"local\"\n\
+                 schedule = { every = \"30d\" }\ngenerator = { type = \"ed25519\" }\n",
+            );
+            for name in names {
+                text.push_str(&format!("[[secrets]]\nname = \"{name}\"\n"));
+            }
+            Arc::new(crate::policy::parse(std::path::Path::new("p.toml"), &text).unwrap())
+        };
+        let m = Metrics::new();
+        m.adopt(&parse(&["a", "b", "c"]));
+        let now = Utc::now();
+        m.secret_due(1, now + chrono::Duration::seconds(60));
+        m.secret_times("c", None, Some(now - chrono::Duration::seconds(30)));
+        m.secret_times("a", Some(now + chrono::Duration::seconds(5)), None);
+        let text = m.render(now, 0, 0);
+        for line in [
+            "rekeyd_secret_next_rotation_seconds{secret=\"b\"} 60.0",
+            "rekeyd_secret_current_version_age_seconds{secret=\"c\"} 30.0",
+            "rekeyd_secret_next_rotation_seconds{secret=\"a\"} 5.0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        // A reload drops `a` and moves `b` and `c`.
+        m.adopt(&parse(&["d", "c", "b"]));
+        let text = m.render(now, 0, 0);
+        for line in [
+            "rekeyd_secret_next_rotation_seconds{secret=\"b\"} 60.0",
+            "rekeyd_secret_current_version_age_seconds{secret=\"c\"} 30.0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert!(!text.contains("secret=\"a\""), "{text}");
+        assert!(
+            !text.contains("secret=\"d\""),
+            "nothing known about d yet: {text}"
+        );
+        m.secret_due(0, now + chrono::Duration::seconds(7));
+        let text = m.render(now, 0, 0);
+        assert!(text.contains("rekeyd_secret_next_rotation_seconds{secret=\"d\"} 7.0"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! metadata that may appear in logs, audit entries and webhooks.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ring::digest;
@@ -70,9 +71,17 @@ impl fmt::Debug for SecretValue {
 ///
 /// Allowed characters are those AWS Secrets Manager accepts (`A-Z a-z 0-9 / _ + = . @ -`),
 /// so one name works in every backend; 1 to 512 characters.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Cloning shares the text. The names of a loaded policy share one buffer: holding
+/// 100,000 secrets, one allocation per name would cost more than the names, and would be
+/// scattered among the parser's freed memory, which the allocator then cannot return.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct SecretName(String);
+pub struct SecretName {
+    text: Arc<str>,
+    start: u32,
+    end: u32,
+}
 
 /// Why a string is not a valid [`SecretName`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -94,6 +103,17 @@ impl SecretName {
     /// Validates and wraps a name.
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
         let name = name.into();
+        Self::check(&name)?;
+        let end = name.len() as u32;
+        Ok(Self {
+            text: Arc::from(name),
+            start: 0,
+            end,
+        })
+    }
+
+    /// Whether `name` is a valid name, and if not, why.
+    pub fn check(name: &str) -> Result<(), InvalidName> {
         if name.is_empty() {
             return Err(InvalidName::Empty);
         }
@@ -107,12 +127,48 @@ impl SecretName {
         {
             return Err(InvalidName::BadChar(bad));
         }
-        Ok(Self(name))
+        Ok(())
+    }
+
+    /// The name at `range` of a shared buffer of names, each already [`checked`](Self::check).
+    pub(crate) fn in_buffer(buffer: &Arc<str>, range: std::ops::Range<usize>) -> Self {
+        debug_assert!(Self::check(&buffer[range.clone()]).is_ok());
+        Self {
+            text: Arc::clone(buffer),
+            start: range.start as u32,
+            end: range.end as u32,
+        }
     }
 
     /// The name as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text[self.start as usize..self.end as usize]
+    }
+}
+
+impl PartialEq for SecretName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for SecretName {}
+
+impl PartialOrd for SecretName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SecretName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for SecretName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
@@ -125,19 +181,19 @@ impl TryFrom<String> for SecretName {
 
 impl From<SecretName> for String {
     fn from(value: SecretName) -> Self {
-        value.0
+        value.as_str().to_owned()
     }
 }
 
 impl fmt::Display for SecretName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for SecretName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -320,6 +376,25 @@ mod tests {
             SecretName::new("x".repeat(513)),
             Err(InvalidName::TooLong(513))
         );
+    }
+
+    #[test]
+    fn names_in_a_shared_buffer_behave_like_names_of_their_own() {
+        let buffer: Arc<str> = Arc::from("prod/dbapp/cache");
+        let db = SecretName::in_buffer(&buffer, 0..7);
+        let cache = SecretName::in_buffer(&buffer, 11..16);
+        assert_eq!(db.as_str(), "prod/db");
+        assert_eq!(db, SecretName::new("prod/db").unwrap());
+        assert_eq!(format!("{db} {cache:?}"), "prod/db \"cache\"");
+        assert!(cache < db);
+        use std::hash::BuildHasher;
+        let state = std::hash::RandomState::new();
+        assert_eq!(
+            state.hash_one(&db),
+            state.hash_one(SecretName::new("prod/db").unwrap())
+        );
+        assert_eq!(serde_json::to_string(&db).unwrap(), "\"prod/db\"");
+        assert_eq!(String::from(cache), "cache");
     }
 
     #[test]

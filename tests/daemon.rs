@@ -277,3 +277,50 @@ fn a_relative_policy_path_creates_its_state_directory() {
     );
     assert_eq!(sandbox.events("rotation_succeeded", "a").len(), 1);
 }
+
+#[test]
+fn the_daemon_says_when_every_secret_is_planned_and_nothing_is_due() {
+    let sandbox = Sandbox::new(
+        r#"
+[[secrets]]
+name = "a"
+schedule = { every = "30d" }
+
+[[secrets]]
+name = "b"
+schedule = { every = "30d" }
+"#,
+    );
+    let log = sandbox.path("daemon.log");
+    let mut child = sandbox
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start daemon");
+    let line = wait_for("the daemon to report it is idle", LIMIT, || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .lines()
+            .find(|l| l.contains("every secret planned"))
+            .map(str::to_owned)
+    });
+    // By then both secrets were created, and the next due time is a slot away.
+    for name in ["a", "b"] {
+        assert_eq!(
+            sandbox.events("rotation_succeeded", name).len(),
+            1,
+            "{name}"
+        );
+    }
+    assert!(
+        line.contains("secrets=2") && line.contains("queued=2"),
+        "{line}"
+    );
+    assert!(!line.contains("next_due=never"), "{line}");
+    signal(&child, "TERM");
+    let status = wait_for("the daemon to exit", LIMIT, || child.try_wait().unwrap());
+    assert!(status.success());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(log.matches("every secret planned").count(), 1, "{log}");
+}

@@ -85,14 +85,19 @@ pub(crate) fn seal(
 pub(crate) struct Seal<'a> {
     /// The hash the line claims for itself (64 lowercase hex digits).
     pub(crate) claimed: &'a str,
+    /// The same, as bytes.
+    pub(crate) claimed_digest: Digest,
     /// The hash of the line's bytes, recomputed.
-    pub(crate) computed: String,
+    computed: Digest,
 }
+
+/// A SHA-256 digest.
+pub(crate) type Digest = [u8; 32];
 
 impl Seal<'_> {
     /// Whether the line's bytes are the ones that were hashed.
     pub(crate) fn intact(&self) -> bool {
-        self.claimed == self.computed
+        self.claimed_digest == self.computed
     }
 }
 
@@ -104,18 +109,48 @@ pub(crate) fn unseal(line: &[u8]) -> Option<Seal<'_>> {
     }
     let (body, seal) = line.split_at(line.len() - SEAL_LEN);
     let digits = seal.strip_prefix(SEAL_PREFIX)?.strip_suffix(SEAL_END)?;
-    if !digits
-        .iter()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-    {
-        return None;
-    }
+    let claimed_digest = lowercase_hex_digest(digits)?;
     let claimed = std::str::from_utf8(digits).ok()?;
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(body);
     ctx.update(b"}");
-    let computed = crate::hex::encode(ctx.finish().as_ref());
-    Some(Seal { claimed, computed })
+    let mut computed = [0; 32];
+    computed.copy_from_slice(ctx.finish().as_ref());
+    Some(Seal {
+        claimed,
+        claimed_digest,
+        computed,
+    })
+}
+
+/// The digest written as 64 lowercase hex digits, or `None` for anything else (so two
+/// digests compare equal exactly when their texts do).
+pub(crate) fn lowercase_hex_digest(digits: &[u8]) -> Option<Digest> {
+    /// Each byte's value as a lowercase hex digit, or 0x10 (a bit no digit has) if it is
+    /// not one: a table and an OR per digit, no branch, since every line has two digests.
+    const VALUE: [u8; 256] = {
+        let mut table = [0x10; 256];
+        let mut i = 0;
+        while i < 10 {
+            table[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            table[b'a' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        table
+    };
+    let digits: &[u8; 64] = digits.try_into().ok()?;
+    let mut out = [0; 32];
+    let mut invalid = 0;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let (hi, lo) = (VALUE[pair[0] as usize], VALUE[pair[1] as usize]);
+        invalid |= hi | lo;
+        *byte = hi << 4 | (lo & 0x0f);
+    }
+    (invalid & 0x10 == 0).then_some(out)
 }
 
 /// The two fields the chain needs, parsed without building the rest of the entry.
@@ -128,9 +163,152 @@ pub(crate) struct Head<'a> {
     pub(crate) prev: &'a str,
 }
 
-/// Parses `seq` and `prev` from a line; other keys are skipped unread.
+/// Parses `seq` and `prev` from a line; other keys are skipped unread. `None` for a line
+/// that is not a JSON object with exactly one of each (a `u64`, and a string without
+/// escapes), which is what serde_json decides.
 pub(crate) fn head(line: &[u8]) -> Option<Head<'_>> {
-    serde_json::from_slice(line).ok()
+    match plain_head(line) {
+        Some(head) => Some(head),
+        None => serde_json::from_slice(line).ok(),
+    }
+}
+
+/// The head of a line written the way the writer writes lines: JSON without whitespace,
+/// escapes or non-ASCII text, integers without sign, fraction or exponent, nesting at most
+/// `MAX_DEPTH` deep. Every such line is JSON serde_json accepts, and this gives the same
+/// `seq` and `prev` it would (including refusing a second `seq` or `prev`); any other
+/// line gives `None` and is left to serde_json. One pass with nothing built: `audit
+/// verify` reads a million lines against a floor of only hashing them.
+fn plain_head(line: &[u8]) -> Option<Head<'_>> {
+    let mut scan = Scan { line, at: 0 };
+    scan.byte(b'{')?;
+    let (mut seq, mut prev) = (None, None);
+    loop {
+        let key = scan.string()?;
+        scan.byte(b':')?;
+        match key {
+            b"seq" if seq.is_none() => seq = Some(scan.integer()?.parse().ok()?),
+            b"prev" if prev.is_none() => prev = Some(scan.string()?),
+            b"seq" | b"prev" => return None,
+            _ => scan.value(0)?,
+        }
+        match scan.next()? {
+            b',' => {}
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    if scan.at != line.len() {
+        return None;
+    }
+    Some(Head {
+        seq: seq?,
+        prev: std::str::from_utf8(prev?).ok()?,
+    })
+}
+
+/// Deepest nesting [`plain_head`] follows (the writer's entries nest two deep).
+const MAX_DEPTH: usize = 8;
+
+/// A cursor over a line for [`plain_head`].
+struct Scan<'a> {
+    line: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn next(&mut self) -> Option<u8> {
+        let b = *self.line.get(self.at)?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn byte(&mut self, expected: u8) -> Option<()> {
+        (self.next()? == expected).then_some(())
+    }
+
+    /// A string of printable ASCII without escapes; its contents.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.byte(b'"')?;
+        let rest = &self.line[self.at..];
+        let end = memchr::memchr(b'"', rest)?;
+        let text = &rest[..end];
+        // Folded rather than short-circuited, so the check runs on whole vectors.
+        let plain = text
+            .iter()
+            .fold(true, |ok, &c| ok & (0x20..0x7f).contains(&c) & (c != b'\\'));
+        if !plain {
+            return None;
+        }
+        self.at += end + 1;
+        Some(text)
+    }
+
+    /// Digits without a leading zero (unless the number is 0), then no fraction or
+    /// exponent; its digits.
+    fn integer(&mut self) -> Option<&'a str> {
+        let start = self.at;
+        while self.line.get(self.at).is_some_and(u8::is_ascii_digit) {
+            self.at += 1;
+        }
+        let digits = &self.line[start..self.at];
+        let leading_zero = digits.len() > 1 && digits[0] == b'0';
+        if digits.is_empty() || leading_zero {
+            return None;
+        }
+        if matches!(self.line.get(self.at), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.at.checked_add(word.len())?;
+        (self.line.get(self.at..end)? == word).then(|| self.at = end)
+    }
+
+    fn value(&mut self, depth: usize) -> Option<()> {
+        match *self.line.get(self.at)? {
+            b'"' => self.string().map(drop),
+            b'0'..=b'9' => self.integer().map(drop),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'{' if depth < MAX_DEPTH => {
+                self.at += 1;
+                if self.line.get(self.at) == Some(&b'}') {
+                    self.at += 1;
+                    return Some(());
+                }
+                loop {
+                    self.string()?;
+                    self.byte(b':')?;
+                    self.value(depth + 1)?;
+                    match self.next()? {
+                        b',' => {}
+                        b'}' => return Some(()),
+                        _ => return None,
+                    }
+                }
+            }
+            b'[' if depth < MAX_DEPTH => {
+                self.at += 1;
+                if self.line.get(self.at) == Some(&b']') {
+                    self.at += 1;
+                    return Some(());
+                }
+                loop {
+                    self.value(depth + 1)?;
+                    match self.next()? {
+                        b',' => {}
+                        b']' => return Some(()),
+                        _ => return None,
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -193,4 +371,137 @@ mod tests {
         let back: AuditEvent = serde_json::from_str(&text).unwrap();
         assert_eq!(back, ev);
     }
+
+    /// Events of several shapes: nested objects, arrays, numbers, `null`s and text that
+    /// JSON has to escape.
+    fn events() -> Vec<AuditEvent> {
+        use crate::audit::Trigger;
+        vec![
+            event(),
+            AuditEvent::RotationStarted {
+                secret: "team-7/service-70/db-password".into(),
+                backend: "primary".into(),
+                version: "m20261125T023000.123456Z-0123456789abcdef".into(),
+                slot: Some(Utc::now()),
+                trigger: Trigger::Manual {
+                    by: "alice@host".into(),
+                },
+            },
+            AuditEvent::RotationFailed {
+                secret: "s".into(),
+                version: None,
+                step: "put_pending".into(),
+                error: "throttled: \"slow down\" \u{e9}".into(),
+                will_retry: true,
+            },
+            AuditEvent::NotificationDelivered {
+                id: "msg_1".into(),
+                target: "hooks".into(),
+                notification: "secret.rotated".into(),
+                secrets: vec!["a".into(), "b".into()],
+                attempts: 2,
+                status: 200,
+            },
+            AuditEvent::DaemonStarted {
+                version: "1.0".into(),
+                pid: 99,
+            },
+        ]
+    }
+
+    fn serde_head(line: &[u8]) -> Option<(u64, String)> {
+        serde_json::from_slice::<Head>(line)
+            .ok()
+            .map(|h| (h.seq, h.prev.to_owned()))
+    }
+
+    fn plain(line: &[u8]) -> Option<(u64, String)> {
+        plain_head(line).map(|h| (h.seq, h.prev.to_owned()))
+    }
+
+    /// The writer's own lines are read without serde_json (that is the point), except
+    /// where JSON had to escape text.
+    #[test]
+    fn the_writers_lines_take_the_plain_path() {
+        for (i, event) in events().iter().enumerate() {
+            let sealed = seal(40 + i as u64, Utc::now(), "host-a", 7, GENESIS, event).unwrap();
+            let line = &sealed.line[..sealed.line.len() - 1];
+            assert_eq!(serde_head(line), Some((40 + i as u64, GENESIS.to_owned())));
+            let escaped = line.contains(&b'\\') || !line.is_ascii();
+            assert_eq!(
+                plain(line).is_some(),
+                !escaped,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+            assert_eq!(head(line).map(|h| h.seq), Some(40 + i as u64));
+        }
+    }
+
+    /// Lines serde_json refuses, or reads differently, are never read the plain way.
+    #[test]
+    fn the_plain_path_refuses_what_serde_json_refuses() {
+        let hex = "a".repeat(64);
+        for line in [
+            format!("{{\"seq\":1,\"prev\":\"{hex}\",\"seq\":2}}"),
+            format!("{{\"seq\":1,\"prev\":\"{hex}\",\"prev\":\"x\"}}"),
+            format!("{{\"seq\":01,\"prev\":\"{hex}\"}}"),
+            format!("{{\"seq\":1.0,\"prev\":\"{hex}\"}}"),
+            format!("{{\"seq\":1e3,\"prev\":\"{hex}\"}}"),
+            format!("{{\"seq\":-1,\"prev\":\"{hex}\"}}"),
+            format!("{{\"seq\":18446744073709551616,\"prev\":\"{hex}\"}}"),
+            format!("{{\"seq\":1,\"prev\":\"{hex}\",\"x\":[1,}}"),
+            format!("{{\"seq\":1,\"prev\":\"{hex}\"}}x"),
+            format!(
+                "{{\"seq\":1,\"prev\":\"{hex}\",\"n\":{}}}",
+                "[".repeat(200) + &"]".repeat(200)
+            ),
+            "{\"seq\":1}".to_owned(),
+            "{}".to_owned(),
+        ] {
+            assert_eq!(plain(line.as_bytes()), None, "{line}");
+        }
+        // Deep but within reach, and whitespace, are left to serde_json, which reads them.
+        let deep = format!(
+            "{{\"seq\":1,\"prev\":\"{hex}\",\"n\":{}}}",
+            "[".repeat(20) + &"]".repeat(20)
+        );
+        assert_eq!(plain(deep.as_bytes()), None);
+        assert_eq!(serde_head(deep.as_bytes()), Some((1, hex.clone())));
+        let spaced = format!("{{ \"seq\": 1, \"prev\": \"{hex}\" }}");
+        assert_eq!(head(spaced.as_bytes()).map(|h| h.seq), Some(1));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever edits are made to a line, the plain reading is serde_json's or none.
+        #[test]
+        fn the_plain_path_agrees_with_serde_json(
+            which in 0..5usize,
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), 0..3u8, 0..INTERESTING.len()),
+                1..4,
+            ),
+        ) {
+            let sealed = seal(9, Utc::now(), "host-a", 7, GENESIS, &events()[which]).unwrap();
+            let mut line = sealed.line[..sealed.line.len() - 1].to_vec();
+            for (at, kind, byte) in edits {
+                let at = at.index(line.len() + 1);
+                let byte = INTERESTING[byte];
+                match kind {
+                    0 => line.insert(at, byte),
+                    1 if at < line.len() => line[at] = byte,
+                    _ if at < line.len() => { line.remove(at); }
+                    _ => line.push(byte),
+                }
+            }
+            if let Some(found) = plain(&line) {
+                proptest::prop_assert_eq!(Some(found), serde_head(&line));
+            }
+        }
+    }
+
+    /// Bytes that matter to JSON, or to the plain reading.
+    const INTERESTING: &[u8] = b"\"\\{}[],:019etrunflas-.E x\x01\x7f\xc3\xa9";
 }

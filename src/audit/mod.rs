@@ -14,6 +14,7 @@ mod writer;
 
 pub use event::{AuditEvent, Trigger};
 pub use fingerprint::Fingerprinter;
+pub(crate) use query::for_each_entry;
 pub use query::{
     Entry, Filter, Outcome, QueryResult, UnknownOutcome, Unreadable, query, read_logs, render_json,
     render_table,

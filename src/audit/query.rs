@@ -248,6 +248,24 @@ pub fn query<P: AsRef<Path>>(paths: &[P], filter: &Filter) -> Result<QueryResult
 }
 
 fn read_one(path: &Path, out: &mut QueryResult) -> Result<(), AuditError> {
+    scan(
+        path,
+        |entry| out.entries.push(entry),
+        |skipped| out.unreadable.push(skipped),
+    )
+}
+
+/// Reads one log entry by entry, in file order, without holding the whole log: for
+/// start-up's scan of a log that may hold millions of entries.
+pub(crate) fn for_each_entry(path: &Path, each: impl FnMut(Entry)) -> Result<(), AuditError> {
+    scan(path, each, |_| {})
+}
+
+fn scan(
+    path: &Path,
+    mut on_entry: impl FnMut(Entry),
+    mut on_unreadable: impl FnMut(Unreadable),
+) -> Result<(), AuditError> {
     let io = |e| AuditError::Io {
         path: path.display().to_string(),
         source: e,
@@ -269,16 +287,16 @@ fn read_one(path: &Path, out: &mut QueryResult) -> Result<(), AuditError> {
             reason,
         };
         let Some(bytes) = buf.strip_suffix(b"\n") else {
-            out.unreadable.push(skip("incomplete last line".into()));
+            on_unreadable(skip("incomplete last line".into()));
             continue;
         };
         match parse(bytes) {
-            Ok(parsed) => out.entries.push(Entry {
+            Ok(parsed) => on_entry(Entry {
                 source: path.to_path_buf(),
                 line,
                 ..parsed
             }),
-            Err(reason) => out.unreadable.push(skip(reason)),
+            Err(reason) => on_unreadable(skip(reason)),
         }
     }
 }

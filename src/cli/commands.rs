@@ -109,7 +109,7 @@ async fn run(path: &Path, once: bool) -> CliResult {
     Ok(())
 }
 
-fn secret_of<'p>(policy: &'p Policy, name: &str) -> Result<&'p Arc<SecretPolicy>, Failure> {
+fn secret_of<'p>(policy: &'p Policy, name: &str) -> Result<&'p SecretPolicy, Failure> {
     policy.secret(name).ok_or_else(|| {
         Failure::new(
             exit::NOT_FOUND,
@@ -196,7 +196,7 @@ async fn rotate(
     by: Option<String>,
 ) -> CliResult {
     let policy = policy::load(path)?;
-    let secret = Arc::clone(secret_of(&policy, name)?);
+    let secret = secret_of(&policy, name)?.clone();
     if dry_run {
         let backends = backend::open_all(&policy).await?;
         return dry_run_report(&policy, &secret, &backends).await;
@@ -377,7 +377,7 @@ async fn dry_run_report(
 
 async fn rollback(path: &Path, name: &str, by: Option<String>) -> CliResult {
     let policy = policy::load(path)?;
-    let secret = Arc::clone(secret_of(&policy, name)?);
+    let secret = secret_of(&policy, name)?.clone();
     let by = by.unwrap_or_else(rotation::local_actor);
     let (_, engine) = daemon::open_runtime(policy, None, daemon::Notifications::Off).await?;
     let (from, to) = engine.rollback(&secret, &by).await?;

@@ -32,8 +32,15 @@ use crate::audit::AuditEvent;
 
 /// At most this many requests in flight per endpoint while its breaker is closed.
 const PER_ENDPOINT: usize = 4;
-/// How often a daemon looks for messages other processes left behind.
+/// How often a daemon looks for messages other processes left behind, while it knows of
+/// messages another live process holds (they are taken over once it stops).
 const RESCAN: Duration = Duration::from_secs(5);
+/// How often it looks otherwise: an idle daemon wakes at most once a minute for this, and
+/// then only stats the queue directory unless it changed. A stopped `rekeyd rotate`'s
+/// leftovers (already in backoff) wait at most this long to be taken over.
+const RESCAN_IDLE: Duration = Duration::from_secs(60);
+/// A directory stamp younger than this may not show a change made right after it.
+const TIMESTAMP_GRANULARITY: Duration = Duration::from_secs(2);
 /// How long a stopping worker lets in-flight requests finish and be recorded.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -211,6 +218,19 @@ pub(crate) struct Worker {
     rng: SystemRandom,
     /// Commands handled so far (drain waits until it has seen what was sent before it).
     seen: u64,
+    /// What the last look at the queue directory found.
+    last_scan: LastScan,
+}
+
+/// What a daemon's last rescan saw, so an idle one can skip listing an unchanged queue.
+#[derive(Default)]
+struct LastScan {
+    /// The queue directory's modification time (`Some(None)`: no directory), when it is
+    /// old enough to be trusted: a change within the file system's timestamp granularity
+    /// of the listing could leave it unchanged. `None`: list again next time.
+    stamp: Option<Option<std::time::SystemTime>>,
+    /// Another live process held queued messages: list again soon, it may stop.
+    foreign_held: bool,
 }
 
 /// An outcome the worker records after handling a batch of results or commands.
@@ -240,6 +260,7 @@ impl Worker {
             effects: Vec::new(),
             rng: SystemRandom::new(),
             seen: 0,
+            last_scan: LastScan::default(),
         })
     }
 
@@ -249,18 +270,24 @@ impl Worker {
         mut commands: mpsc::UnboundedReceiver<Command>,
         stop: CancellationToken,
     ) {
+        let daemon = self.mode == Mode::Daemon;
         self.rescan().await;
-        let mut rescan = tokio::time::interval(RESCAN);
-        rescan.tick().await;
+        let mut next_rescan = tokio::time::Instant::now() + self.rescan_period();
         loop {
             let now = Utc::now();
             self.dispatch(now).await;
             self.publish(now);
-            let nap = self
-                .next_wake(now)
-                .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-                .unwrap_or(RESCAN)
-                .min(RESCAN);
+            // One timer: the next message's time or the next rescan, whichever is first
+            // (capped, so a step of the wall clock delays a retry by at most that much).
+            let mut wake = tokio::time::Instant::now()
+                + self
+                    .next_wake(now)
+                    .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                    .unwrap_or(RESCAN_IDLE)
+                    .min(RESCAN_IDLE);
+            if daemon {
+                wake = wake.min(next_rescan);
+            }
             // New messages first: a backlog of results to record must not hold back the
             // sending of what was just queued. Everything that is ready is taken at once.
             tokio::select! {
@@ -284,8 +311,13 @@ impl Worker {
                     }
                     self.flush().await;
                 }
-                _ = rescan.tick(), if self.mode == Mode::Daemon => self.rescan().await,
-                _ = tokio::time::sleep(nap) => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            if daemon && tokio::time::Instant::now() >= next_rescan {
+                if self.queue_may_have_changed() {
+                    self.rescan().await;
+                }
+                next_rescan = tokio::time::Instant::now() + self.rescan_period();
             }
         }
         // Let requests already on the wire finish so their outcome is recorded.
@@ -326,36 +358,73 @@ impl Worker {
             && !super::alive(message.owner_pid, &message.owner_host, &self.inner.host)
     }
 
+    fn rescan_period(&self) -> Duration {
+        if self.last_scan.foreign_held {
+            RESCAN
+        } else {
+            RESCAN_IDLE
+        }
+    }
+
+    /// False only when the last listing found nothing held by a live process and the queue
+    /// directory has not changed since. One `stat`, done in place: cheaper than a trip
+    /// through the blocking pool, which would wake a thread as well.
+    fn queue_may_have_changed(&self) -> bool {
+        match self.last_scan.stamp {
+            Some(stamp) if !self.last_scan.foreign_held => {
+                self.inner.outbox.queue_modified() != stamp
+            }
+            _ => true,
+        }
+    }
+
     /// Picks up messages on disk that this worker should deliver and does not hold yet.
     async fn rescan(&mut self) {
         let outbox = self.inner.outbox.clone();
-        let loaded = match tokio::task::spawn_blocking(move || outbox.load()).await {
-            Ok(Ok(loaded)) => loaded,
+        let listed = tokio::task::spawn_blocking(move || {
+            // Read before listing: a change after this makes the next look list again.
+            let stamp = outbox.queue_modified();
+            outbox.load().map(|loaded| (stamp, loaded))
+        });
+        let (stamp, loaded) = match listed.await {
+            Ok(Ok(listed)) => listed,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the notification outbox");
+                self.last_scan = LastScan::default();
                 return;
             }
-            Err(_) => return,
+            Err(_) => {
+                self.last_scan = LastScan::default();
+                return;
+            }
+        };
+        let settled =
+            stamp.is_none_or(|at| at.elapsed().is_ok_and(|age| age > TIMESTAMP_GRANULARITY));
+        self.last_scan = LastScan {
+            stamp: settled.then_some(stamp),
+            foreign_held: false,
         };
         for path in loaded.corrupt {
             tracing::error!(file = %path, "unreadable outbox message set aside");
         }
         let now = Utc::now();
         for mut message in loaded.messages {
-            if !self.queue.contains_key(&message.id)
-                && !self.in_flight.contains_key(&message.id)
-                && self.mine(&message)
-            {
-                // Left by a process that stopped: its backoff stopped with it (as its
-                // breaker did), so a restart tries again at once. A coalescing window
-                // not yet used is kept.
-                let orphan =
-                    message.owner_pid != self.inner.pid || message.owner_host != self.inner.host;
-                if orphan && message.attempts > 0 {
-                    message.next_attempt_at = message.next_attempt_at.min(now);
-                }
-                self.queue.insert(message.id.clone(), message);
+            if self.queue.contains_key(&message.id) || self.in_flight.contains_key(&message.id) {
+                continue;
             }
+            if !self.mine(&message) {
+                self.last_scan.foreign_held = true;
+                continue;
+            }
+            // Left by a process that stopped: its backoff stopped with it (as its breaker
+            // did), so a restart tries again at once. A coalescing window not yet used is
+            // kept.
+            let orphan =
+                message.owner_pid != self.inner.pid || message.owner_host != self.inner.host;
+            if orphan && message.attempts > 0 {
+                message.next_attempt_at = message.next_attempt_at.min(now);
+            }
+            self.queue.insert(message.id.clone(), message);
         }
     }
 
@@ -954,6 +1023,84 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An idle daemon's worker wakes rarely and then only stats an unchanged queue; it
+    /// lists the queue when it changed, and looks every few seconds while another live
+    /// process holds messages there (to take them over once it stops).
+    #[tokio::test]
+    async fn an_idle_worker_lists_the_queue_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = crate::policy::parse(
+            &dir.path().join("p.toml"),
+            "[backends.local]\ntype = \"file\"\n\n[[secrets]]\nname = \"app\"\n\
+             backend = \"local\"\nschedule = { every = \"30d\" }\n\
+             generator = { type = \"ed25519\" }\n",
+        )
+        .unwrap();
+        let audit = crate::audit::AuditLog::open(&dir.path().join("audit.jsonl"))
+            .await
+            .unwrap();
+        let notifier = super::super::Notifier::open(&policy, audit.clone()).unwrap();
+        let inner = Arc::clone(&notifier.inner);
+        let mut worker = Worker::new(Arc::clone(&inner), Mode::Daemon).unwrap();
+
+        // No queue directory yet: nothing to list until one appears.
+        worker.rescan().await;
+        assert!(!worker.queue_may_have_changed());
+        assert_eq!(worker.rescan_period(), RESCAN_IDLE);
+
+        // A message left by a process that stopped: the directory changed, the worker
+        // lists it and takes the message over.
+        let rng = SystemRandom::new();
+        let message = |owner_pid: u32| Message {
+            id: event::random_id(&rng),
+            target: "hooks".into(),
+            kind: EventType::Rotated,
+            body: "{}".into(),
+            created_at: Utc::now(),
+            secrets: vec!["app".into()],
+            version: Some("v".into()),
+            gate: None,
+            coalesce: false,
+            parts: Vec::new(),
+            attempts: 1,
+            next_attempt_at: Utc::now() + chrono::Duration::hours(1),
+            owner_pid,
+            owner_host: inner.host.clone(),
+        };
+        let orphan = message(u32::MAX);
+        assert!(inner.outbox.put(&orphan).unwrap());
+        assert!(worker.queue_may_have_changed());
+        worker.rescan().await;
+        assert!(worker.queue.contains_key(&orphan.id));
+        assert_eq!(worker.rescan_period(), RESCAN_IDLE);
+
+        // Once the directory's stamp is old enough to trust, an unchanged queue is not
+        // listed again.
+        let queue = inner.outbox.dir().join("queue");
+        let past = std::time::SystemTime::now() - Duration::from_secs(60);
+        std::fs::File::open(&queue)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        worker.rescan().await;
+        assert!(!worker.queue_may_have_changed());
+
+        // A message held by a live process (pid 1): listed again soon, every time.
+        let held = message(1);
+        assert!(inner.outbox.put(&held).unwrap());
+        assert!(worker.queue_may_have_changed());
+        worker.rescan().await;
+        assert!(!worker.queue.contains_key(&held.id));
+        assert_eq!(worker.rescan_period(), RESCAN);
+        std::fs::File::open(&queue)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        worker.rescan().await;
+        assert!(worker.queue_may_have_changed());
+        audit.close().await;
+    }
 
     #[test]
     fn status_codes_map_to_the_documented_outcomes() {

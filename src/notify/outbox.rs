@@ -319,6 +319,12 @@ impl Outbox {
         Ok(dones)
     }
 
+    /// When the queue directory last changed (a message added, rewritten or removed);
+    /// `None` while there is no queue directory. A cheap check before a [`Outbox::load`].
+    pub fn queue_modified(&self) -> Option<std::time::SystemTime> {
+        fs::metadata(self.queue()).and_then(|m| m.modified()).ok()
+    }
+
     /// A queued message, read from disk.
     pub fn queued(&self, id: &str) -> Option<Message> {
         if !valid_id(id) {

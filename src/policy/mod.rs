@@ -4,6 +4,7 @@
 //! The file format is described in `docs/policy.md`.
 //!
 //! - `parse`: typed reads from the spanned TOML tree;
+//! - `parts`: a large policy read in parts, in parallel, falling back to the whole file;
 //! - `diagnostic`: positions, field paths, suggestions;
 //! - `validate`: the whole file, `[daemon]`, `[backends.*]`;
 //! - `notify`: `[notify.*]` webhook targets;
@@ -17,6 +18,7 @@ mod generator;
 mod model;
 mod notify;
 mod parse;
+mod parts;
 mod secrets;
 #[cfg(test)]
 mod tests;
@@ -26,6 +28,7 @@ mod vault;
 pub use model::{
     ApiSettings, AssumeRole, AwsBackendConfig, BackendConfig, Confirm, CredentialsEnv,
     DaemonSettings, FileBackendConfig, KeySource, NotifyTarget, Policy, SecretPolicy,
+    SecretSettings,
 };
 pub use vault::{CredentialSource, KvVersion, VaultAuth, VaultBackendConfig};
 

@@ -18,7 +18,7 @@ use super::parse::{
     DURATION_HINT, Table, Value, array, boolean, check_keys, duration, non_empty, string, table,
     unknown_key,
 };
-use super::{Confirm, SecretPolicy};
+use super::{Confirm, SecretPolicy, SecretSettings};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::secret::SecretName;
 
@@ -71,7 +71,7 @@ struct Src<T> {
 }
 
 /// A field after reading: absent, present but already reported, or valid.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 enum Got<T> {
     Absent,
     Invalid,
@@ -92,6 +92,41 @@ impl<T> Got<T> {
     fn from_option(option: Option<T>) -> Self {
         option.map_or(Got::Invalid, Got::Valid)
     }
+
+    fn as_ref(&self) -> Got<&T> {
+        match self {
+            Got::Absent => Got::Absent,
+            Got::Invalid => Got::Invalid,
+            Got::Valid(v) => Got::Valid(v),
+        }
+    }
+}
+
+/// The secret's own value, or else the default's, without copying either.
+fn pick<'x, T>(own: &'x Got<T>, default: &'x Got<T>) -> Got<&'x T> {
+    match own {
+        Got::Absent => default.as_ref(),
+        got => got.as_ref(),
+    }
+}
+
+const SECRETS_HINT: &str = "add secrets as [[secrets]] tables";
+
+/// The `[[secrets]]` tables, or `None` (reported) when `secrets` is not an array.
+pub(super) fn secrets_array<'v, 'i>(
+    d: &mut Diags<'_>,
+    root: &'v Table<'i>,
+) -> Option<&'v [Value<'i>]> {
+    let value = root.get("secrets")?;
+    let top = Loc::Root;
+    let loc = top.key("secrets");
+    array(
+        d,
+        value,
+        &loc,
+        "an array of tables ([[secrets]])",
+        SECRETS_HINT,
+    )
 }
 
 /// A parsed schedule; `every` schedules get their per-secret phase when a name is known.
@@ -119,7 +154,7 @@ type Refs = Vec<(String, Range<usize>)>;
 
 /// Fields shared by `[defaults]` and a secret.
 #[derive(Clone, Debug)]
-struct Fields<'a> {
+pub(super) struct Fields<'a> {
     backend: Got<&'a str>,
     schedule: Got<Src<ParsedSchedule>>,
     generator: Got<crate::generate::GeneratorSpec>,
@@ -132,6 +167,8 @@ struct Fields<'a> {
     owner: Got<String>,
     tags: Got<BTreeMap<String, String>>,
     enabled: Got<bool>,
+    /// Where each field this table sets is written (in `DEFAULT_KEYS` order).
+    sources: [Option<Range<usize>>; DEFAULT_KEYS.len()],
 }
 
 impl Fields<'_> {
@@ -149,6 +186,7 @@ impl Fields<'_> {
             owner: Got::Absent,
             tags: Got::Absent,
             enabled: Got::Absent,
+            sources: Default::default(),
         }
     }
 }
@@ -159,7 +197,7 @@ type NameSet<'a> = HashMap<&'a str, usize, BuildHasherDefault<NameHasher>>;
 /// FNV-1a: SipHash's flood resistance buys nothing for names from a local file, and with
 /// 100,000 secrets the hashing shows up.
 #[derive(Default)]
-struct NameHasher(u64);
+pub(super) struct NameHasher(u64);
 
 impl Hasher for NameHasher {
     fn finish(&self) -> u64 {
@@ -181,8 +219,22 @@ impl Hasher for NameHasher {
 
 type CronResult = Result<(Schedule, Duration), (bool, String)>;
 
+/// The source text of each field a secret sets itself (in `DEFAULT_KEYS` order): two
+/// secrets whose own fields read the same, under the same `[defaults]`, end up with the
+/// same settings, so this keys the settings they share.
+type SettingsKey<'a> = [Option<&'a str>; DEFAULT_KEYS.len()];
+
+/// A secret that passed every check, its name still in the walk's name buffer.
+struct Checked {
+    name: Range<usize>,
+    schedule: Schedule,
+    settings: Arc<SecretSettings>,
+}
+
 /// The state of one pass over `[defaults]` and `[[secrets]]`.
 pub(super) struct SecretWalk<'a, 'n> {
+    /// The text the tree was parsed from (spans point into it).
+    text: &'a str,
     /// Defined backend names (valid or not, so a bad backend does not cascade).
     pub(super) backends: &'n [&'a str],
     /// Defined notify target names.
@@ -191,53 +243,86 @@ pub(super) struct SecretWalk<'a, 'n> {
     pub(super) min_interval: Option<Duration>,
     /// Parsed cron schedules by (expression, time zone); errors are cached too.
     cron_cache: HashMap<(&'a str, Option<&'a str>), CronResult>,
+    /// Settings built so far, shared by every secret whose own fields read the same.
+    settings: HashMap<SettingsKey<'a>, Arc<SecretSettings>, BuildHasherDefault<NameHasher>>,
+    /// The valid secrets' names, back to back (one allocation for all of them).
+    names: String,
+    checked: Vec<Checked>,
+    /// First definition of each name: its byte offset, for "also defined at line N".
+    seen: NameSet<'a>,
 }
 
 impl<'a, 'n> SecretWalk<'a, 'n> {
-    /// A walk that checks references against these names.
+    /// A walk over a tree parsed from `text` that checks references against these names.
     pub(super) fn new(
+        text: &'a str,
         backends: &'n [&'a str],
         notify: &'n [&'a str],
         min_interval: Option<Duration>,
     ) -> Self {
         Self {
+            text,
             backends,
             notify,
             min_interval,
             cron_cache: HashMap::new(),
+            settings: HashMap::default(),
+            names: String::new(),
+            checked: Vec::new(),
+            seen: HashMap::default(),
         }
     }
 
     /// Reads `[defaults]` and every `[[secrets]]` entry; secrets come back only if all of
     /// theirs are valid (the caller still checks for problems elsewhere).
-    pub(super) fn run(&mut self, d: &mut Diags<'_>, root: &'a Table<'a>) -> Vec<Arc<SecretPolicy>> {
+    pub(super) fn run(mut self, d: &mut Diags<'_>, root: &'a Table<'a>) -> Vec<SecretPolicy> {
         let defaults = self.defaults(d, root);
-        let Some(value) = root.get("secrets") else {
-            return Vec::new();
-        };
-        let top = Loc::Root;
-        let loc = top.key("secrets");
-        let hint = "add secrets as [[secrets]] tables";
-        let Some(items) = array(d, value, &loc, "an array of tables ([[secrets]])", hint) else {
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(items.len());
-        // First definition of each name: its byte offset, for "also defined at line N".
-        let mut seen: NameSet<'a> =
-            HashMap::with_capacity_and_hasher(items.len(), Default::default());
-        for (i, item) in items.iter().enumerate() {
-            let item_loc = loc.index(i);
-            let Some(t) = table(d, item, &item_loc, "a table", hint) else {
-                continue;
-            };
-            if let Some(secret) = self.secret(d, item, t, &item_loc, &defaults, &mut seen) {
-                out.push(Arc::new(secret));
-            }
+        if let Some(items) = secrets_array(d, root) {
+            self.secrets(d, items, 0, &defaults);
         }
-        out
+        self.finish()
     }
 
-    fn defaults(&mut self, d: &mut Diags<'_>, root: &'a Table<'a>) -> Fields<'a> {
+    /// Checks every `[[secrets]]` table of `items`, the first being `secrets[first]`.
+    pub(super) fn secrets(
+        &mut self,
+        d: &mut Diags<'_>,
+        items: &'a [Value<'a>],
+        first: usize,
+        defaults: &Fields<'a>,
+    ) {
+        let top = Loc::Root;
+        let loc = top.key("secrets");
+        self.checked.reserve(items.len());
+        self.seen.reserve(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let item_loc = loc.index(first + i);
+            let Some(t) = table(d, item, &item_loc, "a table", SECRETS_HINT) else {
+                continue;
+            };
+            if let Some(checked) = self.secret(d, item, t, &item_loc, defaults) {
+                self.checked.push(checked);
+            }
+        }
+    }
+
+    /// The valid secrets, in order, their names in one shared buffer.
+    pub(super) fn finish(self) -> Vec<SecretPolicy> {
+        let buffer: Arc<str> = Arc::from(self.names);
+        self.checked
+            .into_iter()
+            .map(|c| {
+                SecretPolicy::new(
+                    SecretName::in_buffer(&buffer, c.name),
+                    c.schedule,
+                    c.settings,
+                )
+            })
+            .collect()
+    }
+
+    /// Reads and checks `[defaults]`.
+    pub(super) fn defaults(&mut self, d: &mut Diags<'_>, root: &'a Table<'a>) -> Fields<'a> {
         let top = Loc::Root;
         let loc = top.key("defaults");
         let hint = "write [defaults] with keys a secret takes (except name)";
@@ -267,8 +352,8 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                 &loc,
                 Origin::Defaults,
                 0..0,
-                &fields.notify,
-                &fields.confirm,
+                fields.notify.as_ref(),
+                fields.confirm.as_ref(),
             );
         }
         fields
@@ -281,8 +366,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         t: &'a Table<'a>,
         loc: &Loc<'_>,
         defaults: &Fields<'a>,
-        seen: &mut NameSet<'a>,
-    ) -> Option<SecretPolicy> {
+    ) -> Option<Checked> {
         let name = match t.get("name") {
             None => {
                 d.report(
@@ -293,24 +377,26 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                 );
                 None
             }
-            Some(v) => self.name(d, v, &loc.key("name"), seen),
+            Some(v) => self.name(d, v, &loc.key("name")),
         };
 
         let own = self.fields(d, t, loc, Origin::Secret);
-        let backend = own.backend.or_default(&defaults.backend);
-        let schedule = own.schedule.or_default(&defaults.schedule);
-        let generator = own.generator.or_default(&defaults.generator);
+        // References, not copies: most secrets take most fields from [defaults], and are
+        // built only once per distinct combination.
+        let backend = pick(&own.backend, &defaults.backend);
+        let schedule = pick(&own.schedule, &defaults.schedule);
+        let generator = pick(&own.generator, &defaults.generator);
         // Unset, grace defaults to a day, shortened to the schedule's shortest gap: a daily
         // cron in a DST zone has a 23.5h gap on spring-forward day and must still validate.
-        let grace = match own.grace.or_default(&defaults.grace) {
-            Got::Absent => Got::Valid(builtin_grace(match &schedule {
+        let grace = match own.grace.clone().or_default(&defaults.grace) {
+            Got::Absent => Got::Valid(builtin_grace(match schedule {
                 Got::Valid(s) => s.value.gap,
                 _ => DEFAULT_GRACE,
             })),
             got => got,
         };
-        let window = own.window.or_default(&defaults.window);
-        let max_age = own.max_age.or_default(&defaults.max_age);
+        let window = own.window.clone().or_default(&defaults.window);
+        let max_age = own.max_age.clone().or_default(&defaults.max_age);
 
         for (missing, key, hint) in [
             (
@@ -345,13 +431,16 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             }
         }
 
-        if let Got::Valid(s) = &schedule {
+        if let Got::Valid(s) = schedule {
             self.timing(d, loc, Origin::Secret, s, &grace, &window, &max_age);
         }
-        let notify = own.notify.or_default(&defaults.notify);
-        let confirm = own.confirm.or_default(&defaults.confirm);
-        let confirm_timeout = own.confirm_timeout.or_default(&defaults.confirm_timeout);
-        confirm_in_notify(d, loc, Origin::Secret, item.span(), &notify, &confirm);
+        let notify = pick(&own.notify, &defaults.notify);
+        let confirm = pick(&own.confirm, &defaults.confirm);
+        let confirm_timeout = own
+            .confirm_timeout
+            .clone()
+            .or_default(&defaults.confirm_timeout);
+        confirm_in_notify(d, loc, Origin::Secret, item.span(), notify, confirm);
 
         // Build only a fully valid secret; anything else has been reported already.
         let (
@@ -366,58 +455,55 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         };
         let window = valid_or_none(window)?.map(|w| w.value);
         let max_age = valid_or_none(max_age)?.map(|m| m.value);
-        let notify = valid_or_none(notify)?.map(|n| n.value).unwrap_or_default();
+        let notify = valid_or_none(notify)?;
         let confirm_timeout = valid_or_none(confirm_timeout)?.map(|c| c.value);
-        let confirm = valid_or_none(confirm)?
-            .map(|c| c.value)
-            .filter(|targets| !targets.is_empty())
-            .map(|targets| Confirm {
-                targets: targets.into_iter().map(|(name, _)| name).collect(),
-                timeout: confirm_timeout.unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
-            });
-        let owner = valid_or_none(own.owner.or_default(&defaults.owner))?;
-        let tags = valid_or_none(own.tags.or_default(&defaults.tags))?.unwrap_or_default();
-        let enabled = valid_or_none(own.enabled.or_default(&defaults.enabled))?.unwrap_or(true);
-        let ParsedSchedule { kind, text, .. } = schedule.value;
-        let schedule = match kind {
-            Kind::Cron(s) => s,
-            Kind::Every(period) => Schedule::every(period, name.as_str()),
+        let confirm = valid_or_none(confirm)?;
+        let owner = valid_or_none(pick(&own.owner, &defaults.owner))?;
+        let tags = valid_or_none(pick(&own.tags, &defaults.tags))?;
+        let enabled = valid_or_none(own.enabled.or_default(&defaults.enabled))?;
+        let text = self.text;
+        let key: SettingsKey<'a> = own.sources.map(|span| span.map(|span| &text[span]));
+        let settings = self.settings.entry(key).or_insert_with(|| {
+            Arc::new(SecretSettings {
+                backend: (*backend).to_owned(),
+                schedule_text: schedule.value.text.clone(),
+                generator: generator.clone(),
+                notify: notify.map(|n| n.value.clone()).unwrap_or_default(),
+                confirm: confirm
+                    .map(|c| &c.value)
+                    .filter(|targets| !targets.is_empty())
+                    .map(|targets| Confirm {
+                        targets: targets.iter().map(|(name, _)| name.clone()).collect(),
+                        timeout: confirm_timeout.unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
+                    }),
+                grace: grace.value,
+                window,
+                max_age,
+                owner: owner.cloned(),
+                tags: tags.cloned().unwrap_or_default(),
+                enabled: enabled.unwrap_or(true),
+            })
+        });
+        let schedule = match &schedule.value.kind {
+            Kind::Cron(s) => s.clone(),
+            Kind::Every(period) => Schedule::every(*period, &self.names[name.clone()]),
         };
-        Some(SecretPolicy {
+        Some(Checked {
             name,
-            backend: backend.to_owned(),
             schedule,
-            schedule_text: text,
-            generator,
-            notify,
-            confirm,
-            grace: grace.value,
-            window,
-            max_age,
-            owner,
-            tags,
-            enabled,
+            settings: Arc::clone(settings),
         })
     }
 
-    /// A valid, unique secret name.
-    fn name(
-        &mut self,
-        d: &mut Diags<'_>,
-        v: &'a Value<'a>,
-        loc: &Loc<'_>,
-        seen: &mut NameSet<'a>,
-    ) -> Option<SecretName> {
+    /// A valid, unique secret name, appended to the name buffer (its range there).
+    fn name(&mut self, d: &mut Diags<'_>, v: &'a Value<'a>, loc: &Loc<'_>) -> Option<Range<usize>> {
         let hint = "1 to 512 characters: letters, digits and / _ + = . @ -";
         let text = string(d, v, loc, "a string like \"prod/db/password\"", hint)?;
-        let name = match SecretName::new(text) {
-            Ok(name) => name,
-            Err(e) => {
-                d.report(v.span(), loc, e.to_string(), hint);
-                return None;
-            }
-        };
-        if let Some(&first) = seen.get(text) {
+        if let Err(e) = SecretName::check(text) {
+            d.report(v.span(), loc, e.to_string(), hint);
+            return None;
+        }
+        if let Some(&first) = self.seen.get(text) {
             let line = d.line(first);
             d.report(
                 v.span(),
@@ -427,8 +513,10 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             );
             return None;
         }
-        seen.insert(text, v.span().start);
-        Some(name)
+        self.seen.insert(text, v.span().start);
+        let start = self.names.len();
+        self.names.push_str(text);
+        Some(start..self.names.len())
     }
 
     /// Reads the fields a secret and `[defaults]` share, and reports unknown keys in the
@@ -447,6 +535,9 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             let key: &str = spanned_key.get_ref();
             let here = loc.key(key);
             let span = v.span();
+            if let Some(i) = DEFAULT_KEYS.iter().position(|k| *k == key) {
+                f.sources[i] = Some(span.clone());
+            }
             match key {
                 "backend" => f.backend = Got::from_option(self.backend_ref(d, v, &here)),
                 "schedule" => {
@@ -760,8 +851,8 @@ fn confirm_in_notify(
     loc: &Loc<'_>,
     scope: Origin,
     item_span: Range<usize>,
-    notify: &Got<Src<Vec<String>>>,
-    confirm: &Got<Src<Refs>>,
+    notify: Got<&Src<Vec<String>>>,
+    confirm: Got<&Src<Refs>>,
 ) {
     let Got::Valid(confirm) = confirm else { return };
     let (listed, notify_src): (&[String], Option<&Src<Vec<String>>>) = match notify {

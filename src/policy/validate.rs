@@ -12,8 +12,8 @@ use super::diagnostic::{Diags, Loc, did_you_mean};
 use super::parse::{Table, boolean, check_keys, duration, env_name, integer, non_empty, table};
 use super::secrets::SecretWalk;
 use super::{
-    AssumeRole, AwsBackendConfig, BackendConfig, CredentialsEnv, DaemonSettings, Diagnostic,
-    FileBackendConfig, Policy,
+    ApiSettings, AssumeRole, AwsBackendConfig, BackendConfig, CredentialsEnv, DaemonSettings,
+    Diagnostic, FileBackendConfig, NotifyTarget, Policy, SecretPolicy,
 };
 
 const TOP_KEYS: &[&str] = &["daemon", "api", "defaults", "backends", "notify", "secrets"];
@@ -59,7 +59,18 @@ const PATH_HINT: &str =
     "a file system path; relative paths resolve against the policy file's directory";
 
 /// Checks `text` and builds the policy, or returns every problem, sorted by position.
+///
+/// A large policy is first read in parts, in parallel (`parts.rs`); whenever that does not
+/// give a policy, the whole file is read here in one piece, which is what reports problems.
 pub(super) fn policy(file: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>> {
+    if let Some(policy) = super::parts::policy(file, text, &super::parts::Sizes::DEFAULT) {
+        return Ok(policy);
+    }
+    whole(file, text)
+}
+
+/// Reads the whole file in one piece.
+pub(super) fn whole(file: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>> {
     let mut d = Diags::new(file.display().to_string(), text);
     let doc = match DeTable::parse(text) {
         Ok(doc) => doc,
@@ -76,28 +87,78 @@ pub(super) fn policy(file: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>>
         }
     };
     let root = doc.get_ref();
-    check_keys(&mut d, root, TOP_KEYS, &Loc::Root);
-
-    // Relative paths resolve against the policy file's directory, not the working directory.
-    let base = file.parent().unwrap_or(Path::new(""));
-    let (daemon, min_interval) = daemon(&mut d, root, base);
-    let (backends, backend_names) = backends(&mut d, root, base, &daemon.state_dir);
-    let (notify, notify_names) = super::notify::targets(&mut d, root, base);
-    let api = super::api::api(&mut d, root, base);
-    let secrets = SecretWalk::new(&backend_names, &notify_names, min_interval).run(&mut d, root);
+    let header = header(&mut d, root, file);
+    let secrets = SecretWalk::new(
+        text,
+        &header.backend_names,
+        &header.notify_names,
+        header.min_interval,
+    )
+    .run(&mut d, root);
 
     if !d.is_clean() {
         return Err(d.finish());
     }
-    Ok(Policy {
-        source: file.to_path_buf(),
-        digest: crate::hex::encode(digest::digest(&digest::SHA256, text.as_bytes()).as_ref()),
+    Ok(header.into_policy(file, digest(text), secrets))
+}
+
+/// SHA-256 of the policy text, in hex, as recorded in the audit log.
+pub(super) fn digest(text: &str) -> String {
+    crate::hex::encode(digest::digest(&digest::SHA256, text.as_bytes()).as_ref())
+}
+
+/// Everything but the secrets: top-level keys, `[daemon]`, `[backends.*]`, `[notify.*]`,
+/// `[api]`, and the names secrets may refer to.
+pub(super) struct Header<'a> {
+    daemon: DaemonSettings,
+    /// `[daemon] min_interval`, or `None` when it was invalid.
+    pub(super) min_interval: Option<Duration>,
+    backends: BTreeMap<String, BackendConfig>,
+    /// Every backend name defined (valid or not, so a bad backend does not cascade).
+    pub(super) backend_names: Vec<&'a str>,
+    notify: BTreeMap<String, NotifyTarget>,
+    /// Every notify target name defined.
+    pub(super) notify_names: Vec<&'a str>,
+    api: Option<ApiSettings>,
+}
+
+/// Checks everything in `root` but `[defaults]` and `[[secrets]]`.
+pub(super) fn header<'a>(d: &mut Diags<'_>, root: &'a Table<'a>, file: &Path) -> Header<'a> {
+    check_keys(d, root, TOP_KEYS, &Loc::Root);
+    // Relative paths resolve against the policy file's directory, not the working directory.
+    let base = file.parent().unwrap_or(Path::new(""));
+    let (daemon, min_interval) = daemon(d, root, base);
+    let (backends, backend_names) = backends(d, root, base, &daemon.state_dir);
+    let (notify, notify_names) = super::notify::targets(d, root, base);
+    let api = super::api::api(d, root, base);
+    Header {
         daemon,
+        min_interval,
         backends,
+        backend_names,
         notify,
-        secrets,
+        notify_names,
         api,
-    })
+    }
+}
+
+impl Header<'_> {
+    pub(super) fn into_policy(
+        self,
+        file: &Path,
+        digest: String,
+        secrets: Vec<SecretPolicy>,
+    ) -> Policy {
+        Policy {
+            source: file.to_path_buf(),
+            digest,
+            daemon: self.daemon,
+            backends: self.backends,
+            notify: self.notify,
+            secrets,
+            api: self.api,
+        }
+    }
 }
 
 /// `[daemon]` with defaults applied; also returns `min_interval` if it was valid.

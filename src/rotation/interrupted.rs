@@ -31,10 +31,16 @@ pub(super) struct Open {
     trigger: Trigger,
 }
 
-/// The latest start per secret that no later entry ended.
-fn open_rotations(entries: &[Entry]) -> Vec<Open> {
-    let mut latest: HashMap<&str, Option<Open>> = HashMap::new();
-    for entry in entries {
+/// The latest start per secret that no later entry ended, fed one entry at a time so the
+/// log is never held whole. Only open rotations are kept: one per secret at most, and
+/// normally none.
+#[derive(Default)]
+struct OpenRotations {
+    latest: HashMap<String, Open>,
+}
+
+impl OpenRotations {
+    fn see(&mut self, entry: &Entry) {
         match &entry.event {
             AuditEvent::RotationStarted {
                 secret,
@@ -43,16 +49,16 @@ fn open_rotations(entries: &[Entry]) -> Vec<Open> {
                 trigger,
                 ..
             } => {
-                latest.insert(
-                    secret,
-                    Some(Open {
+                self.latest.insert(
+                    secret.clone(),
+                    Open {
                         secret: secret.clone(),
                         version: version.clone(),
                         host: entry.host.clone(),
                         pid: entry.pid,
                         slot: *slot,
                         trigger: trigger.clone(),
-                    }),
+                    },
                 );
             }
             AuditEvent::RotationSucceeded {
@@ -66,19 +72,31 @@ fn open_rotations(entries: &[Entry]) -> Vec<Open> {
                 secret,
                 version: Some(version),
                 ..
-            } => {
-                if let Some(slot) = latest.get_mut(secret.as_str())
-                    && slot.as_ref().is_some_and(|o| &o.version == version)
-                {
-                    *slot = None;
-                }
+            } if self
+                .latest
+                .get(secret.as_str())
+                .is_some_and(|o| &o.version == version) =>
+            {
+                self.latest.remove(secret.as_str());
             }
             _ => {}
         }
     }
-    let mut open: Vec<Open> = latest.into_values().flatten().collect();
-    open.sort_by(|a, b| a.secret.cmp(&b.secret));
-    open
+
+    fn finish(self) -> Vec<Open> {
+        let mut open: Vec<Open> = self.latest.into_values().collect();
+        open.sort_by(|a, b| a.secret.cmp(&b.secret));
+        open
+    }
+}
+
+#[cfg(test)]
+fn open_rotations(entries: &[Entry]) -> Vec<Open> {
+    let mut open = OpenRotations::default();
+    for entry in entries {
+        open.see(entry);
+    }
+    open.finish()
 }
 
 fn hostname() -> String {
@@ -101,13 +119,16 @@ impl Engine {
     /// anything else is done to that secret (see [`Engine::close_deferred_interrupted`]).
     pub async fn close_interrupted(&self, policy: &Policy) -> Result<usize, RotationError> {
         let path = self.audit().path().to_owned();
-        let read = tokio::task::spawn_blocking(move || audit::read_logs(&[path]))
-            .await
-            .map_err(|e| RotationError::Refused(format!("reading the audit log: {e}")))?
-            .map_err(RotationError::Audit)?;
+        let open = tokio::task::spawn_blocking(move || {
+            let mut open = OpenRotations::default();
+            audit::for_each_entry(&path, |entry| open.see(&entry)).map(|()| open.finish())
+        })
+        .await
+        .map_err(|e| RotationError::Refused(format!("reading the audit log: {e}")))?
+        .map_err(RotationError::Audit)?;
         let host = hostname();
         let mut closed = 0;
-        for open in open_rotations(&read.entries) {
+        for open in open {
             let Some(secret) = policy.secret(&open.secret) else {
                 continue;
             };

@@ -725,18 +725,45 @@ fn trigger_name(trigger: &Trigger) -> &'static str {
 /// keeps that safe, the loser would fail and rotate a second time. Process-wide rather
 /// than per engine, because a reload builds a new engine while old jobs finish. Other
 /// processes are kept apart by the backends' idempotency and compare-and-swap.
-async fn serialize(secret: &crate::secret::SecretName) -> tokio::sync::OwnedMutexGuard<()> {
-    static LOCKS: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    > = std::sync::OnceLock::new();
+///
+/// A secret's lock lives in the table only while someone holds or waits for it: a table
+/// that kept one per secret ever rotated would hold every name of a large policy.
+async fn serialize(secret: &crate::secret::SecretName) -> Serialized {
     let lock = {
-        let mut locks = LOCKS
-            .get_or_init(Default::default)
-            .lock()
-            .expect("secret lock table");
+        let mut locks = lock_table().lock().expect("secret lock table");
         Arc::clone(locks.entry(secret.to_string()).or_default())
     };
-    lock.lock_owned().await
+    Serialized {
+        guard: Some(lock.lock_owned().await),
+        name: secret.to_string(),
+    }
+}
+
+type LockTable = std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+fn lock_table() -> &'static LockTable {
+    static LOCKS: std::sync::OnceLock<LockTable> = std::sync::OnceLock::new();
+    LOCKS.get_or_init(Default::default)
+}
+
+/// Holds a secret's lock; on drop, removes the lock from the table if no one else holds
+/// or waits for it (they hold a clone of the `Arc`, taken under the table's mutex).
+struct Serialized {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    name: String,
+}
+
+impl Drop for Serialized {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = lock_table().lock().unwrap_or_else(|e| e.into_inner());
+        if locks
+            .get(&self.name)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            locks.remove(&self.name);
+        }
+    }
 }
 
 /// Who is asking, for audit entries of manual actions: `$SUDO_USER` or `$USER`, at the host.

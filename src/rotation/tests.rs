@@ -289,3 +289,33 @@ async fn operations_on_one_secret_take_turns() {
         .count();
     assert_eq!(failures, 0);
 }
+
+/// One operation at a time per secret, and the lock table forgets a secret once no one
+/// holds or waits for its lock (a large policy must not leave one lock per secret).
+#[tokio::test]
+async fn per_secret_locks_serialize_and_are_forgotten_when_free() {
+    let name = SecretName::new("locks/serialize-test").unwrap();
+    let entry = || lock_table().lock().unwrap().get(name.as_str()).cloned();
+    let first = serialize(&name).await;
+    let held = entry().expect("in the table while held");
+    assert!(held.try_lock().is_err(), "held by the first caller");
+    drop(held);
+
+    let waiter_name = name.clone();
+    let waiter = tokio::spawn(async move { serialize(&waiter_name).await });
+    // The waiter has queued once the table, the first caller, the waiter and the clone
+    // looked at here all hold the lock.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while entry().is_none_or(|lock| Arc::strong_count(&lock) < 4) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the waiter never queued"
+        );
+        tokio::task::yield_now().await;
+    }
+    drop(first);
+    let second = waiter.await.unwrap();
+    assert!(entry().is_some(), "kept while the second caller holds it");
+    drop(second);
+    assert!(entry().is_none(), "forgotten once free");
+}

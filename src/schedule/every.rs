@@ -11,13 +11,14 @@ use ring::digest::{SHA256, digest};
 
 const NANOS_PER_SECOND: i128 = 1_000_000_000;
 
-/// An interval schedule.
+/// An interval schedule. Every secret on one has its own (the phase is its own), so it
+/// is kept small: 24 bytes.
 #[derive(Clone, Debug)]
 pub struct EverySchedule {
-    /// The period in nanoseconds; at least one second.
-    period: i128,
-    /// The offset of slot 0 from the Unix epoch, in `[0, period)` nanoseconds.
-    phase: i128,
+    /// At least one second.
+    period: Duration,
+    /// The offset of slot 0 from the Unix epoch, in whole seconds below the period.
+    phase_seconds: u64,
 }
 
 impl EverySchedule {
@@ -32,19 +33,27 @@ impl EverySchedule {
         // largest whole second below the period.
         let phase_seconds = u64::from_be_bytes(first) % period.as_secs();
         EverySchedule {
-            period: period.as_nanos() as i128,
-            phase: i128::from(phase_seconds) * NANOS_PER_SECOND,
+            period,
+            phase_seconds,
         }
     }
 
     /// The period between slots.
     pub fn period(&self) -> Duration {
-        nanos_to_duration(self.period)
+        nanos_to_duration(self.period_nanos())
     }
 
     /// The offset of the slots from the Unix epoch, in `[0, period)`.
     pub fn phase(&self) -> Duration {
-        nanos_to_duration(self.phase)
+        nanos_to_duration(self.phase_nanos())
+    }
+
+    fn period_nanos(&self) -> i128 {
+        self.period.as_nanos() as i128
+    }
+
+    fn phase_nanos(&self) -> i128 {
+        i128::from(self.phase_seconds) * NANOS_PER_SECOND
     }
 
     pub(crate) fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -60,11 +69,13 @@ impl EverySchedule {
     fn index_at_or_before(&self, t: DateTime<Utc>) -> Option<i128> {
         let nanos =
             i128::from(t.timestamp()) * NANOS_PER_SECOND + i128::from(t.timestamp_subsec_nanos());
-        Some((nanos - self.phase).div_euclid(self.period))
+        Some((nanos - self.phase_nanos()).div_euclid(self.period_nanos()))
     }
 
     fn slot(&self, k: i128) -> Option<DateTime<Utc>> {
-        let nanos = self.phase.checked_add(k.checked_mul(self.period)?)?;
+        let nanos = self
+            .phase_nanos()
+            .checked_add(k.checked_mul(self.period_nanos())?)?;
         let seconds = i64::try_from(nanos.div_euclid(NANOS_PER_SECOND)).ok()?;
         DateTime::from_timestamp(seconds, nanos.rem_euclid(NANOS_PER_SECOND) as u32)
     }

@@ -1,157 +1,184 @@
 //! The scheduler's single timer queue: which key is due next.
 //!
-//! A binary min-heap of (due time, key) with lazy deletion: rescheduling or
-//! cancelling a key only bumps its generation in a map, and heap entries with
-//! an old generation are skipped when they surface. Stale entries are
-//! compacted away once they outnumber live ones, so memory stays near one
-//! heap entry per key.
-
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::Hash;
+//! Keys are small dense numbers (a secret's position in the policy), so a queue holding
+//! every secret of a large policy costs 20 bytes per key and no per-key allocation: an
+//! indexed binary min-heap of keys, and per key its due time and place in the heap, which
+//! is what lets a key be rescheduled or cancelled in place (O(log n)) instead of leaving
+//! stale entries behind.
 
 use chrono::{DateTime, Utc};
 
-/// Below this many heap entries, compaction is not worth a rebuild.
-const COMPACT_FLOOR: usize = 64;
+/// Marks a key that is not queued.
+const NOT_QUEUED: u32 = u32::MAX;
 
-/// A timer queue of keys, each due at most once.
-#[derive(Debug, Clone)]
-pub struct DueQueue<K: Clone + Eq + Hash> {
-    heap: BinaryHeap<Entry<K>>,
-    /// The generation and due time of each key's live heap entry.
-    live: HashMap<K, (u64, DateTime<Utc>)>,
-    next_generation: u64,
+/// A timer queue of keys `0..n`, each due at most once.
+#[derive(Debug, Clone, Default)]
+pub struct DueQueue {
+    /// Queued keys, a min-heap by (due time, key).
+    heap: Vec<u32>,
+    /// Per key: when it is due and where it sits in `heap`.
+    slots: Vec<Slot>,
 }
 
-#[derive(Debug, Clone)]
-struct Entry<K> {
+#[derive(Debug, Clone, Copy)]
+struct Slot {
     due: DateTime<Utc>,
-    generation: u64,
-    key: K,
+    position: u32,
 }
 
-// Ordered by due time, then by generation so equal times pop in the order
-// they were scheduled; reversed because `BinaryHeap` is a max-heap.
-impl<K> Ord for Entry<K> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.due, other.generation).cmp(&(self.due, self.generation))
-    }
-}
-
-impl<K> PartialOrd for Entry<K> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl<K> PartialEq for Entry<K> {
-    fn eq(&self, other: &Self) -> bool {
-        self.generation == other.generation
-    }
-}
-
-impl<K> Eq for Entry<K> {}
-
-impl<K: Clone + Eq + Hash> Default for DueQueue<K> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<K: Clone + Eq + Hash> DueQueue<K> {
+impl DueQueue {
     /// An empty queue.
     pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty queue with room for keys `0..keys` (others still fit; they grow it).
+    pub fn with_keys(keys: usize) -> Self {
         DueQueue {
-            heap: BinaryHeap::new(),
-            live: HashMap::new(),
-            next_generation: 0,
+            heap: Vec::with_capacity(keys),
+            slots: vec![
+                Slot {
+                    due: DateTime::<Utc>::MIN_UTC,
+                    position: NOT_QUEUED,
+                };
+                keys
+            ],
         }
     }
 
     /// Makes `key` due at `due`, replacing any earlier time for it.
-    pub fn schedule(&mut self, key: K, due: DateTime<Utc>) {
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        self.live.insert(key.clone(), (generation, due));
-        self.heap.push(Entry {
-            due,
-            generation,
-            key,
-        });
-        self.tidy();
+    pub fn schedule(&mut self, key: u32, due: DateTime<Utc>) {
+        let index = key as usize;
+        if index >= self.slots.len() {
+            self.slots.resize(
+                index + 1,
+                Slot {
+                    due,
+                    position: NOT_QUEUED,
+                },
+            );
+        }
+        self.slots[index].due = due;
+        match self.slots[index].position {
+            NOT_QUEUED => {
+                self.heap.push(key);
+                let last = self.heap.len() - 1;
+                self.slots[index].position = last as u32;
+                self.sift_up(last);
+            }
+            position => {
+                let position = position as usize;
+                self.sift_up(position);
+                self.sift_down(self.slots[index].position as usize);
+            }
+        }
     }
 
     /// Removes `key`; returns whether it was queued.
-    pub fn cancel(&mut self, key: &K) -> bool {
-        let removed = self.live.remove(key).is_some();
-        if removed {
-            self.tidy();
+    pub fn cancel(&mut self, key: u32) -> bool {
+        match self.slots.get(key as usize).map(|s| s.position) {
+            None | Some(NOT_QUEUED) => false,
+            Some(position) => {
+                self.remove_at(position as usize);
+                true
+            }
         }
-        removed
     }
 
     /// When `key` is due, if it is queued.
-    pub fn due_of(&self, key: &K) -> Option<DateTime<Utc>> {
-        self.live.get(key).map(|&(_, due)| due)
+    pub fn due_of(&self, key: u32) -> Option<DateTime<Utc>> {
+        self.slots
+            .get(key as usize)
+            .filter(|s| s.position != NOT_QUEUED)
+            .map(|s| s.due)
     }
 
     /// The earliest due time in the queue.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
-        // `tidy` keeps a live entry on top.
-        self.heap.peek().map(|e| e.due)
+        self.heap.first().map(|&key| self.slots[key as usize].due)
     }
 
-    /// Removes and returns every key due at or before `now`, earliest first.
-    pub fn pop_due(&mut self, now: DateTime<Utc>) -> Vec<K> {
+    /// Removes and returns every key due at or before `now`, earliest first (equal times
+    /// in key order).
+    pub fn pop_due(&mut self, now: DateTime<Utc>) -> Vec<u32> {
         let mut due = Vec::new();
-        while self.heap.peek().is_some_and(|e| e.due <= now) {
-            let Some(entry) = self.heap.pop() else { break };
-            if self.is_live(&entry) {
-                self.live.remove(&entry.key);
-                due.push(entry.key);
+        while let Some(&key) = self.heap.first() {
+            if self.slots[key as usize].due > now {
+                break;
             }
+            self.remove_at(0);
+            due.push(key);
         }
-        self.tidy();
         due
     }
 
     /// How many keys are queued.
     pub fn len(&self) -> usize {
-        self.live.len()
+        self.heap.len()
     }
 
     /// Whether no key is queued.
     pub fn is_empty(&self) -> bool {
-        self.live.is_empty()
+        self.heap.is_empty()
     }
 
-    fn is_live(&self, entry: &Entry<K>) -> bool {
-        is_live(&self.live, entry)
+    fn before(&self, a: u32, b: u32) -> bool {
+        (self.slots[a as usize].due, a) < (self.slots[b as usize].due, b)
     }
 
-    /// Drops stale entries from the top, and rebuilds the heap when stale
-    /// entries outnumber live ones.
-    fn tidy(&mut self) {
-        if self.heap.len() > COMPACT_FLOOR && self.heap.len() > 2 * self.live.len() {
-            let live = &self.live;
-            self.heap.retain(|e| is_live(live, e));
-            self.heap.shrink_to(2 * self.live.len().max(COMPACT_FLOOR));
+    fn place(&mut self, position: usize, key: u32) {
+        self.heap[position] = key;
+        self.slots[key as usize].position = position as u32;
+    }
+
+    fn remove_at(&mut self, position: usize) {
+        let key = self.heap[position];
+        self.slots[key as usize].position = NOT_QUEUED;
+        let last = self.heap.pop().expect("a queued key is in the heap");
+        if position < self.heap.len() {
+            self.place(position, last);
+            self.sift_up(position);
+            self.sift_down(self.slots[last as usize].position as usize);
         }
-        while self.heap.peek().is_some_and(|e| !self.is_live(e)) {
-            self.heap.pop();
+    }
+
+    fn sift_up(&mut self, mut position: usize) {
+        let key = self.heap[position];
+        while position > 0 {
+            let parent = (position - 1) / 2;
+            let above = self.heap[parent];
+            if !self.before(key, above) {
+                break;
+            }
+            self.place(position, above);
+            position = parent;
         }
+        self.place(position, key);
     }
 
-    #[cfg(test)]
-    fn heap_len(&self) -> usize {
-        self.heap.len()
+    fn sift_down(&mut self, mut position: usize) {
+        let key = self.heap[position];
+        loop {
+            let left = 2 * position + 1;
+            if left >= self.heap.len() {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < self.heap.len() && self.before(self.heap[right], self.heap[left])
+            {
+                right
+            } else {
+                left
+            };
+            let below = self.heap[child];
+            if !self.before(below, key) {
+                break;
+            }
+            self.place(position, below);
+            position = child;
+        }
+        self.place(position, key);
     }
-}
-
-fn is_live<K: Eq + Hash>(live: &HashMap<K, (u64, DateTime<Utc>)>, entry: &Entry<K>) -> bool {
-    live.get(&entry.key)
-        .is_some_and(|&(generation, _)| generation == entry.generation)
 }
 
 #[cfg(test)]
@@ -167,38 +194,38 @@ mod tests {
     #[test]
     fn pops_due_keys_earliest_first_and_leaves_the_rest() {
         let mut q = DueQueue::new();
-        q.schedule("c", t(30));
-        q.schedule("a", t(10));
-        q.schedule("b", t(20));
+        q.schedule(2, t(30));
+        q.schedule(0, t(10));
+        q.schedule(1, t(20));
         assert_eq!(q.len(), 3);
         assert_eq!(q.next_due(), Some(t(10)));
-        assert_eq!(q.pop_due(t(5)), Vec::<&str>::new());
-        assert_eq!(q.pop_due(t(20)), vec!["a", "b"]);
+        assert_eq!(q.pop_due(t(5)), Vec::<u32>::new());
+        assert_eq!(q.pop_due(t(20)), vec![0, 1]);
         assert_eq!(q.len(), 1);
         assert_eq!(q.next_due(), Some(t(30)));
-        assert_eq!(q.pop_due(t(100)), vec!["c"]);
+        assert_eq!(q.pop_due(t(100)), vec![2]);
         assert!(q.is_empty());
         assert_eq!(q.next_due(), None);
     }
 
     #[test]
     fn rescheduling_replaces_the_earlier_entry() {
-        let mut q = DueQueue::new();
-        q.schedule("a", t(10));
-        q.schedule("b", t(15));
-        q.schedule("a", t(20));
+        let mut q = DueQueue::with_keys(3);
+        q.schedule(0, t(10));
+        q.schedule(1, t(15));
+        q.schedule(0, t(20));
         assert_eq!(q.len(), 2);
         assert_eq!(q.next_due(), Some(t(15)));
-        assert_eq!(q.due_of(&"a"), Some(t(20)));
-        // The old 10-minute entry for "a" is gone, and "a" pops only once.
-        assert_eq!(q.pop_due(t(12)), Vec::<&str>::new());
-        assert_eq!(q.pop_due(t(60)), vec!["b", "a"]);
+        assert_eq!(q.due_of(0), Some(t(20)));
+        // The old 10-minute entry for 0 is gone, and 0 pops only once.
+        assert_eq!(q.pop_due(t(12)), Vec::<u32>::new());
+        assert_eq!(q.pop_due(t(60)), vec![1, 0]);
         // Moving earlier works too.
-        q.schedule("x", t(50));
-        q.schedule("x", t(40));
+        q.schedule(2, t(50));
+        q.schedule(2, t(40));
         assert_eq!(q.next_due(), Some(t(40)));
-        assert_eq!(q.pop_due(t(45)), vec!["x"]);
-        assert_eq!(q.pop_due(t(100)), Vec::<&str>::new());
+        assert_eq!(q.pop_due(t(45)), vec![2]);
+        assert_eq!(q.pop_due(t(100)), Vec::<u32>::new());
     }
 
     #[test]
@@ -206,10 +233,12 @@ mod tests {
         let mut q = DueQueue::new();
         q.schedule(1, t(10));
         q.schedule(2, t(20));
-        assert!(q.cancel(&1));
-        assert!(!q.cancel(&1));
-        assert!(!q.cancel(&3));
+        assert!(q.cancel(1));
+        assert!(!q.cancel(1));
+        assert!(!q.cancel(3));
+        assert!(!q.cancel(1_000));
         assert_eq!(q.len(), 1);
+        assert_eq!(q.due_of(1), None);
         assert_eq!(q.next_due(), Some(t(20)));
         assert_eq!(q.pop_due(t(100)), vec![2]);
         // A cancelled key can come back.
@@ -218,39 +247,79 @@ mod tests {
     }
 
     #[test]
-    fn equal_due_times_pop_in_scheduling_order() {
+    fn equal_due_times_pop_in_key_order() {
         let mut q = DueQueue::new();
-        for k in ["c", "a", "b"] {
+        for k in [2, 0, 1] {
             q.schedule(k, t(0));
         }
-        assert_eq!(q.pop_due(t(0)), vec!["c", "a", "b"]);
+        assert_eq!(q.pop_due(t(0)), vec![0, 1, 2]);
+    }
+
+    /// Against a plain sorted list: many reschedules, cancels and pops in a mixed order.
+    #[test]
+    fn agrees_with_a_sorted_list_under_churn() {
+        let mut q = DueQueue::with_keys(1_000);
+        let mut model: Vec<Option<i64>> = vec![None; 1_000];
+        // A fixed pseudo-random sequence (xorshift), so failures reproduce.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let key = (next() % 1_000) as u32;
+            match next() % 4 {
+                0 | 1 => {
+                    let minutes = (next() % 500) as i64;
+                    q.schedule(key, t(minutes));
+                    model[key as usize] = Some(minutes);
+                }
+                2 => assert_eq!(q.cancel(key), model[key as usize].take().is_some()),
+                _ => {
+                    let now = (round / 40) as i64;
+                    let mut expected: Vec<(i64, u32)> = model
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(k, m)| m.filter(|&m| m <= now).map(|m| (m, k as u32)))
+                        .collect();
+                    expected.sort();
+                    for &(_, k) in &expected {
+                        model[k as usize] = None;
+                    }
+                    let expected: Vec<u32> = expected.into_iter().map(|(_, k)| k).collect();
+                    assert_eq!(q.pop_due(t(now)), expected, "round {round}");
+                }
+            }
+            assert_eq!(q.len(), model.iter().flatten().count());
+            assert_eq!(q.next_due(), model.iter().flatten().min().map(|&m| t(m)));
+        }
     }
 
     #[test]
-    fn stale_entries_are_compacted() {
-        let mut q = DueQueue::new();
+    fn holding_100_000_keys_costs_20_bytes_each() {
+        let mut q = DueQueue::with_keys(100_000);
         for k in 0..100_000u32 {
             q.schedule(k, t(i64::from(k % 1000)));
         }
-        // Reschedule every key ten times: the heap must not grow tenfold.
+        // Rescheduling every key ten times leaves nothing behind.
         for round in 1..=10 {
             for k in 0..100_000u32 {
                 q.schedule(k, t(i64::from(k % 1000) + round));
             }
         }
         assert_eq!(q.len(), 100_000);
-        assert!(q.heap_len() <= 200_000, "heap holds {}", q.heap_len());
-        // Cancel most keys: the heap shrinks along with them.
-        for k in 1_000..100_000u32 {
-            q.cancel(&k);
-        }
-        assert!(
-            q.heap_len() <= 2 * 1_000 + COMPACT_FLOOR,
-            "heap holds {}",
-            q.heap_len()
-        );
+        assert_eq!(q.heap.capacity(), 100_000);
+        assert_eq!(q.slots.len(), 100_000);
+        assert_eq!(std::mem::size_of::<Slot>() + std::mem::size_of::<u32>(), 20);
         let popped = q.pop_due(t(2_000));
-        assert_eq!(popped.len(), 1_000);
+        assert_eq!(popped.len(), 100_000);
+        assert!(
+            popped
+                .windows(2)
+                .all(|w| q.slots[w[0] as usize].due <= q.slots[w[1] as usize].due)
+        );
         assert!(q.is_empty());
     }
 }
