@@ -781,35 +781,52 @@ impl Soak {
     }
 }
 
+impl Soak {
+    /// Two receivers, and a steady and a killed sandbox on `backend_table` with
+    /// `counts.0` and `counts.1` secrets.
+    fn new(
+        label: &'static str,
+        backend_table: &str,
+        backend: &str,
+        counts: (usize, usize),
+    ) -> Self {
+        let receivers = [
+            Arc::new(Mutex::new(Receiver::start(&[&hook_key()]))),
+            Arc::new(Mutex::new(Receiver::start(&[&hook_key()]))),
+        ];
+        let ports = (
+            receivers[0].lock().unwrap().port,
+            receivers[1].lock().unwrap().port,
+        );
+        let side = |prefix: &str, count: usize| {
+            let text = policy(backend_table, backend, prefix, count, ports);
+            let names = (0..count).map(|i| format!("{prefix}-{i:03}")).collect();
+            (sandbox(&text), (names, notified(prefix, count)))
+        };
+        let (steady, steady_secrets) = side("s", counts.0);
+        let (killed, killed_secrets) = side("k", counts.1);
+        Self {
+            label,
+            steady,
+            killed: Arc::new(killed),
+            secrets: [steady_secrets, killed_secrets],
+            receivers,
+        }
+    }
+}
+
 #[test]
 fn soak_on_the_file_store_with_faults_and_kills() {
-    let receivers = [
-        Arc::new(Mutex::new(Receiver::start(&[&hook_key()]))),
-        Arc::new(Mutex::new(Receiver::start(&[&hook_key()]))),
-    ];
-    let ports = (
-        receivers[0].lock().unwrap().port,
-        receivers[1].lock().unwrap().port,
+    let soak = Soak::new(
+        "file",
+        "[backends.local]\ntype = \"file\"\n",
+        "local",
+        (60, 30),
     );
-    let table = "[backends.local]\ntype = \"file\"\n";
-    let (count, killed_count) = (60, 30);
-    let steady = sandbox(&policy(table, "local", "s", count, ports));
-    let killed = Arc::new(sandbox(&policy(table, "local", "k", killed_count, ports)));
-    let names = |prefix: &str, n: usize| (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
     let store_dirs = ImmutableDirs(vec![
-        steady.path("state/store-local"),
-        killed.path("state/store-local"),
+        soak.steady.path("state/store-local"),
+        soak.killed.path("state/store-local"),
     ]);
-    let soak = Soak {
-        label: "file",
-        secrets: [
-            (names("s", count), notified("s", count)),
-            (names("k", killed_count), notified("k", killed_count)),
-        ],
-        steady,
-        killed,
-        receivers,
-    };
     soak.run(Box::new(store_dirs));
 }
 
@@ -817,31 +834,10 @@ fn soak_on_the_file_store_with_faults_and_kills() {
 fn soak_on_moto_with_faults_and_kills() {
     let moto = Moto::start();
     let proxy = Arc::new(FlakyProxy::start(moto.port));
-    let receivers = [
-        Arc::new(Mutex::new(Receiver::start(&[&hook_key()]))),
-        Arc::new(Mutex::new(Receiver::start(&[&hook_key()]))),
-    ];
-    let ports = (
-        receivers[0].lock().unwrap().port,
-        receivers[1].lock().unwrap().port,
-    );
     // rekeyd reaches moto only through the proxy.
     let table = moto
         .backend_table("create_missing = true")
         .replace(&moto.url, &proxy.url());
-    let (count, killed_count) = (30, 15);
-    let steady = sandbox(&policy(&table, "aws", "s", count, ports));
-    let killed = Arc::new(sandbox(&policy(&table, "aws", "k", killed_count, ports)));
-    let names = |prefix: &str, n: usize| (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
-    let soak = Soak {
-        label: "moto",
-        secrets: [
-            (names("s", count), notified("s", count)),
-            (names("k", killed_count), notified("k", killed_count)),
-        ],
-        steady,
-        killed,
-        receivers,
-    };
+    let soak = Soak::new("moto", &table, "aws", (30, 15));
     soak.run(Box::new(Arc::clone(&proxy)));
 }
