@@ -21,6 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::policy::Policy;
+use crate::schedule::Stamp;
 
 /// A secret is overdue once its due time is this far past (the catch-up tolerance).
 const OVERDUE_AFTER: chrono::Duration = crate::rotation::plan::ON_TIME_TOLERANCE;
@@ -55,20 +56,17 @@ struct SecretTimes {
     current_since: Option<DateTime<Utc>>,
 }
 
-/// Marks a time not learnt yet in [`Times`].
-const UNKNOWN: i64 = i64::MIN;
-
-/// [`SecretTimes`] of every secret of the policy in force, by its position there, as
-/// milliseconds since the epoch: 16 bytes a secret, and no copy of its name (holding
-/// 100,000 secrets, a map by name cost 12 MiB).
+/// [`SecretTimes`] of every secret of the policy in force, by its position there, in
+/// whole seconds: 8 bytes a secret, and no copy of its name (holding 100,000 secrets, a
+/// map by name cost 12 MiB).
 #[derive(Debug, Default)]
 struct Times {
     /// Secret `i` of the table is `policy.secrets[i]`.
     policy: Option<Arc<Policy>>,
     /// Positions sorted by name, to find a secret an audit event names.
     by_name: Vec<u32>,
-    next_due: Vec<i64>,
-    current_since: Vec<i64>,
+    next_due: Vec<Option<Stamp>>,
+    current_since: Vec<Option<Stamp>>,
     /// Secrets outside the policy (the daemon's events only name its own secrets).
     others: HashMap<String, SecretTimes>,
 }
@@ -91,10 +89,10 @@ impl Times {
         match self.position(name) {
             Some(i) => {
                 if let Some(due) = next_due {
-                    self.next_due[i] = due.timestamp_millis();
+                    self.next_due[i] = Some(Stamp::floor(due));
                 }
                 if let Some(since) = current_since {
-                    self.current_since[i] = since.timestamp_millis();
+                    self.current_since[i] = Some(Stamp::floor(since));
                 }
             }
             None => {
@@ -109,24 +107,24 @@ impl Times {
         }
     }
 
-    /// Every secret with something known: its name and its times in milliseconds since
+    /// Every secret with something known: its name and its times in whole seconds since
     /// the epoch. Stops at the first error `visit` returns.
     fn try_each<E>(
         &self,
         mut visit: impl FnMut(&str, Option<i64>, Option<i64>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let known = |ms: i64| (ms != UNKNOWN).then_some(ms);
+        let seconds = |stamp: Option<Stamp>| stamp.map(Stamp::unix_seconds);
         if let Some(policy) = &self.policy {
             for (i, secret) in policy.secrets.iter().enumerate() {
-                let (due, since) = (known(self.next_due[i]), known(self.current_since[i]));
+                let (due, since) = (seconds(self.next_due[i]), seconds(self.current_since[i]));
                 if due.is_some() || since.is_some() {
                     visit(secret.name.as_str(), due, since)?;
                 }
             }
         }
         for (name, times) in &self.others {
-            let ms = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis());
-            visit(name, ms(times.next_due), ms(times.current_since))?;
+            let seconds = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp());
+            visit(name, seconds(times.next_due), seconds(times.current_since))?;
         }
         Ok(())
     }
@@ -138,12 +136,12 @@ impl Times {
 #[derive(Debug)]
 struct SecretGauges {
     times: Arc<Mutex<Times>>,
-    /// The scrape's time in milliseconds, set by [`Metrics::render`] before it encodes.
-    now_ms: AtomicI64,
+    /// The scrape's time in seconds, set by [`Metrics::render`] before it encodes.
+    now: AtomicI64,
 }
 
 /// Name, help and what each per-secret gauge shows, in the order they are written.
-type GaugeValue = fn(now_ms: i64, due: Option<i64>, since: Option<i64>) -> Option<GaugeNumber>;
+type GaugeValue = fn(now: i64, due: Option<i64>, since: Option<i64>) -> Option<GaugeNumber>;
 
 enum GaugeNumber {
     Seconds(f64),
@@ -154,12 +152,12 @@ const SECRET_GAUGES: [(&str, &str, GaugeValue); 3] = [
     (
         "secret_next_rotation_seconds",
         "Seconds until the secret's next rotation is due (negative when overdue)",
-        |now, due, _| due.map(|due| GaugeNumber::Seconds((due - now) as f64 / 1000.0)),
+        |now, due, _| due.map(|due| GaugeNumber::Seconds((due - now) as f64)),
     ),
     (
         "secret_current_version_age_seconds",
         "Age of the secret's current version",
-        |now, _, since| since.map(|since| GaugeNumber::Seconds((now - since) as f64 / 1000.0)),
+        |now, _, since| since.map(|since| GaugeNumber::Seconds((now - since) as f64)),
     ),
     (
         "secret_overdue",
@@ -168,14 +166,14 @@ const SECRET_GAUGES: [(&str, &str, GaugeValue); 3] = [
     ),
 ];
 
-/// Whether a secret due at `due` is overdue at `now` (both in milliseconds).
+/// Whether a secret due at `due` is overdue at `now` (both in seconds).
 fn overdue(now: i64, due: i64) -> bool {
-    now - due > OVERDUE_AFTER.num_milliseconds()
+    now - due > OVERDUE_AFTER.num_seconds()
 }
 
 impl Collector for SecretGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let now = self.now_ms.load(Ordering::Relaxed);
+        let now = self.now.load(Ordering::Relaxed);
         let times = self.times.lock().expect("metrics lock");
         for (name, help, value) in SECRET_GAUGES {
             // Like a family, a gauge with no secret to show is not written at all.
@@ -257,7 +255,7 @@ impl Metrics {
         let times = Arc::new(Mutex::new(Times::default()));
         let gauges = Arc::new(SecretGauges {
             times: Arc::clone(&times),
-            now_ms: AtomicI64::new(0),
+            now: AtomicI64::new(0),
         });
         registry.register_collector(Box::new(Arc::clone(&gauges)));
         let overdue = Gauge::default();
@@ -407,7 +405,7 @@ impl Metrics {
     pub fn secret_due(&self, position: usize, next_due: DateTime<Utc>) {
         let mut times = self.times.lock().expect("metrics lock");
         if let Some(due) = times.next_due.get_mut(position) {
-            *due = next_due.timestamp_millis();
+            *due = Some(Stamp::floor(next_due));
         }
     }
 
@@ -424,11 +422,11 @@ impl Metrics {
         let mut kept = Times {
             policy: Some(Arc::clone(policy)),
             by_name,
-            next_due: vec![UNKNOWN; policy.secrets.len()],
-            current_since: vec![UNKNOWN; policy.secrets.len()],
+            next_due: vec![None; policy.secrets.len()],
+            current_since: vec![None; policy.secrets.len()],
             others: HashMap::new(),
         };
-        let at = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis);
+        let at = |seconds: Option<i64>| seconds.and_then(|s| DateTime::from_timestamp(s, 0));
         times
             .try_each(|name, due, since| {
                 kept.record(name, at(due), at(since));
@@ -463,19 +461,18 @@ impl Metrics {
             .inc_by(audit_writes.saturating_sub(self.audit_writes.get()));
         self.audit_fsyncs
             .inc_by(audit_fsyncs.saturating_sub(self.audit_fsyncs.get()));
-        let now_ms = now.timestamp_millis();
-        self.gauges.now_ms.store(now_ms, Ordering::Relaxed);
+        let now_s = now.timestamp();
+        self.gauges.now.store(now_s, Ordering::Relaxed);
         let mut late = 0;
         self.times
             .lock()
             .expect("metrics lock")
             .try_each(|_, due, _| {
-                late += i64::from(due.is_some_and(|due| overdue(now_ms, due)));
+                late += i64::from(due.is_some_and(|due| overdue(now_s, due)));
                 Ok::<_, ()>(())
             })
             .ok();
-        let overdue = late;
-        self.overdue.set(overdue);
+        self.overdue.set(late);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
