@@ -463,17 +463,24 @@ impl Metrics {
             .inc_by(audit_fsyncs.saturating_sub(self.audit_fsyncs.get()));
         let now_s = now.timestamp();
         self.gauges.now.store(now_s, Ordering::Relaxed);
-        let mut late = 0;
+        let (mut late, mut per_secret) = (0, 0);
         self.times
             .lock()
             .expect("metrics lock")
-            .try_each(|_, due, _| {
+            .try_each(|secret, due, since| {
                 late += i64::from(due.is_some_and(|due| overdue(now_s, due)));
+                // A line per gauge: name, label, value.
+                let lines = 2 * usize::from(due.is_some()) + usize::from(since.is_some());
+                per_secret += lines * (secret.len() + 64);
                 Ok::<_, ()>(())
             })
             .ok();
         self.overdue.set(late);
-        let mut out = String::new();
+        // Sized up front: with many secrets the text is megabytes, and a buffer grown by
+        // doubling from small would grow inside the heap, where, once freed, glibc keeps it
+        // (holding 100,000 secrets, 2 MiB more resident per scrape). Allocated at once, it
+        // is mapped on its own and unmapped after the response.
+        let mut out = String::with_capacity(16 * 1024 + per_secret);
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
