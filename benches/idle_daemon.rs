@@ -9,7 +9,9 @@
 //!    the webhook target, so no 200,000 notifications are queued): every secret then holds a
 //!    current version for its latest slot, as in a deployment that has run for a while.
 //! 3. Starts `rekeyd run`, waits until `rekeyd health --ready` succeeds and the daemon logs
-//!    that every secret is planned (its first look at all 100,000 is over), then observes
+//!    that every secret is planned (its first look at all 100,000 is over), scrapes
+//!    `/metrics` once as Prometheus would (it must list a next rotation time for every
+//!    secret: the daemon really holds and schedules all of them), then observes
 //!    it for two windows (the first minute after it settled, which holds start-up's tail,
 //!    then the next): resident memory (VmRSS, VmHWM) at both ends of each, and the context
 //!    switches of every thread (`/proc/PID/task/*/status`, sampled each second). A thread
@@ -369,6 +371,20 @@ fn print_window(title: &str, ours: &Observed, floor: &Observed, count: usize) {
     }
 }
 
+/// `GET /metrics` over plain HTTP/1.1; the body.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
 fn audit_entries(path: &Path) -> usize {
     BufReader::new(std::fs::File::open(path).expect("audit log"))
         .lines()
@@ -475,6 +491,19 @@ fn main() {
     });
     let settled = started.elapsed();
 
+    // One scrape, as Prometheus would make, before the windows: it must show a next
+    // rotation time for every secret (the daemon holds and schedules all of them), and
+    // whatever it leaves behind is measured.
+    let metrics = scrape(port);
+    let scheduled = metrics
+        .lines()
+        .filter(|l| l.starts_with("rekeyd_secret_next_rotation_seconds{"))
+        .count();
+    assert_eq!(
+        scheduled, count,
+        "secrets with a next rotation time in /metrics"
+    );
+
     // 4. Two windows: the first minute after the daemon settled (start-up's tail, such as
     // blocking-pool threads retiring, falls in it), then the next, the steady state.
     let entries_before = audit_entries(&audit);
@@ -502,6 +531,10 @@ fn main() {
         seeded.as_secs_f64(),
         ready.as_secs_f64(),
         settled.as_secs_f64()
+    );
+    println!(
+        "one /metrics scrape before the windows: {} KiB, {scheduled} secrets with a next rotation",
+        metrics.len() / 1024
     );
     println!();
     let secs = window.as_secs();

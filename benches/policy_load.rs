@@ -9,7 +9,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Counts live heap bytes, so the memory a loaded policy holds is measured, not guessed.
@@ -17,17 +17,24 @@ struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Counting is on only for the load whose memory is measured: two threads updating shared
+/// counters on every allocation would slow the timed loads.
+static COUNTING: AtomicBool = AtomicBool::new(false);
 
 // SAFETY: forwards to the system allocator unchanged; only adds bookkeeping.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(live, Ordering::Relaxed);
+        if COUNTING.load(Ordering::Relaxed) {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
         // SAFETY: same layout contract as the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
         // SAFETY: ptr came from `alloc` above with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -93,14 +100,11 @@ fn main() {
     let mut ours_cpu = Vec::new();
     let mut spanned = Vec::new();
     let mut peer = Vec::new();
-    let mut peak = 0;
     for _ in 0..RUNS {
-        let (start, cpu, before) = (Instant::now(), cpu_time(), LIVE.load(Ordering::Relaxed));
-        PEAK.store(before, Ordering::Relaxed);
+        let (start, cpu) = (Instant::now(), cpu_time());
         let policy = rekeyd::policy::load(&path).expect("valid policy");
         ours.push(start.elapsed());
         ours_cpu.push(cpu_time() - cpu);
-        peak = peak.max(PEAK.load(Ordering::Relaxed) - before);
         assert_eq!(policy.secrets.len(), SECRETS);
         black_box(policy);
 
@@ -116,9 +120,12 @@ fn main() {
         peer.push(start.elapsed());
         black_box(table);
     }
-    let before = LIVE.load(Ordering::Relaxed);
+    // Memory, on one more load: the heap it holds when done, and the most it held at once
+    // (counted from zero: what was allocated before is not freed during it).
+    COUNTING.store(true, Ordering::SeqCst);
     let policy = rekeyd::policy::load(&path).expect("valid policy");
-    let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    COUNTING.store(false, Ordering::SeqCst);
+    let (held, peak) = (LIVE.load(Ordering::SeqCst), PEAK.load(Ordering::SeqCst));
     black_box(&policy);
 
     let (ours, ours_cpu, spanned, peer) = (

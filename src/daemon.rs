@@ -437,7 +437,6 @@ impl Scheduler {
     /// known about secrets still in the policy (jobs in flight, failure counts) follows
     /// them to their new positions.
     fn adopt_policy(&mut self, previous: Option<&Policy>) {
-        let now = Utc::now();
         let policy = Arc::clone(&self.runtime.policy);
         if let Some(previous) = previous {
             let positions: HashMap<&str, u32> = policy
@@ -461,15 +460,16 @@ impl Scheduler {
             }
             self.in_flight = self.task_secrets.values().filter_map(|(p, _)| *p).collect();
         }
+        // The first look is due now: straight to `ready`, in file order (the queue keeps
+        // whole seconds, rounded up, which would put it up to a second away).
         self.queue = DueQueue::with_keys(policy.secrets.len());
-        self.enabled = 0;
+        self.ready.clear();
         for (i, secret) in policy.secrets.iter().enumerate() {
             if secret.enabled {
-                self.queue.schedule(i as u32, now);
-                self.enabled += 1;
+                self.ready.push_back(i as u32);
             }
         }
-        self.ready.clear();
+        self.enabled = self.ready.len();
         self.metrics.adopt(&policy);
         self.settling = true;
         tracing::info!(secrets = self.enabled, "policy adopted");
@@ -512,6 +512,8 @@ impl Scheduler {
             return;
         }
         self.settling = false;
+        // The first look at every secret went through `ready`; give its room back.
+        self.ready.shrink_to_fit();
         tracing::info!(
             secrets = self.enabled,
             queued = self.queue.len(),
@@ -581,7 +583,9 @@ impl Scheduler {
             }
         };
         if generation != self.generation {
-            self.queue.schedule(position, now);
+            // Dispatched under the previous policy: look again now, under this one.
+            self.queue.cancel(position);
+            self.ready.push_back(position);
             return;
         }
         let name = &self.runtime.policy.secrets[position as usize].name;

@@ -45,7 +45,30 @@ fn release_free_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
 
+/// glibc's dynamic mmap threshold rises to the size of the largest block freed so far (up
+/// to 32 MiB): after a large policy's parse, or one /metrics response for 100,000 secrets,
+/// blocks of megabytes come from the heap instead, and stay there once freed (the daemon
+/// grew by 2 MiB a scrape). A fixed threshold (glibc's default value, 128 KiB) keeps
+/// large blocks in their own mappings, returned when freed. Fewer arenas: start-up's
+/// first look at every secret runs on up to a hundred blocking-pool threads, each of which
+/// would otherwise get an arena (up to eight per core) that keeps its own free memory.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    const MMAP_THRESHOLD: i32 = 128 * 1024;
+    const ARENAS: i32 = 2;
+    // SAFETY: mallopt only sets glibc's allocator parameters; called before any thread
+    // is started. A refused setting (it returns 0) leaves glibc's default, which is safe.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() {
+    tune_allocator();
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log);
     rekeyd::daemon::when_settled(release_free_memory);

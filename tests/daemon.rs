@@ -291,13 +291,23 @@ name = "b"
 schedule = { every = "30d" }
 "#,
     );
+    /// Stops the daemon even when an assertion fails first.
+    struct Running(Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let log = sandbox.path("daemon.log");
-    let mut child = sandbox
-        .command(&["run"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start daemon");
+    let mut daemon = Running(
+        sandbox
+            .command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start daemon"),
+    );
     let line = wait_for("the daemon to report it is idle", LIMIT, || {
         std::fs::read_to_string(&log)
             .ok()?
@@ -318,8 +328,8 @@ schedule = { every = "30d" }
         "{line}"
     );
     assert!(!line.contains("next_due=never"), "{line}");
-    signal(&child, "TERM");
-    let status = wait_for("the daemon to exit", LIMIT, || child.try_wait().unwrap());
+    signal(&daemon.0, "TERM");
+    let status = wait_for("the daemon to exit", LIMIT, || daemon.0.try_wait().unwrap());
     assert!(status.success());
     let log = std::fs::read_to_string(&log).unwrap();
     assert_eq!(log.matches("every secret planned").count(), 1, "{log}");

@@ -85,10 +85,8 @@ pub(crate) fn seal(
 pub(crate) struct Seal<'a> {
     /// The hash the line claims for itself (64 lowercase hex digits).
     pub(crate) claimed: &'a str,
-    /// The same, as bytes.
-    pub(crate) claimed_digest: Digest,
-    /// The hash of the line's bytes, recomputed.
-    computed: Digest,
+    /// Whether the line's bytes hash to it.
+    intact: bool,
 }
 
 /// A SHA-256 digest.
@@ -97,29 +95,33 @@ pub(crate) type Digest = [u8; 32];
 impl Seal<'_> {
     /// Whether the line's bytes are the ones that were hashed.
     pub(crate) fn intact(&self) -> bool {
-        self.claimed_digest == self.computed
+        self.intact
     }
 }
 
-/// Splits the seal off a line (given without its `\n`) and recomputes the hash.
-/// `None` if the line does not end in `,"hash":"<64 hex>"}`.
-pub(crate) fn unseal(line: &[u8]) -> Option<Seal<'_>> {
+/// Checks a line's seal (the line given without its `\n`): the hash the line claims, and
+/// whether its bytes hash to it. `None` if the line does not end in `,"hash":"<64 hex>"}`.
+pub(crate) fn check_seal(line: &[u8]) -> Option<(Digest, bool)> {
     if line.len() < SEAL_LEN + 1 {
         return None;
     }
     let (body, seal) = line.split_at(line.len() - SEAL_LEN);
     let digits = seal.strip_prefix(SEAL_PREFIX)?.strip_suffix(SEAL_END)?;
-    let claimed_digest = lowercase_hex_digest(digits)?;
-    let claimed = std::str::from_utf8(digits).ok()?;
+    let claimed = lowercase_hex_digest(digits)?;
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(body);
     ctx.update(b"}");
-    let mut computed = [0; 32];
-    computed.copy_from_slice(ctx.finish().as_ref());
+    Some((claimed, ctx.finish().as_ref() == claimed))
+}
+
+/// Splits the seal off a line (given without its `\n`) and recomputes the hash.
+/// `None` if the line does not end in `,"hash":"<64 hex>"}`.
+pub(crate) fn unseal(line: &[u8]) -> Option<Seal<'_>> {
+    let (_, intact) = check_seal(line)?;
+    let digits = &line[line.len() - SEAL_LEN + SEAL_PREFIX.len()..][..64];
     Some(Seal {
-        claimed,
-        claimed_digest,
-        computed,
+        claimed: std::str::from_utf8(digits).ok()?,
+        intact,
     })
 }
 
@@ -173,6 +175,16 @@ pub(crate) fn head(line: &[u8]) -> Option<Head<'_>> {
     }
 }
 
+/// `seq`, and `prev` as a digest when it is one, of a line [`check_seal`] accepted.
+/// The same as [`head`] gives, without reading the seal again.
+pub(crate) fn sealed_head(line: &[u8]) -> Option<(u64, Option<Digest>)> {
+    let body = &line[..line.len() - SEAL_LEN];
+    match plain_fields(body, true) {
+        Some((seq, prev)) => Some((seq, lowercase_hex_digest(prev))),
+        None => head(line).map(|h| (h.seq, lowercase_hex_digest(h.prev.as_bytes()))),
+    }
+}
+
 /// The head of a line written the way the writer writes lines: JSON without whitespace,
 /// escapes or non-ASCII text, integers without sign, fraction or exponent, nesting at most
 /// `MAX_DEPTH` deep. Every such line is JSON serde_json accepts, and this gives the same
@@ -180,30 +192,48 @@ pub(crate) fn head(line: &[u8]) -> Option<Head<'_>> {
 /// line gives `None` and is left to serde_json. One pass with nothing built: `audit
 /// verify` reads a million lines against a floor of only hashing them.
 fn plain_head(line: &[u8]) -> Option<Head<'_>> {
-    let mut scan = Scan { line, at: 0 };
+    let (seq, prev) = plain_fields(line, false)?;
+    Some(Head {
+        seq,
+        prev: std::str::from_utf8(prev).ok()?,
+    })
+}
+
+/// [`plain_head`]'s reading of `text`: a whole line, or with `sealed`, a line without its
+/// seal, which [`check_seal`] found to be `,"hash":"<64 hex>"}`: one more plain member
+/// and the closing brace, so the object may end after any top-level member.
+fn plain_fields(text: &[u8], sealed: bool) -> Option<(u64, &[u8])> {
+    let mut scan = Scan { line: text, at: 0 };
     scan.byte(b'{')?;
     let (mut seq, mut prev) = (None, None);
     loop {
         let key = scan.string()?;
         scan.byte(b':')?;
         match key {
-            b"seq" if seq.is_none() => seq = Some(scan.integer()?.parse().ok()?),
+            b"seq" if seq.is_none() => seq = Some(decimal(scan.integer()?)?),
             b"prev" if prev.is_none() => prev = Some(scan.string()?),
             b"seq" | b"prev" => return None,
             _ => scan.value(0)?,
         }
+        if sealed && scan.at == text.len() {
+            break;
+        }
         match scan.next()? {
             b',' => {}
-            b'}' => break,
+            b'}' if !sealed => break,
             _ => return None,
         }
     }
-    if scan.at != line.len() {
+    if scan.at != text.len() {
         return None;
     }
-    Some(Head {
-        seq: seq?,
-        prev: std::str::from_utf8(prev?).ok()?,
+    Some((seq?, prev?))
+}
+
+/// The value of ASCII digits, if it fits a `u64` (as `str::parse` would give it).
+fn decimal(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
 }
 
@@ -246,7 +276,7 @@ impl<'a> Scan<'a> {
 
     /// Digits without a leading zero (unless the number is 0), then no fraction or
     /// exponent; its digits.
-    fn integer(&mut self) -> Option<&'a str> {
+    fn integer(&mut self) -> Option<&'a [u8]> {
         let start = self.at;
         while self.line.get(self.at).is_some_and(u8::is_ascii_digit) {
             self.at += 1;
@@ -259,7 +289,7 @@ impl<'a> Scan<'a> {
         if matches!(self.line.get(self.at), Some(b'.' | b'e' | b'E')) {
             return None;
         }
-        std::str::from_utf8(digits).ok()
+        Some(digits)
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
@@ -498,6 +528,12 @@ mod tests {
             }
             if let Some(found) = plain(&line) {
                 proptest::prop_assert_eq!(Some(found), serde_head(&line));
+            }
+            // Once the seal is checked, the head read without it is serde_json's too.
+            if check_seal(&line).is_some() {
+                let expected = serde_head(&line)
+                    .map(|(seq, prev)| (seq, lowercase_hex_digest(prev.as_bytes())));
+                proptest::prop_assert_eq!(sealed_head(&line), expected);
             }
         }
     }

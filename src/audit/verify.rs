@@ -301,20 +301,19 @@ fn classify(line: usize, bytes: &[u8]) -> Record {
         line,
         message: message.to_string(),
     };
-    let Some(seal) = entry::unseal(bytes) else {
+    let Some((claimed, intact)) = entry::check_seal(bytes) else {
         return if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
             damaged("is JSON but not a sealed audit entry (no trailing hash)")
         } else {
             damaged("is not valid JSON, so not an audit entry")
         };
     };
-    let intact = seal.intact();
-    match entry::head(bytes) {
-        Some(head) => Record::Entry(Found {
+    match entry::sealed_head(bytes) {
+        Some((seq, prev)) => Record::Entry(Found {
             line,
-            seq: head.seq,
-            prev: entry::lowercase_hex_digest(head.prev.as_bytes()),
-            hash: seal.claimed_digest,
+            seq,
+            prev,
+            hash: claimed,
             intact,
         }),
         None if intact => damaged("is sealed but has no seq or prev"),

@@ -346,6 +346,6 @@ owner = "team-c"
         assert!(Arc::ptr_eq(a.settings(), b.settings()));
 
         // What a secret of a large policy costs besides its name's bytes.
-        assert_eq!(std::mem::size_of::<SecretPolicy>(), 56);
+        assert_eq!(std::mem::size_of::<SecretPolicy>(), 48);
     }
 }

@@ -308,7 +308,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
 
     /// The valid secrets, in order, their names in one shared buffer.
     pub(super) fn finish(self) -> Vec<SecretPolicy> {
-        let buffer: Arc<str> = Arc::from(self.names);
+        let buffer = Arc::new(self.names.into_boxed_str());
         self.checked
             .into_iter()
             .map(|c| {

@@ -14,10 +14,12 @@ mod jitter;
 #[cfg(test)]
 mod props;
 pub mod queue;
+mod stamp;
 
 pub use cron::CronSchedule;
 pub use every::EverySchedule;
 pub use queue::DueQueue;
+pub use stamp::Stamp;
 
 /// A rotation schedule.
 #[derive(Clone, Debug)]

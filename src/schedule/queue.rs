@@ -1,12 +1,15 @@
 //! The scheduler's single timer queue: which key is due next.
 //!
 //! Keys are small dense numbers (a secret's position in the policy), so a queue holding
-//! every secret of a large policy costs 20 bytes per key and no per-key allocation: an
+//! every secret of a large policy costs 12 bytes per key and no per-key allocation: an
 //! indexed binary min-heap of keys, and per key its due time and place in the heap, which
 //! is what lets a key be rescheduled or cancelled in place (O(log n)) instead of leaving
-//! stale entries behind.
+//! stale entries behind. Due times are kept in whole seconds, rounded up: a key is never
+//! due early, and at most a second late.
 
 use chrono::{DateTime, Utc};
+
+use super::Stamp;
 
 /// Marks a key that is not queued.
 const NOT_QUEUED: u32 = u32::MAX;
@@ -22,7 +25,7 @@ pub struct DueQueue {
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    due: DateTime<Utc>,
+    due: Stamp,
     position: u32,
 }
 
@@ -38,7 +41,7 @@ impl DueQueue {
             heap: Vec::with_capacity(keys),
             slots: vec![
                 Slot {
-                    due: DateTime::<Utc>::MIN_UTC,
+                    due: Stamp::floor(DateTime::<Utc>::MIN_UTC),
                     position: NOT_QUEUED,
                 };
                 keys
@@ -46,8 +49,10 @@ impl DueQueue {
         }
     }
 
-    /// Makes `key` due at `due`, replacing any earlier time for it.
+    /// Makes `key` due at `due` (rounded up to the second), replacing any earlier time
+    /// for it.
     pub fn schedule(&mut self, key: u32, due: DateTime<Utc>) {
+        let due = Stamp::ceil(due);
         let index = key as usize;
         if index >= self.slots.len() {
             self.slots.resize(
@@ -90,17 +95,20 @@ impl DueQueue {
         self.slots
             .get(key as usize)
             .filter(|s| s.position != NOT_QUEUED)
-            .map(|s| s.due)
+            .map(|s| s.due.time())
     }
 
     /// The earliest due time in the queue.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
-        self.heap.first().map(|&key| self.slots[key as usize].due)
+        self.heap
+            .first()
+            .map(|&key| self.slots[key as usize].due.time())
     }
 
     /// Removes and returns every key due at or before `now`, earliest first (equal times
     /// in key order).
     pub fn pop_due(&mut self, now: DateTime<Utc>) -> Vec<u32> {
+        let now = Stamp::floor(now);
         let mut due = Vec::new();
         while let Some(&key) = self.heap.first() {
             if self.slots[key as usize].due > now {
@@ -247,6 +255,21 @@ mod tests {
     }
 
     #[test]
+    fn due_times_are_whole_seconds_and_never_early() {
+        let mut q = DueQueue::new();
+        let soon = t(30) + TimeDelta::milliseconds(1);
+        q.schedule(3, soon);
+        assert_eq!(q.due_of(3), Some(t(30) + TimeDelta::seconds(1)));
+        assert_eq!(q.next_due(), Some(t(30) + TimeDelta::seconds(1)));
+        assert_eq!(q.pop_due(soon), Vec::<u32>::new());
+        assert_eq!(
+            q.pop_due(t(30) + TimeDelta::milliseconds(999)),
+            Vec::<u32>::new()
+        );
+        assert_eq!(q.pop_due(t(30) + TimeDelta::seconds(1)), vec![3]);
+    }
+
+    #[test]
     fn equal_due_times_pop_in_key_order() {
         let mut q = DueQueue::new();
         for k in [2, 0, 1] {
@@ -298,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn holding_100_000_keys_costs_20_bytes_each() {
+    fn holding_100_000_keys_costs_12_bytes_each() {
         let mut q = DueQueue::with_keys(100_000);
         for k in 0..100_000u32 {
             q.schedule(k, t(i64::from(k % 1000)));
@@ -312,7 +335,7 @@ mod tests {
         assert_eq!(q.len(), 100_000);
         assert_eq!(q.heap.capacity(), 100_000);
         assert_eq!(q.slots.len(), 100_000);
-        assert_eq!(std::mem::size_of::<Slot>() + std::mem::size_of::<u32>(), 20);
+        assert_eq!(std::mem::size_of::<Slot>() + std::mem::size_of::<u32>(), 12);
         let popped = q.pop_due(t(2_000));
         assert_eq!(popped.len(), 100_000);
         assert!(
