@@ -1102,3 +1102,58 @@ notify = ["hooks"]
             .all(|rs| rs.len() == 1 && rs[0].verified == [true])
     );
 }
+
+#[test]
+fn a_running_daemon_takes_over_what_a_cli_rotate_left_without_waiting_for_a_timer() {
+    let k = key(44);
+    let mut rx = Receiver::start(&[&k]);
+    let url = rx.url("/hooks");
+    let sandbox = sandbox(
+        &format!(
+            r#"
+[notify.hooks]
+url = "{url}"
+secret_file = "k.whsec"
+backoff = "30s"
+
+[[secrets]]
+name = "app"
+schedule = {{ every = "30d" }}
+notify = ["hooks"]
+"#
+        ),
+        &[("k.whsec", &k)],
+    );
+    let mut daemon = start_daemon(&sandbox);
+    // The daemon's first rotation is delivered: it is up and idle from here on.
+    wait_for("the first rotation's two messages", LIMIT, || {
+        (delivered(&rx.requests()).len() == 2 && queued_files(&sandbox).is_empty()).then_some(())
+    });
+
+    // A CLI rotation while the receiver is down leaves its two messages queued (its next
+    // attempt is 30s away, past the CLI's delivery bound).
+    rx.stop();
+    sandbox.ok(&["rotate", "app"]);
+    let left: BTreeSet<String> = queued_files(&sandbox)
+        .iter()
+        .map(|f| f.trim_end_matches(".json").to_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "left for the daemon");
+
+    // The idle daemon saw them arrive and takes them over once their owner has exited:
+    // well within its old once-a-minute look at the queue.
+    rx.restart();
+    wait_for("the daemon to deliver what the CLI left", TAKE_OVER, || {
+        queued_files(&sandbox).is_empty().then_some(())
+    });
+    signal(&daemon, "TERM");
+    wait_for("the daemon to exit", LIMIT, || daemon.try_wait().unwrap());
+    let ok = by_id(&delivered(&rx.requests()));
+    for id in &left {
+        assert_eq!(ok.get(id).map(Vec::len), Some(1), "{id} delivered once");
+    }
+}
+
+/// Longer than a takeover needs (the watch reacts within a second, a live owner is
+/// looked at again every 5 s), shorter than the minute an unwatched queue could wait.
+const TAKE_OVER: Duration = Duration::from_secs(20);

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::event::{self, EventType};
 use super::gate::{Confirmation, Decision};
 use super::outbox::{Finished, Message};
+use super::queue_watch::{Arrivals, QueueWatch};
 use super::{Command, Inner, Target};
 use crate::audit::AuditEvent;
 
@@ -35,14 +36,25 @@ const PER_ENDPOINT: usize = 4;
 /// How often a daemon looks for messages other processes left behind, while it knows of
 /// messages another live process holds (they are taken over once it stops).
 const RESCAN: Duration = Duration::from_secs(5);
-/// How often it looks otherwise: an idle daemon wakes at most once a minute for this, and
-/// then only stats the queue directory unless it changed. A stopped `rekeyd rotate`'s
-/// leftovers (already in backoff) wait at most this long to be taken over.
+/// How often it looks otherwise, where the queue directory cannot be watched (then it only
+/// stats the directory unless it changed). A watched queue is looked at only when a message
+/// arrives that the worker does not hold. Also the longest a queued message's timer runs.
 const RESCAN_IDLE: Duration = Duration::from_secs(60);
+/// After an arrival the look waits this long, and at least [`RESCAN`] after the last one:
+/// a process queueing many messages makes one listing, not one per file.
+const RESCAN_AFTER_ARRIVAL: Duration = Duration::from_millis(200);
 /// A directory stamp younger than this may not show a change made right after it.
 const TIMESTAMP_GRANULARITY: Duration = Duration::from_secs(2);
 /// How long a stopping worker lets in-flight requests finish and be recorded.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits for the watch's next arrivals; forever when the queue is not watched.
+async fn next_arrivals(watch: &mut Option<QueueWatch>) -> std::io::Result<Arrivals> {
+    match watch {
+        Some(watch) => watch.arrivals().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Which queued messages a worker delivers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,22 +283,27 @@ impl Worker {
         stop: CancellationToken,
     ) {
         let daemon = self.mode == Mode::Daemon;
+        // Watch before the first look, so nothing added in between goes unnoticed.
+        let mut watch = if daemon { self.start_watch() } else { None };
         self.rescan().await;
-        let mut next_rescan = tokio::time::Instant::now() + self.rescan_period();
+        let mut last_rescan = tokio::time::Instant::now();
+        let mut next_rescan = self.timed_rescan(daemon, watch.is_some());
         loop {
             let now = Utc::now();
             self.dispatch(now).await;
             self.publish(now);
             // One timer: the next message's time or the next rescan, whichever is first
             // (capped, so a step of the wall clock delays a retry by at most that much).
-            let mut wake = tokio::time::Instant::now()
-                + self
-                    .next_wake(now)
-                    .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-                    .unwrap_or(RESCAN_IDLE)
-                    .min(RESCAN_IDLE);
-            if daemon {
-                wake = wake.min(next_rescan);
+            // With nothing queued and the queue watched, no timer at all.
+            let mut wake = self.next_wake(now).map(|at| {
+                tokio::time::Instant::now()
+                    + (at - Utc::now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .min(RESCAN_IDLE)
+            });
+            if let Some(rescan) = next_rescan {
+                wake = Some(wake.map_or(rescan, |at| at.min(rescan)));
             }
             // New messages first: a backlog of results to record must not hold back the
             // sending of what was just queued. Everything that is ready is taken at once.
@@ -311,13 +328,27 @@ impl Worker {
                     }
                     self.flush().await;
                 }
-                _ = tokio::time::sleep_until(wake) => {}
+                arrived = next_arrivals(&mut watch) => {
+                    let soon = (tokio::time::Instant::now() + RESCAN_AFTER_ARRIVAL)
+                        .max(last_rescan + RESCAN);
+                    match arrived {
+                        Ok(Arrivals::Message(id)) if self.holds(&id) => {}
+                        Ok(_) => next_rescan = Some(next_rescan.map_or(soon, |at| at.min(soon))),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "stopped watching the notification outbox; looking on a timer instead");
+                            watch = None;
+                            next_rescan = Some(soon);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {}
             }
-            if daemon && tokio::time::Instant::now() >= next_rescan {
+            if next_rescan.is_some_and(|at| tokio::time::Instant::now() >= at) {
                 if self.queue_may_have_changed() {
                     self.rescan().await;
+                    last_rescan = tokio::time::Instant::now();
                 }
-                next_rescan = tokio::time::Instant::now() + self.rescan_period();
+                next_rescan = self.timed_rescan(daemon, watch.is_some());
             }
         }
         // Let requests already on the wire finish so their outcome is recorded.
@@ -356,6 +387,33 @@ impl Worker {
         }
         self.mode == Mode::Daemon
             && !super::alive(message.owner_pid, &message.owner_host, &self.inner.host)
+    }
+
+    /// Watches the outbox queue for messages other processes add; `None`: look on a timer.
+    fn start_watch(&self) -> Option<QueueWatch> {
+        match self.inner.outbox.watch() {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                tracing::info!(error = %e, "cannot watch the notification outbox; looking on a timer instead");
+                None
+            }
+        }
+    }
+
+    /// When to look at the queue again unprompted: never for a watched queue that holds
+    /// nothing of a live process (an arrival prompts the next look), else after
+    /// [`Self::rescan_period`]. Only a daemon takes over other processes' messages.
+    fn timed_rescan(&self, daemon: bool, watched: bool) -> Option<tokio::time::Instant> {
+        if !daemon || (watched && !self.last_scan.foreign_held) {
+            return None;
+        }
+        Some(tokio::time::Instant::now() + self.rescan_period())
+    }
+
+    /// Whether the message with this id is the worker's own: queued, in flight, or being
+    /// written by this process.
+    fn holds(&self, id: &str) -> bool {
+        self.queue.contains_key(id) || self.in_flight.contains_key(id) || self.inner.announced(id)
     }
 
     fn rescan_period(&self) -> Duration {
@@ -434,6 +492,8 @@ impl Worker {
             self.seen += 1;
             match command {
                 Command::Queued(message) => {
+                    // Held from here on (queued below), so the watch needs no reminder.
+                    self.inner.unannounce([message.id.as_str()]);
                     if !self.in_flight.contains_key(&message.id) {
                         queued.push(message);
                     }
@@ -638,6 +698,7 @@ impl Worker {
         let outbox = self.inner.outbox.clone();
         let (written, parts_done) = (batch.clone(), parts.clone());
         let into = batch.id.clone();
+        self.inner.announce([into.as_str()]);
         let stored = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             outbox.put(&written)?;
             for part in &parts_done {
@@ -646,6 +707,8 @@ impl Worker {
             Ok(())
         })
         .await;
+        // Started by the caller right away, so held before the watch is read again.
+        self.inner.unannounce([batch.id.as_str()]);
         if !matches!(stored, Ok(Ok(()))) {
             tracing::error!(
                 target_name = target,
@@ -1074,6 +1137,11 @@ mod tests {
         worker.rescan().await;
         assert!(worker.queue.contains_key(&orphan.id));
         assert_eq!(worker.rescan_period(), RESCAN_IDLE);
+        // Nothing held by a live process: a watched queue needs no timer, an unwatched one
+        // is looked at once a minute, and only a daemon looks at all.
+        assert_eq!(worker.timed_rescan(true, true), None);
+        assert!(worker.timed_rescan(true, false).is_some());
+        assert_eq!(worker.timed_rescan(false, false), None);
 
         // Once the directory's stamp is old enough to trust, an unchanged queue is not
         // listed again.
@@ -1093,6 +1161,10 @@ mod tests {
         worker.rescan().await;
         assert!(!worker.queue.contains_key(&held.id));
         assert_eq!(worker.rescan_period(), RESCAN);
+        assert!(
+            worker.timed_rescan(true, true).is_some(),
+            "a live owner's messages are looked at again on a timer, watched or not"
+        );
         std::fs::File::open(&queue)
             .unwrap()
             .set_modified(past)

@@ -16,9 +16,10 @@ pub mod delivery;
 pub mod event;
 pub mod gate;
 pub mod outbox;
+mod queue_watch;
 pub mod signature;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -166,6 +167,9 @@ pub(crate) struct Inner {
     pub(crate) pid: u32,
     pub(crate) host: String,
     rng: SystemRandom,
+    /// Ids this process is adding to the queue and has not yet handed to the worker, so
+    /// the worker's queue watch does not take its own arrivals for another process's.
+    pub(crate) announced: Mutex<HashSet<String>>,
 }
 
 impl Inner {
@@ -181,6 +185,26 @@ impl Inner {
     pub(crate) fn disable(&self, target: &str, url: &str) {
         let mut disabled = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
         disabled.insert(target.to_owned(), url.to_owned());
+    }
+
+    /// Notes ids about to be written into the queue by this process (see `announced`).
+    pub(crate) fn announce<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        announced.extend(ids.into_iter().map(str::to_owned));
+    }
+
+    /// Forgets announced ids: handed to the worker, or not written after all.
+    pub(crate) fn unannounce<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            announced.remove(id);
+        }
+    }
+
+    /// Whether this process announced the id.
+    pub(crate) fn announced(&self, id: &str) -> bool {
+        let announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        announced.contains(id)
     }
 
     fn send(&self, command: Command) {
@@ -318,6 +342,7 @@ impl Notifier {
             pid: std::process::id(),
             host: hostname(),
             rng: SystemRandom::new(),
+            announced: Mutex::default(),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -512,6 +537,8 @@ impl Notifier {
                 self.message(secret, target, gated.contains(target), &draft)
             })
             .collect();
+        let announced: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
+        self.inner.announce(announced.iter().map(String::as_str));
         let inner = Arc::clone(&self.inner);
         let persisted =
             tokio::task::spawn_blocking(move || -> std::io::Result<Vec<(Message, bool)>> {
@@ -543,15 +570,23 @@ impl Notifier {
             })
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|r| r)
-            .map_err(|source| NotifyError::Store {
-                path: self.inner.outbox.dir().display().to_string(),
-                source,
-            })?;
+            .and_then(|r| r);
+        let persisted = match persisted {
+            Ok(persisted) => persisted,
+            Err(source) => {
+                self.inner.unannounce(announced.iter().map(String::as_str));
+                return Err(NotifyError::Store {
+                    path: self.inner.outbox.dir().display().to_string(),
+                    source,
+                });
+            }
+        };
         let mut ids = Vec::with_capacity(persisted.len());
         for (message, hand_over) in persisted {
             ids.push(message.id.clone());
-            if hand_over {
+            if !hand_over {
+                self.inner.unannounce([message.id.as_str()]);
+            } else {
                 self.inner.metrics.add(&message.target, |c| c.queued += 1);
                 self.inner.send(Command::Queued(message));
             }

@@ -150,6 +150,14 @@ impl Outbox {
         self.dir.join("queue")
     }
 
+    /// A watch for messages other processes add to the queue (its directory is created
+    /// first when missing).
+    pub(crate) fn watch(&self) -> io::Result<super::queue_watch::QueueWatch> {
+        let queue = self.queue();
+        make_dir(&queue)?;
+        super::queue_watch::QueueWatch::new(&queue)
+    }
+
     fn done_dir(&self) -> PathBuf {
         self.dir.join("done")
     }
