@@ -8,6 +8,7 @@
 //! the old file or the new one. The format is described in `docs/adr/0004-file-store-format.md`.
 
 mod key;
+mod record;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -29,8 +30,6 @@ use super::{
 };
 use crate::policy::FileBackendConfig;
 use crate::secret::{SecretName, SecretValue, Stage, VersionId};
-
-const FORMAT: u32 = 1;
 
 /// The encrypted file store.
 #[derive(Clone, Debug)]
@@ -222,31 +221,29 @@ impl Inner {
     }
 
     fn read_file(&self, name: &SecretName) -> Result<Option<SecretFile>> {
+        Ok(self.load(name)?.map(|parsed| parsed.file))
+    }
+
+    /// The secret's file as read, with where its next write goes; `None` if it has none.
+    fn load(&self, name: &SecretName) -> Result<Option<record::Parsed>> {
         let path = self.path(name);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io_error(&format!("reading {}", path.display()), e)),
         };
-        let file: SecretFile = serde_json::from_slice(&bytes).map_err(|e| {
+        let parsed = record::parse(&bytes).map_err(|e| {
             self.corrupt(format!("{} is not a valid store file: {e}", path.display()))
         })?;
-        if file.format != FORMAT {
-            return Err(self.corrupt(format!(
-                "{} has format {}, this rekeyd reads format {FORMAT}",
-                path.display(),
-                file.format
-            )));
-        }
-        if file.key_id != self.key.id {
+        if parsed.file.key_id != self.key.id {
             return Err(self.corrupt(format!(
                 "{} was sealed with key {} but the configured key is {}: wrong key file or key variable",
                 path.display(),
-                file.key_id,
+                parsed.file.key_id,
                 self.key.id
             )));
         }
-        Ok(Some(file))
+        Ok(Some(parsed))
     }
 
     fn require_file(&self, name: &SecretName) -> Result<SecretFile> {
@@ -269,10 +266,11 @@ impl Inner {
         Ok(file)
     }
 
-    /// Write to a temporary file, fsync, rename over, fsync the directory.
+    /// Stores `file` as the secret's file of one record: write to a temporary file, fsync,
+    /// rename over, fsync the directory.
     fn write_file(&self, file: &SecretFile) -> Result<()> {
         let path = self.path(&file.name);
-        let bytes = serde_json::to_vec_pretty(file).expect("store files always serialize");
+        let bytes = record::encode(file);
         let tmp = crate::temp_file::path_for(&path);
         let write = || -> std::io::Result<()> {
             let mut out = OpenOptions::new()
@@ -387,7 +385,7 @@ impl Backend for FileBackend {
         self.blocking(move |inner| {
             let _lock = inner.lock(&name)?;
             let mut file = inner.read_file(&name)?.unwrap_or_else(|| SecretFile {
-                format: FORMAT,
+                format: record::FORMAT,
                 name: name.clone(),
                 key_id: inner.key.id.clone(),
                 versions: Vec::new(),
