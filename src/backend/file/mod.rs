@@ -3,9 +3,12 @@
 //!
 //! Durability and concurrency come from the file system: each change is a
 //! read-modify-write under an exclusive `flock` on the secret's lock file (so two rekeyd
-//! processes never interleave), written to a temporary file, fsynced, renamed over the old
-//! file and the directory fsynced. Readers take no lock: a rename is atomic, so they see
-//! the old file or the new one. The format is described in `docs/adr/0004-file-store-format.md`.
+//! processes never interleave) that appends the new state as one self-checking record
+//! (`record.rs`) and fdatasyncs it. A secret's first file is written to a temporary file,
+//! fsynced, renamed into place and the directory fsynced. Readers take no lock: they take
+//! the last intact record, so a racing append shows the old state or the new one. The
+//! format is described in `docs/adr/0004-file-store-format.md` and
+//! `docs/adr/0006-file-store-append-records.md`.
 
 mod key;
 mod record;
@@ -30,6 +33,7 @@ use super::{
 };
 use crate::policy::FileBackendConfig;
 use crate::secret::{SecretName, SecretValue, Stage, VersionId};
+use record::Layout;
 
 /// The encrypted file store.
 #[derive(Clone, Debug)]
@@ -220,10 +224,6 @@ impl Inner {
         self.dir.join(format!("{}.json", encode_name(name)))
     }
 
-    fn read_file(&self, name: &SecretName) -> Result<Option<SecretFile>> {
-        Ok(self.load(name)?.map(|parsed| parsed.file))
-    }
-
     /// The secret's file as read, with where its next write goes; `None` if it has none.
     fn load(&self, name: &SecretName) -> Result<Option<record::Parsed>> {
         let path = self.path(name);
@@ -247,8 +247,15 @@ impl Inner {
     }
 
     fn require_file(&self, name: &SecretName) -> Result<SecretFile> {
-        self.read_file(name)?
-            .ok_or_else(|| self.not_found(format!("secret {name:?}")))
+        Ok(self.require(name)?.0)
+    }
+
+    /// The secret's state and how its file lies; NotFound if it has no file.
+    fn require(&self, name: &SecretName) -> Result<(SecretFile, Layout)> {
+        let parsed = self
+            .load(name)?
+            .ok_or_else(|| self.not_found(format!("secret {name:?}")))?;
+        Ok((parsed.file, parsed.layout))
     }
 
     /// Holds the secret's exclusive lock for one read-modify-write.
@@ -266,12 +273,54 @@ impl Inner {
         Ok(file)
     }
 
-    /// Stores `file` as the secret's file of one record: write to a temporary file, fsync,
-    /// rename over, fsync the directory.
-    fn write_file(&self, file: &SecretFile) -> Result<()> {
+    /// Persists `file` as the secret's new state, under its lock. `layout` is how its file
+    /// lay when read under the same lock (`None`: there is no file yet).
+    ///
+    /// A format 2 file gets the record appended: one write and one fdatasync, no new inode
+    /// and no directory update. A new file and a format 1 file are written whole.
+    fn write_file(&self, file: &SecretFile, layout: Option<Layout>) -> Result<()> {
         let path = self.path(&file.name);
-        let bytes = record::encode(file);
-        let tmp = crate::temp_file::path_for(&path);
+        let record = record::encode(file);
+        match layout {
+            Some(Layout::Records { end, len }) => self.append(&path, end, len, &record),
+            Some(Layout::Legacy) | None => self.replace(&path, &record),
+        }
+    }
+
+    /// Appends `record` after the last intact record, which ends at `end` of `len` bytes:
+    /// a torn tail a crash left is cut off first, so nothing but records lies between them.
+    fn append(&self, path: &Path, end: u64, len: u64, record: &[u8]) -> Result<()> {
+        let mut out = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| self.io_error(&format!("opening {}", path.display()), e))?;
+        let write = |out: &mut File| -> std::io::Result<()> {
+            if len != end {
+                tracing::warn!(
+                    backend = %self.name,
+                    file = %path.display(),
+                    bytes = len - end,
+                    "cutting off the torn end of a store file (a write a crash interrupted)"
+                );
+                out.set_len(end)?;
+            }
+            // One write_all: a reader sees the record whole or as a torn line it skips.
+            out.write_all(record)?;
+            crate::fault::point("store_after_append");
+            out.sync_data()
+        };
+        write(&mut out).map_err(|e| {
+            // Best effort: a failed write should not show (readers would take a record
+            // that was never made durable for the caller's success).
+            let _ = out.set_len(end);
+            self.io_error(&format!("appending to {}", path.display()), e)
+        })
+    }
+
+    /// Writes `record` as the whole file: to a temporary file, fsync, rename over, fsync
+    /// the directory (the new directory entry must be durable too).
+    fn replace(&self, path: &Path, record: &[u8]) -> Result<()> {
+        let tmp = crate::temp_file::path_for(path);
         let write = || -> std::io::Result<()> {
             let mut out = OpenOptions::new()
                 .create(true)
@@ -279,9 +328,9 @@ impl Inner {
                 .write(true)
                 .mode(0o600)
                 .open(&tmp)?;
-            out.write_all(&bytes)?;
+            out.write_all(record)?;
             out.sync_all()?;
-            fs::rename(&tmp, &path)?;
+            fs::rename(&tmp, path)?;
             File::open(&self.dir)?.sync_all()
         };
         write().map_err(|e| {
@@ -384,12 +433,18 @@ impl Backend for FileBackend {
         let (name, version, value) = (name.clone(), version.clone(), value.clone());
         self.blocking(move |inner| {
             let _lock = inner.lock(&name)?;
-            let mut file = inner.read_file(&name)?.unwrap_or_else(|| SecretFile {
-                format: record::FORMAT,
-                name: name.clone(),
-                key_id: inner.key.id.clone(),
-                versions: Vec::new(),
-            });
+            let (mut file, layout) = match inner.load(&name)? {
+                Some(parsed) => (parsed.file, Some(parsed.layout)),
+                None => (
+                    SecretFile {
+                        format: record::FORMAT,
+                        name: name.clone(),
+                        key_id: inner.key.id.clone(),
+                        versions: Vec::new(),
+                    },
+                    None,
+                ),
+            };
             match versions::decide_put(&file.versions, &version) {
                 PutDecision::Exists(index) => {
                     if inner.open(&name, &file.versions[index])?.ct_eq(&value) {
@@ -412,7 +467,7 @@ impl Backend for FileBackend {
                     });
                     let index = file.versions.len() - 1;
                     versions::move_stage(&mut file.versions, Stage::Pending, index);
-                    inner.write_file(&file)?;
+                    inner.write_file(&file, layout)?;
                     Ok(PutOutcome::Created)
                 }
             }
@@ -430,14 +485,14 @@ impl Backend for FileBackend {
         let expected = expected_current.cloned();
         self.blocking(move |inner| {
             let _lock = inner.lock(&name)?;
-            let mut file = inner.require_file(&name)?;
+            let (mut file, layout) = inner.require(&name)?;
             let index = file
                 .versions
                 .iter()
                 .position(|v| v.id == version)
                 .ok_or_else(|| inner.not_found(format!("version {version} of {name:?}")))?;
             match versions::promote(&mut file.versions, index, expected.as_ref()) {
-                Promoted::Moved => inner.write_file(&file),
+                Promoted::Moved => inner.write_file(&file, Some(layout)),
                 Promoted::AlreadyCurrent => Ok(()),
                 Promoted::Stale(found) => Err(versions::current_changed(
                     &inner.name,
@@ -454,10 +509,10 @@ impl Backend for FileBackend {
         let (name, version) = (name.clone(), version.clone());
         self.blocking(move |inner| {
             let _lock = inner.lock(&name)?;
-            let mut file = inner.require_file(&name)?;
+            let (mut file, layout) = inner.require(&name)?;
             if versions::unlabel_pending(&mut file.versions, &version) {
                 versions::drop_unlabelled(&mut file.versions);
-                inner.write_file(&file)?;
+                inner.write_file(&file, Some(layout))?;
             }
             Ok(())
         })
@@ -503,10 +558,10 @@ impl Backend for FileBackend {
         let name = name.clone();
         self.blocking(move |inner| {
             let _lock = inner.lock(&name)?;
-            let mut file = inner.require_file(&name)?;
+            let (mut file, layout) = inner.require(&name)?;
             let removed = versions::drop_unlabelled(&mut file.versions);
             if removed > 0 {
-                inner.write_file(&file)?;
+                inner.write_file(&file, Some(layout))?;
             }
             Ok(removed)
         })

@@ -22,10 +22,6 @@ const SUM_LEN: usize = 64;
 pub(super) struct Parsed {
     /// The secret's state: the last intact record.
     pub(super) file: SecretFile,
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the append writer will read it")
-    )]
     pub(super) layout: Layout,
 }
 
