@@ -449,3 +449,76 @@ async fn a_reader_racing_appends_always_sees_a_whole_state() {
         .expect("read");
     assert!(last.ct_eq(&value(ROTATIONS)));
 }
+
+#[tokio::test]
+async fn a_file_reaching_the_bound_is_compacted_to_one_record_of_the_same_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let backend = FileBackend::open("local", &cfg).expect("open");
+    let secret = name("grows");
+    let path = secret_file(&cfg.path, &secret);
+    let inode = |path: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap());
+    // 1 KiB values make records of about 3 KiB: the bound comes after a few dozen writes.
+    let value = |i: u32| SecretValue::new(format!("{i:01024}").into_bytes());
+    let mut compactions = 0;
+    let mut previous: Option<VersionId> = None;
+    for i in 0..100u32 {
+        for step in ["put", "promote"] {
+            let (len, records, ino) = (
+                fs::metadata(&path).map_or(0, |m| m.len()),
+                fs::read(&path).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count()),
+                fs::metadata(&path).ok().map(|_| inode(&path)),
+            );
+            if step == "put" {
+                backend
+                    .put_pending(&secret, &version(i), &value(i))
+                    .await
+                    .expect("put");
+            } else {
+                backend
+                    .promote(&secret, &version(i), previous.as_ref())
+                    .await
+                    .expect("promote");
+            }
+            let after = intact_records(&path);
+            let new_len = fs::metadata(&path).unwrap().len();
+            assert!(new_len <= COMPACT_AT, "{new_len} bytes: past the bound");
+            if new_len < len {
+                compactions += 1;
+                // The write that would have crossed the bound rewrote the file whole.
+                let record = new_len;
+                assert!(len + record > COMPACT_AT, "compacted early at {len} bytes");
+                assert_eq!(after.len(), 1, "one record after compaction");
+                assert_ne!(Some(inode(&path)), ino, "by rename");
+            } else if ino.is_some() {
+                assert_eq!(after.len(), records + 1, "appended");
+                assert_eq!(Some(inode(&path)), ino, "appended in place");
+            }
+            // The state is the one just written, compaction or not.
+            let described = backend.describe(&secret).await.expect("describe");
+            let stage = |s| described.stage(s).map(|v| v.id.clone());
+            if step == "put" {
+                assert_eq!(stage(Stage::Pending), Some(version(i)));
+                assert_eq!(stage(Stage::Current), previous);
+            } else {
+                assert_eq!(stage(Stage::Current), Some(version(i)));
+                assert_eq!(stage(Stage::Previous), previous);
+                assert_eq!(stage(Stage::Pending), None);
+            }
+        }
+        for (stage, id) in [
+            (Stage::Current, Some(i)),
+            (Stage::Previous, i.checked_sub(1)),
+        ] {
+            if let Some(id) = id {
+                let read = backend
+                    .read(&secret, &Selector::Stage(stage))
+                    .await
+                    .expect("read");
+                assert!(read.ct_eq(&value(id)), "{stage} after rotation {i}");
+            }
+        }
+        previous = Some(version(i));
+    }
+    assert!(compactions >= 2, "{compactions} compactions in 200 writes");
+}
