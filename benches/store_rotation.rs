@@ -12,6 +12,12 @@
 //! if the code changes. The floor then makes that many writes of the same average size,
 //! each appended to a file and followed by `fsync`, with the same concurrency.
 //!
+//! The store appends a record per write and compacts a file that reaches its bound (ADR
+//! 0006). So that the measured rotations include compactions at their steady-state rate,
+//! seeding first finds the compaction period (rotating one secret until its file shrinks
+//! twice) and then rotates each secret a different number of extra times, spreading the
+//! files evenly over that period.
+//!
 //! Each round rotates every secret once, in chunks of 50 that alternate with the floor's
 //! share of the same chunk (this machine's fsync latency drifts with other load, so both
 //! sides must see the same disk). Each round's ratio compares its two sides; the median
@@ -55,11 +61,14 @@ fn policy(n: usize, dir: &Path) -> Policy {
 }
 
 /// A store of `n` secrets, each rotated twice already, so every measured rotation is the
-/// steady state: put, promote, and dropping the version that lost its last stage.
+/// steady state: put, promote, and dropping the version that lost its last stage; and with
+/// their files spread over the compaction period.
 struct Store {
     _dir: tempfile::TempDir,
     policy: Arc<Policy>,
     engine: Arc<Engine>,
+    /// Rotations from one compaction of a secret's file to the next.
+    compaction_period: usize,
 }
 
 impl Store {
@@ -68,15 +77,69 @@ impl Store {
         let (policy, engine) = open_runtime(policy(n, dir.path()), None, Notifications::Off)
             .await
             .expect("runtime");
-        let store = Self {
+        let mut store = Self {
             _dir: dir,
             policy,
             engine,
+            compaction_period: 0,
         };
         for _ in 0..2 {
             store.rotate_all(concurrency).await;
         }
+        store.compaction_period = store.find_compaction_period().await;
+        // Secret i rotated i/n of a period more: files at every point of their cycle.
+        let n = store.policy.secrets.len();
+        let extra = |i: usize| i * store.compaction_period / n;
+        for r in 0..store.compaction_period {
+            let behind: Vec<SecretPolicy> = (0..n)
+                .filter(|&i| extra(i) > r)
+                .map(|i| store.policy.secrets[i].clone())
+                .collect();
+            store.rotate(&behind, concurrency).await;
+        }
         store
+    }
+
+    /// Rotates the first secret until its file has shrunk (been compacted) twice; the
+    /// rotations between the two shrinks.
+    async fn find_compaction_period(&self) -> usize {
+        let first = &self.policy.secrets[..1];
+        let path = rekeyd::backend::file::secret_file(&self.store_dir(), &first[0].name);
+        let len = || std::fs::metadata(&path).expect("store file").len();
+        let mut shrinks = Vec::new();
+        for rotation in 0..10_000 {
+            let before = len();
+            self.rotate(first, 1).await;
+            if len() < before {
+                shrinks.push(rotation);
+                if shrinks.len() == 2 {
+                    return shrinks[1] - shrinks[0];
+                }
+            }
+        }
+        panic!("no compaction in 10,000 rotations of one secret")
+    }
+
+    /// The file store's directory.
+    fn store_dir(&self) -> std::path::PathBuf {
+        self.policy
+            .backends
+            .values()
+            .find_map(|b| match b {
+                rekeyd::policy::BackendConfig::File(f) => Some(f.path.clone()),
+                _ => None,
+            })
+            .expect("the bench policy has a file store")
+    }
+
+    /// The secrets' store files.
+    fn files(&self) -> impl Iterator<Item = std::path::PathBuf> {
+        std::fs::read_dir(self.store_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .map(|e| e.path())
     }
 
     /// Rotates every secret once, `concurrency` at a time.
@@ -101,21 +164,18 @@ impl Store {
         started.elapsed()
     }
 
-    /// Bytes of the audit log, and of the average secret file at rest.
+    /// Bytes of the audit log, and of the average record (one store write: a file's last
+    /// line).
     fn bytes(&self) -> (u64, u64) {
         let audit = std::fs::metadata(&self.policy.daemon.audit_log).map_or(0, |m| m.len());
         let sizes: Vec<u64> = self
-            .policy
-            .backends
-            .values()
-            .filter_map(|b| match b {
-                rekeyd::policy::BackendConfig::File(f) => Some(f.path.clone()),
-                _ => None,
+            .files()
+            .filter_map(|path| std::fs::read(path).ok())
+            .filter_map(|bytes| {
+                let body = bytes.strip_suffix(b"\n")?;
+                let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                Some((bytes.len() - start) as u64)
             })
-            .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
             .collect();
         (audit, sizes.iter().sum::<u64>() / sizes.len().max(1) as u64)
     }
@@ -241,48 +301,64 @@ fn floor(dir: &Path, writes: u64, size: u64, concurrency: usize) -> Duration {
 /// What one rotation writes, for the second floor.
 #[derive(Clone, Copy, Default)]
 struct Writes {
-    /// Whole-file replaces (temp + fsync + rename + directory fsync) and their size.
-    replaces: usize,
-    file_size: u64,
-    /// Appends followed by fdatasync, and their size.
+    /// Store writes (a record appended to the secret's file, then fdatasync) and their size.
+    records: usize,
+    record_size: u64,
+    /// One store write in this many is a compaction instead: the record written whole to a
+    /// temporary file, fsync, rename, directory fsync.
+    compact_every: usize,
+    /// Audit appends followed by fdatasync, and their size.
     appends: usize,
     line_size: u64,
 }
 
-/// The second floor: `rotations` times the very file operations a rotation needs (atomic
-/// replaces of a secret-sized file in one directory, appends of audit-line size), done
-/// directly, `concurrency` threads at a time. Against it, the ratio is rekeyd's own cost;
-/// against [`floor`], it also includes the cost of the store's replace-by-rename format.
+/// The second floor: `rotations` times the very file operations a rotation needs (records
+/// appended to a secret's file with the store's share of compactions, appends of
+/// audit-line size), done directly, `concurrency` threads at a time. Against it, the ratio
+/// is rekeyd's own cost; against [`floor`], it also includes the cost of the store's format.
 fn same_operations(dir: &Path, rotations: usize, writes: Writes, concurrency: usize) -> Duration {
     let per_thread = rotations.div_ceil(concurrency);
-    let (file, line) = (
-        vec![b'y'; writes.file_size as usize],
+    let (record, line) = (
+        vec![b'y'; writes.record_size as usize],
         vec![b'z'; writes.line_size as usize],
     );
     let started = Instant::now();
     std::thread::scope(|scope| {
         for t in 0..concurrency {
-            let (file, line) = (&file, &line);
+            let (record, line) = (&record, &line);
             scope.spawn(move || {
                 let mut log =
                     std::fs::File::create(dir.join(format!("same-{t}.log"))).expect("floor log");
                 let tmp = dir.join(format!("same-{t}.tmp"));
+                // Threads start at different points of the compaction cycle.
+                let mut store_writes = t * writes.compact_every / concurrency;
                 for r in 0..per_thread {
                     let target = dir.join(format!("same-{t}-{}.json", r % CHUNK));
                     // Interleaved as a rotation does: an audit entry, then a store write.
-                    for i in 0..writes.appends.max(writes.replaces) {
+                    for i in 0..writes.appends.max(writes.records) {
                         if i < writes.appends {
                             log.write_all(line).expect("append");
                             log.sync_data().expect("fdatasync");
                         }
-                        if i < writes.replaces {
-                            let mut out = std::fs::File::create(&tmp).expect("temp");
-                            out.write_all(file).expect("write");
-                            out.sync_all().expect("fsync");
-                            std::fs::rename(&tmp, &target).expect("rename");
-                            std::fs::File::open(dir)
-                                .and_then(|d| d.sync_all())
-                                .expect("directory fsync");
+                        if i < writes.records {
+                            store_writes += 1;
+                            if store_writes.is_multiple_of(writes.compact_every.max(1)) {
+                                let mut out = std::fs::File::create(&tmp).expect("temp");
+                                out.write_all(record).expect("write");
+                                out.sync_all().expect("fsync");
+                                std::fs::rename(&tmp, &target).expect("rename");
+                                std::fs::File::open(dir)
+                                    .and_then(|d| d.sync_all())
+                                    .expect("directory fsync");
+                            } else {
+                                let mut out = std::fs::OpenOptions::new()
+                                    .create(true)
+                                    .append(true)
+                                    .open(&target)
+                                    .expect("store file");
+                                out.write_all(record).expect("append");
+                                out.sync_data().expect("fdatasync");
+                            }
                         }
                     }
                 }
@@ -355,12 +431,11 @@ fn round(
         let (log_before, _) = store.bytes();
         round.rekeyd += runtime.block_on(store.rotate(chunk, concurrency));
         let audit = store.engine.audit().stats().fsyncs - audit_before;
-        let (log_after, file_size) = store.bytes();
+        let (log_after, record_size) = store.bytes();
         let rotations = chunk.len() as f64;
-        // Half the store's fsyncs are of secret files, each rewritten whole; the other half
-        // are of the directory.
+        // Each store fsync but a compaction's second (of the directory) writes one record.
         let store_fsyncs = (count.store * rotations).round() as u64;
-        let bytes = log_after - log_before + file_size * (store_fsyncs / 2);
+        let bytes = log_after - log_before + record_size * store_fsyncs;
         // The floor: every durable write a rotation needs, whether or not group commit let
         // rekeyd share an fsync with another rotation's.
         let writes = ((count.store + count.audit) * rotations).round() as u64;
@@ -369,8 +444,10 @@ fn round(
         round.bytes += bytes;
         let entries = (count.audit * rotations).round() as u64;
         let same = Writes {
-            replaces: (count.store / 2.0).round() as usize,
-            file_size,
+            // put_pending and promote.
+            records: 2,
+            record_size,
+            compact_every: 2 * store.compaction_period,
             appends: count.audit.round() as usize,
             line_size: (log_after - log_before) / entries.max(1),
         };
@@ -461,7 +538,12 @@ fn main() {
          rekeyd time / floor time, median of the rounds' own ratios (target: within 1.3x)"
     );
     println!();
-    println!("the same file operations done directly (replaces by rename, appends)");
+    println!(
+        "the same file operations done directly (2 records appended per rotation, one store \
+         write in {} a compaction by rename; {:.0} audit appends)",
+        2 * store.compaction_period,
+        count.audit
+    );
     println!(
         "{:<10} {:>13} {:>16} {:>16}",
         "in flight", "direct rot/s", "rekeyd / direct", "direct / floor"

@@ -32,6 +32,12 @@ pub const NOTIFY_POINTS: [&str; 5] = [
     "notify_after_send",
 ];
 
+/// Crash points inside the file store's writes.
+pub(crate) const STORE_POINTS: [&str; 1] = [
+    // A record is appended to a secret's file (visible to readers) but not fdatasynced.
+    "store_after_append",
+];
+
 fn armed() -> Option<&'static str> {
     static ARMED: OnceLock<Option<String>> = OnceLock::new();
     ARMED
@@ -42,7 +48,7 @@ fn armed() -> Option<&'static str> {
 /// Aborts the process if `point` is the armed crash point.
 pub(crate) fn point(point: &str) {
     debug_assert!(
-        POINTS.contains(&point) || NOTIFY_POINTS.contains(&point),
+        POINTS.contains(&point) || NOTIFY_POINTS.contains(&point) || STORE_POINTS.contains(&point),
         "unknown crash point {point}"
     );
     if armed() == Some(point) {

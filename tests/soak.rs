@@ -11,8 +11,9 @@
 //! delivered (the receiver saw it, signature checked by the reference verifier) or given
 //! up with a reason, the audit log verifies, and the steady daemon's memory did not grow.
 //!
-//! The faults are real: the file store's directory is made immutable (`chattr +i`, so
-//! every write fails with EPERM, as on a read-only or broken mount); moto sits behind a
+//! The faults are real: the file store's directory and its files are made immutable
+//! (`chattr -R +i`, so every write, append included, fails with EPERM, as on a read-only
+//! or broken mount); moto sits behind a
 //! proxy that cuts connections or answers 500; receivers answer 5xx, `Retry-After`, too
 //! slowly, or are not running at all. The random seed is printed; `REKEYD_SOAK_SEED`
 //! replays one schedule of faults.
@@ -316,14 +317,15 @@ trait Faulty: Send {
     fn heal(&mut self);
 }
 
-/// The file store's directories, made immutable (writes fail with EPERM) and back.
+/// The file store's directories and their files, made immutable (writes fail with EPERM)
+/// and back. The files too: an immutable directory still lets its files be appended to.
 struct ImmutableDirs(Vec<PathBuf>);
 
 impl ImmutableDirs {
     fn chattr(&self, flag: &str) {
         for dir in &self.0 {
             let out = Command::new("chattr")
-                .arg(flag)
+                .args(["-R", flag])
                 .arg(dir)
                 .output()
                 .expect("chattr (e2fsprogs) is needed for the file store's fault injection");
@@ -353,7 +355,7 @@ impl Drop for ImmutableDirs {
     fn drop(&mut self) {
         // Whatever happened, leave the directories deletable.
         for dir in &self.0 {
-            let _ = Command::new("chattr").arg("-i").arg(dir).status();
+            let _ = Command::new("chattr").args(["-R", "-i"]).arg(dir).status();
         }
     }
 }

@@ -153,11 +153,43 @@ impl Sandbox {
             .collect()
     }
 
-    /// The file store's record of a secret (versions and stages; values are sealed).
+    /// The file store's record of a secret (versions and stages; values are sealed): the
+    /// last record of its file.
     pub fn store_record(&self, file_name: &str) -> Value {
-        let text = std::fs::read_to_string(self.path(&format!("state/store-local/{file_name}")))
-            .expect("store file");
-        serde_json::from_str(&text).expect("store JSON")
+        self.store_records(file_name)
+            .pop()
+            .expect("a store file holds at least one record")
+    }
+
+    /// Every record of a secret's store file (format 2), oldest first. Each line must be
+    /// intact (compact JSON, a space, the hex SHA-256 of that JSON) and in format 2: with
+    /// no rekeyd running, no torn append may be left between or after the records.
+    pub fn store_records(&self, file_name: &str) -> Vec<Value> {
+        let path = self.path(&format!("state/store-local/{file_name}"));
+        let text = std::fs::read_to_string(&path).expect("store file");
+        assert!(
+            text.ends_with('\n'),
+            "{}: the last record is torn",
+            path.display()
+        );
+        text.lines()
+            .enumerate()
+            .map(|(i, line)| {
+                let (json, sum) = line
+                    .rsplit_once(' ')
+                    .unwrap_or_else(|| panic!("{}: line {i} has no checksum", path.display()));
+                let digest = ring::digest::digest(&ring::digest::SHA256, json.as_bytes());
+                assert_eq!(
+                    sum,
+                    rekeyd::hex::encode(digest.as_ref()),
+                    "{}: line {i} is not intact",
+                    path.display()
+                );
+                let record: Value = serde_json::from_str(json).expect("store record JSON");
+                assert_eq!(record["format"], 2, "{}: line {i}", path.display());
+                record
+            })
+            .collect()
     }
 }
 

@@ -141,13 +141,13 @@ async fn altered_or_moved_ciphertext_fails_to_decrypt() {
             .await
             .expect("put");
     }
-    // Moving a's file over b's: same key, same version id, but bound to another name.
-    let a_text = fs::read_to_string(secret_file(&cfg.path, &a)).expect("read");
-    fs::write(
-        secret_file(&cfg.path, &b),
-        a_text.replace("\"name\": \"a\"", "\"name\": \"b\""),
-    )
-    .expect("write");
+    // Moving a's file over b's: same key, same version id, but bound to another name. The
+    // record's checksum only tells torn from whole, so whoever moves it can recompute it.
+    let mut moved = record::parse(&fs::read(secret_file(&cfg.path, &a)).expect("read"))
+        .expect("a's file")
+        .file;
+    moved.name = b.clone();
+    fs::write(secret_file(&cfg.path, &b), record::encode(&moved)).expect("write");
     let err = backend
         .read(&b, &Selector::Version(id.clone()))
         .await
@@ -273,4 +273,252 @@ async fn two_store_instances_writing_at_once_lose_no_update() {
     assert!(description.stage(Stage::Current).is_some());
     assert!(description.stage(Stage::Previous).is_some());
     assert_eq!(one.retire(&secret).await.expect("retire"), 0);
+}
+
+/// Every line of a store file, each checked to be one intact format 2 record.
+fn intact_records(path: &Path) -> Vec<SecretFile> {
+    let bytes = fs::read(path).expect("store file");
+    assert_eq!(
+        bytes.last(),
+        Some(&b'\n'),
+        "the file ends with a whole record"
+    );
+    bytes
+        .split_inclusive(|b| *b == b'\n')
+        .map(|line| {
+            let parsed = record::parse(line).expect("an intact record");
+            let len = line.len() as u64;
+            assert_eq!(parsed.layout, Layout::Records { end: len, len });
+            parsed.file
+        })
+        .collect()
+}
+
+fn version(i: u32) -> VersionId {
+    VersionId::new(format!("{i:032}"))
+}
+
+/// What a crash can leave after the last durable record: part of an append that never
+/// reached `fdatasync` (power lost mid-write), or whole lines that are not a record.
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    HalfARecord,
+    Garbage,
+    BadChecksum,
+}
+
+#[tokio::test]
+async fn a_torn_last_record_reads_as_the_state_before_it_and_the_next_write_cuts_it_off() {
+    for damage in [Damage::HalfARecord, Damage::Garbage, Damage::BadChecksum] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path());
+        let backend = FileBackend::open("local", &cfg).expect("open");
+        let secret = name("svc");
+        let path = secret_file(&cfg.path, &secret);
+        let value = |i: u8| SecretValue::new(vec![i; 20]);
+        backend
+            .put_pending(&secret, &version(1), &value(1))
+            .await
+            .expect("put");
+        backend
+            .promote(&secret, &version(1), None)
+            .await
+            .expect("promote");
+        let durable = fs::metadata(&path).unwrap().len();
+        backend
+            .put_pending(&secret, &version(2), &value(2))
+            .await
+            .expect("put");
+        let full = fs::read(&path).unwrap();
+        assert_eq!(
+            intact_records(&path).len(),
+            3,
+            "two appends after the first write"
+        );
+
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let last = &full[durable as usize..];
+        match damage {
+            Damage::HalfARecord => file.set_len(durable + last.len() as u64 / 2).unwrap(),
+            Damage::Garbage => {
+                file.set_len(durable).unwrap();
+                fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .unwrap()
+                    .write_all(b"\0\0\0garbage\n{\"format\":2}\n\0\0")
+                    .unwrap();
+            }
+            Damage::BadChecksum => {
+                // The whole line is there, but one byte of it changed: pending → pendinG.
+                let text = String::from_utf8(last.to_vec()).unwrap();
+                assert!(text.contains("\"pending\""));
+                let altered = text.replacen("\"pending\"", "\"pendinG\"", 1);
+                fs::write(
+                    &path,
+                    [&full[..durable as usize], altered.as_bytes()].concat(),
+                )
+                .unwrap();
+            }
+        }
+        let damaged_len = fs::metadata(&path).unwrap().len();
+        assert!(damaged_len > durable, "{damage:?}: the tail is there");
+
+        // Readers: the state of the last intact record (v1 current, nothing pending).
+        let described = backend.describe(&secret).await.expect("describe");
+        assert_eq!(described.versions.len(), 1, "{damage:?}: {described:?}");
+        assert_eq!(described.stage(Stage::Current).unwrap().id, version(1));
+        assert!(described.stage(Stage::Pending).is_none(), "{damage:?}");
+        let current = backend
+            .read(&secret, &Selector::Stage(Stage::Current))
+            .await
+            .expect("read");
+        assert!(current.ct_eq(&value(1)), "{damage:?}");
+
+        // The next write cuts the tail off and appends right after the intact record.
+        backend
+            .put_pending(&secret, &version(3), &value(3))
+            .await
+            .expect("put after the damage");
+        let records = intact_records(&path);
+        assert_eq!(records.len(), 3, "{damage:?}: no garbage between records");
+        let ids: Vec<_> = records[2].versions.iter().map(|v| v.id.clone()).collect();
+        assert_eq!(ids, [version(1), version(3)], "{damage:?}");
+        assert!(
+            backend
+                .read(&secret, &Selector::Stage(Stage::Pending))
+                .await
+                .expect("pending")
+                .ct_eq(&value(3))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_racing_appends_always_sees_a_whole_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let writer = FileBackend::open("local", &cfg).expect("open");
+    // A second instance reads, as another process would.
+    let reader = FileBackend::open("local", &cfg).expect("open");
+    let secret = name("raced");
+    let value = |i: u32| SecretValue::new(format!("value-{i:04}").into_bytes());
+    writer
+        .put_pending(&secret, &version(0), &value(0))
+        .await
+        .expect("put");
+    writer
+        .promote(&secret, &version(0), None)
+        .await
+        .expect("promote");
+    const ROTATIONS: u32 = 150;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reads = {
+        let (done, secret) = (Arc::clone(&done), secret.clone());
+        tokio::spawn(async move {
+            let mut reads = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let current = reader
+                    .read(&secret, &Selector::Stage(Stage::Current))
+                    .await
+                    .expect("a reader never sees a broken file");
+                let text = String::from_utf8(current.expose().to_vec()).unwrap();
+                let i: u32 = text.strip_prefix("value-").unwrap().parse().unwrap();
+                assert!(i <= ROTATIONS, "{text}");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for i in 1..=ROTATIONS {
+        writer
+            .put_pending(&secret, &version(i), &value(i))
+            .await
+            .expect("put");
+        writer
+            .promote(&secret, &version(i), Some(&version(i - 1)))
+            .await
+            .expect("promote");
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let reads = reads.await.expect("reader");
+    assert!(reads > 0, "the reader ran");
+    let last = writer
+        .read(&secret, &Selector::Stage(Stage::Current))
+        .await
+        .expect("read");
+    assert!(last.ct_eq(&value(ROTATIONS)));
+}
+
+#[tokio::test]
+async fn a_file_reaching_the_bound_is_compacted_to_one_record_of_the_same_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let backend = FileBackend::open("local", &cfg).expect("open");
+    let secret = name("grows");
+    let path = secret_file(&cfg.path, &secret);
+    let inode = |path: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap());
+    // 1 KiB values make records of about 3 KiB: the bound comes after a few dozen writes.
+    let value = |i: u32| SecretValue::new(format!("{i:01024}").into_bytes());
+    let mut compactions = 0;
+    let mut previous: Option<VersionId> = None;
+    for i in 0..100u32 {
+        for step in ["put", "promote"] {
+            let (len, records, ino) = (
+                fs::metadata(&path).map_or(0, |m| m.len()),
+                fs::read(&path).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count()),
+                fs::metadata(&path).ok().map(|_| inode(&path)),
+            );
+            if step == "put" {
+                backend
+                    .put_pending(&secret, &version(i), &value(i))
+                    .await
+                    .expect("put");
+            } else {
+                backend
+                    .promote(&secret, &version(i), previous.as_ref())
+                    .await
+                    .expect("promote");
+            }
+            let after = intact_records(&path);
+            let new_len = fs::metadata(&path).unwrap().len();
+            assert!(new_len <= COMPACT_AT, "{new_len} bytes: past the bound");
+            if new_len < len {
+                compactions += 1;
+                // The write that would have crossed the bound rewrote the file whole.
+                let record = new_len;
+                assert!(len + record > COMPACT_AT, "compacted early at {len} bytes");
+                assert_eq!(after.len(), 1, "one record after compaction");
+                assert_ne!(Some(inode(&path)), ino, "by rename");
+            } else if ino.is_some() {
+                assert_eq!(after.len(), records + 1, "appended");
+                assert_eq!(Some(inode(&path)), ino, "appended in place");
+            }
+            // The state is the one just written, compaction or not.
+            let described = backend.describe(&secret).await.expect("describe");
+            let stage = |s| described.stage(s).map(|v| v.id.clone());
+            if step == "put" {
+                assert_eq!(stage(Stage::Pending), Some(version(i)));
+                assert_eq!(stage(Stage::Current), previous);
+            } else {
+                assert_eq!(stage(Stage::Current), Some(version(i)));
+                assert_eq!(stage(Stage::Previous), previous);
+                assert_eq!(stage(Stage::Pending), None);
+            }
+        }
+        for (stage, id) in [
+            (Stage::Current, Some(i)),
+            (Stage::Previous, i.checked_sub(1)),
+        ] {
+            if let Some(id) = id {
+                let read = backend
+                    .read(&secret, &Selector::Stage(stage))
+                    .await
+                    .expect("read");
+                assert!(read.ct_eq(&value(id)), "{stage} after rotation {i}");
+            }
+        }
+        previous = Some(version(i));
+    }
+    assert!(compactions >= 2, "{compactions} compactions in 200 writes");
 }
