@@ -165,6 +165,36 @@ impl FileBackend {
     }
 }
 
+/// How much of a store file's end a read starts with: a few records of a secret with its
+/// current, previous and pending versions.
+const FIRST_READ: u64 = 8 * 1024;
+
+/// The last record of the store file at `path`, reading from its end only as much as it
+/// takes (a file holds up to [`COMPACT_AT`] bytes of older records nobody needs).
+fn read_last_record(path: &Path) -> std::io::Result<std::result::Result<record::Parsed, String>> {
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut want = FIRST_READ.min(len);
+    loop {
+        let base = len - want;
+        let mut tail = vec![0; want as usize];
+        match file.read_exact_at(&mut tail, base) {
+            Ok(()) => {}
+            // A writer cut a torn end off meanwhile (it holds the lock, readers do not):
+            // read again at the new length.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return read_last_record(path);
+            }
+            Err(e) => return Err(e),
+        }
+        if let Some(parsed) = record::parse_tail(&tail, base, len) {
+            return Ok(parsed);
+        }
+        want = (want * 4).min(len);
+    }
+}
+
 /// File names: `[A-Za-z0-9_-]` kept, every other byte `%XX`, so names map one to one and
 /// `/` never makes a subdirectory.
 fn encode_name(name: &SecretName) -> String {
@@ -234,12 +264,12 @@ impl Inner {
     /// The secret's file as read, with where its next write goes; `None` if it has none.
     fn load(&self, name: &SecretName) -> Result<Option<record::Parsed>> {
         let path = self.path(name);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
+        let parsed = match read_last_record(&path) {
+            Ok(parsed) => parsed,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io_error(&format!("reading {}", path.display()), e)),
         };
-        let parsed = record::parse(&bytes).map_err(|e| {
+        let parsed = parsed.map_err(|e| {
             self.corrupt(format!("{} is not a valid store file: {e}", path.display()))
         })?;
         if parsed.file.key_id != self.key.id {

@@ -54,34 +54,61 @@ pub(super) fn encode(file: &SecretFile) -> Vec<u8> {
 ///
 /// A line whose checksum holds but which is no format 2 state is an error, not a torn tail:
 /// falling back to an older record there would silently roll the secret back.
+#[cfg(test)]
 pub(super) fn parse(bytes: &[u8]) -> Result<Parsed, String> {
-    let len = bytes.len() as u64;
+    parse_tail(bytes, 0, bytes.len() as u64).expect("a whole file always decides")
+}
+
+/// Reads a store file from the end of `tail`, its bytes from `base` to its length `len`.
+///
+/// Usually the last record lies in the last few KiB, so a reader need not read (and copy)
+/// the whole file. `None`: no intact record lies wholly in `tail` and it is not the whole
+/// file — read more. For the whole file (`base` 0) the answer is always decided: its last
+/// intact record, a format 1 document, or an error.
+pub(super) fn parse_tail(tail: &[u8], base: u64, len: u64) -> Option<Result<Parsed, String>> {
     // Only newline-terminated lines are complete; a partial last line is torn.
-    let mut end = memchr::memrchr(b'\n', bytes).map_or(0, |i| i + 1);
+    let mut end = memchr::memrchr(b'\n', tail).map_or(0, |i| i + 1);
     while end > 0 {
-        let start = memchr::memrchr(b'\n', &bytes[..end - 1]).map_or(0, |i| i + 1);
-        if let Some(json) = intact(&bytes[start..end - 1]) {
-            let file: SecretFile = serde_json::from_slice(json)
-                .map_err(|e| format!("record at byte {start} is not a secret's state: {e}"))?;
-            check_format(file.format, FORMAT)?;
-            return Ok(Parsed {
-                file,
-                layout: Layout::Records {
-                    end: end as u64,
-                    len,
-                },
-            });
+        let start = match memchr::memrchr(b'\n', &tail[..end - 1]) {
+            Some(i) => i + 1,
+            // The line may begin before the tail: only a whole file's first line is known
+            // to be whole.
+            None if base > 0 => return None,
+            None => 0,
+        };
+        if let Some(json) = intact(&tail[start..end - 1]) {
+            let at = base + start as u64;
+            let read = serde_json::from_slice::<SecretFile>(json)
+                .map_err(|e| format!("record at byte {at} is not a secret's state: {e}"))
+                .and_then(|file| {
+                    check_format(file.format, FORMAT)?;
+                    Ok(Parsed {
+                        file,
+                        layout: Layout::Records {
+                            end: base + end as u64,
+                            len,
+                        },
+                    })
+                });
+            return Some(read);
         }
         end = start;
     }
+    if base > 0 {
+        return None;
+    }
     // No intact record: a format 1 file (no line of a pretty document carries a checksum),
     // or a file with nothing readable in it.
+    Some(parse_legacy(tail))
+}
+
+/// A format 1 document: the state is the same in both formats; the layout says how it
+/// lies on disk, and the next write stores it as a format 2 record.
+fn parse_legacy(bytes: &[u8]) -> Result<Parsed, String> {
     let mut file: SecretFile = serde_json::from_slice(bytes).map_err(|e| {
         format!("it holds no intact record and is no format {LEGACY_FORMAT} document: {e}")
     })?;
     check_format(file.format, LEGACY_FORMAT)?;
-    // The state is the same in both formats; `layout` says how it lies on disk, and the
-    // next write stores it as a format 2 record.
     file.format = FORMAT;
     Ok(Parsed {
         file,
@@ -236,5 +263,46 @@ mod tests {
             let err = parse(bytes).err().expect("unreadable");
             assert!(err.contains("no intact record"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_tail_decides_only_with_a_whole_intact_record_in_it() {
+        let mut bytes = Vec::new();
+        for n in 1..=5 {
+            let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            bytes.extend(encode(&state(FORMAT, &ids)));
+        }
+        let len = bytes.len() as u64;
+        let whole = parse(&bytes).unwrap();
+        // Every tail that holds the last record whole, and the newline before it, reads the
+        // same as the whole file (without that newline the tail cannot know the line whole).
+        let last_start = bytes[..bytes.len() - 1]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .unwrap()
+            + 1;
+        for base in 1..last_start {
+            let parsed = parse_tail(&bytes[base..], base as u64, len)
+                .unwrap_or_else(|| panic!("base {base} holds the last record"))
+                .unwrap();
+            assert_eq!(ids(&parsed), ids(&whole), "base {base}");
+            assert_eq!(parsed.layout, whole.layout, "base {base}");
+        }
+        // A tail that cuts into the last record cannot decide, even with a torn tail after
+        // the record (never mistaking a record's end for a whole record).
+        for base in last_start..bytes.len() {
+            assert!(
+                parse_tail(&bytes[base..], base as u64, len).is_none(),
+                "base {base}"
+            );
+        }
+        let mut torn = bytes.clone();
+        torn.extend_from_slice(b"{\"format\":2,\"na");
+        let base = last_start + 1;
+        assert!(parse_tail(&torn[base..], base as u64, torn.len() as u64).is_none());
+        // A format 1 document is decided only from the whole file.
+        let legacy = serde_json::to_vec_pretty(&state(LEGACY_FORMAT, &["a"])).unwrap();
+        assert!(parse_tail(&legacy[1..], 1, legacy.len() as u64).is_none());
     }
 }

@@ -522,3 +522,38 @@ async fn a_file_reaching_the_bound_is_compacted_to_one_record_of_the_same_state(
     }
     assert!(compactions >= 2, "{compactions} compactions in 200 writes");
 }
+
+#[tokio::test]
+async fn records_larger_than_the_first_read_are_read_whole() {
+    // Reads start with the file's last 8 KiB and read more until a record lies whole in
+    // what they read: values of several KiB make records that never fit the first read.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = FileBackend::open("local", &config(dir.path())).expect("open");
+    let secret = name("big");
+    let values: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 9_000 + usize::from(i)]).collect();
+    let mut current = None;
+    for (i, value) in values.iter().enumerate() {
+        let id = version(i as u32);
+        backend
+            .put_pending(&secret, &id, &SecretValue::new(value.clone()))
+            .await
+            .expect("put");
+        backend
+            .promote(&secret, &id, current.as_ref())
+            .await
+            .expect("promote");
+        current = Some(id);
+    }
+    let path = secret_file(&config(dir.path()).path, &secret);
+    assert!(
+        fs::read_to_string(&path)
+            .expect("file")
+            .lines()
+            .all(|record| record.len() as u64 > FIRST_READ),
+        "every record is longer than the first read"
+    );
+    for (stage, expected) in [(Stage::Current, &values[3]), (Stage::Previous, &values[2])] {
+        let read = backend.read(&secret, &Selector::Stage(stage)).await;
+        assert_eq!(read.expect("readable").expose(), &expected[..]);
+    }
+}
