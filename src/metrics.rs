@@ -27,8 +27,7 @@ use crate::schedule::Stamp;
 const OVERDUE_AFTER: chrono::Duration = crate::rotation::plan::ON_TIME_TOLERANCE;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SecretOutcome {
-    secret: String,
+struct OutcomeLabel {
     outcome: String,
 }
 
@@ -54,6 +53,7 @@ struct TargetOutcome {
 struct SecretTimes {
     next_due: Option<DateTime<Utc>>,
     current_since: Option<DateTime<Utc>>,
+    failures: u32,
 }
 
 /// [`SecretTimes`] of every secret of the policy in force, by its position there, in
@@ -67,6 +67,9 @@ struct Times {
     by_name: Vec<u32>,
     next_due: Vec<Option<Stamp>>,
     current_since: Vec<Option<Stamp>>,
+    /// Failed rotations since the last success, by position; empty until the first
+    /// failure (most policies never pay for it).
+    failures: Vec<u32>,
     /// Secrets outside the policy (the daemon's events only name its own secrets).
     others: HashMap<String, SecretTimes>,
 }
@@ -107,26 +110,76 @@ impl Times {
         }
     }
 
-    /// Every secret with something known: its name and its times in whole seconds since
-    /// the epoch. Stops at the first error `visit` returns.
-    fn try_each<E>(
-        &self,
-        mut visit: impl FnMut(&str, Option<i64>, Option<i64>) -> Result<(), E>,
-    ) -> Result<(), E> {
+    /// A rotation of the secret failed (`true`, one more failure) or succeeded (`false`,
+    /// none since).
+    fn rotation_ended(&mut self, name: &str, failed: bool) {
+        let before = match self.position(name) {
+            Some(i) => self.failures.get(i).copied().unwrap_or(0),
+            None => self.others.get(name).map_or(0, |t| t.failures),
+        };
+        let after = if failed { before.saturating_add(1) } else { 0 };
+        self.set_failures(name, after);
+    }
+
+    fn set_failures(&mut self, name: &str, count: u32) {
+        match self.position(name) {
+            Some(i) => {
+                if self.failures.is_empty() {
+                    if count == 0 {
+                        return;
+                    }
+                    self.failures = vec![0; self.next_due.len()];
+                }
+                self.failures[i] = count;
+            }
+            None => self.others.entry(name.to_owned()).or_default().failures = count,
+        }
+    }
+
+    /// Every secret with something known: its name, its times in whole seconds since the
+    /// epoch and its failures since the last success. Stops at the first error `visit`
+    /// returns.
+    fn try_each<E>(&self, mut visit: impl FnMut(&str, Known) -> Result<(), E>) -> Result<(), E> {
         let seconds = |stamp: Option<Stamp>| stamp.map(Stamp::unix_seconds);
         if let Some(policy) = &self.policy {
             for (i, secret) in policy.secrets.iter().enumerate() {
-                let (due, since) = (seconds(self.next_due[i]), seconds(self.current_since[i]));
-                if due.is_some() || since.is_some() {
-                    visit(secret.name.as_str(), due, since)?;
+                let known = Known {
+                    due: seconds(self.next_due[i]),
+                    since: seconds(self.current_since[i]),
+                    failures: self.failures.get(i).copied().unwrap_or(0),
+                };
+                if known.any() {
+                    visit(secret.name.as_str(), known)?;
                 }
             }
         }
         for (name, times) in &self.others {
             let seconds = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp());
-            visit(name, seconds(times.next_due), seconds(times.current_since))?;
+            let known = Known {
+                due: seconds(times.next_due),
+                since: seconds(times.current_since),
+                failures: times.failures,
+            };
+            visit(name, known)?;
         }
         Ok(())
+    }
+}
+
+/// What is known about one secret, as the gauges show it.
+#[derive(Clone, Copy, Debug)]
+struct Known {
+    /// When it is next due, in seconds since the epoch.
+    due: Option<i64>,
+    /// Since when its current version is current.
+    since: Option<i64>,
+    /// Rotations failed since the last success.
+    failures: u32,
+}
+
+impl Known {
+    fn any(&self) -> bool {
+        self.due.is_some() || self.since.is_some() || self.failures > 0
     }
 }
 
@@ -141,28 +194,39 @@ struct SecretGauges {
 }
 
 /// Name, help and what each per-secret gauge shows, in the order they are written.
-type GaugeValue = fn(now: i64, due: Option<i64>, since: Option<i64>) -> Option<GaugeNumber>;
+type GaugeValue = fn(now: i64, known: Known) -> Option<GaugeNumber>;
 
 enum GaugeNumber {
     Seconds(f64),
     Flag(i64),
 }
 
-const SECRET_GAUGES: [(&str, &str, GaugeValue); 3] = [
+const SECRET_GAUGES: [(&str, &str, GaugeValue); 4] = [
     (
         "secret_next_rotation_seconds",
         "Seconds until the secret's next rotation is due (negative when overdue)",
-        |now, due, _| due.map(|due| GaugeNumber::Seconds((due - now) as f64)),
+        |now, k| k.due.map(|due| GaugeNumber::Seconds((due - now) as f64)),
     ),
     (
         "secret_current_version_age_seconds",
         "Age of the secret's current version",
-        |now, _, since| since.map(|since| GaugeNumber::Seconds((now - since) as f64)),
+        |now, k| {
+            k.since
+                .map(|since| GaugeNumber::Seconds((now - since) as f64))
+        },
     ),
     (
         "secret_overdue",
         "1 when the secret's rotation is overdue",
-        |now, due, _| due.map(|due| GaugeNumber::Flag(i64::from(overdue(now, due)))),
+        |now, k| {
+            k.due
+                .map(|due| GaugeNumber::Flag(i64::from(overdue(now, due))))
+        },
+    ),
+    (
+        "secret_rotation_failures",
+        "Rotations of the secret that failed since its last success (absent: none)",
+        |_, k| (k.failures > 0).then_some(GaugeNumber::Flag(i64::from(k.failures))),
     ),
 ];
 
@@ -179,8 +243,8 @@ impl Collector for SecretGauges {
             // Like a family, a gauge with no secret to show is not written at all.
             let mut any = false;
             times
-                .try_each(|_, due, since| {
-                    any |= value(now, due, since).is_some();
+                .try_each(|_, known| {
+                    any |= value(now, known).is_some();
                     Ok::<_, ()>(())
                 })
                 .ok();
@@ -188,9 +252,9 @@ impl Collector for SecretGauges {
                 continue;
             }
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            times.try_each(|secret, due, since| {
+            times.try_each(|secret, known| {
                 let labels = [("secret", secret)];
-                match value(now, due, since) {
+                match value(now, known) {
                     Some(GaugeNumber::Seconds(v)) => {
                         family.encode_family(&labels)?.encode_gauge(&v)
                     }
@@ -207,7 +271,7 @@ impl Collector for SecretGauges {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    rotations: Family<SecretOutcome, Counter>,
+    rotations: Family<OutcomeLabel, Counter>,
     duration: Family<BackendLabel, Histogram>,
     backend_errors: Family<BackendStep, Counter>,
     overdue: Gauge,
@@ -232,12 +296,12 @@ impl Metrics {
     /// A registry with every metric registered at zero.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("rekeyd");
-        let rotations = Family::<SecretOutcome, Counter>::default();
-        registry.register(
-            "rotations",
-            "Rotations by secret and outcome",
-            rotations.clone(),
-        );
+        // By outcome only: a counter per secret would grow the daemon by about 170 bytes
+        // for every secret ever rotated (17 MiB for 100,000). Per secret, the gauges say
+        // how old its version is, whether it is overdue and how often it failed since its
+        // last success.
+        let rotations = Family::<OutcomeLabel, Counter>::default();
+        registry.register("rotations", "Rotations by outcome", rotations.clone());
         let duration = Family::<BackendLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
@@ -357,14 +421,25 @@ impl Metrics {
         }
     }
 
-    /// A rotation ended with `outcome` (`succeeded`, `failed`, `already_done`, `discarded`).
+    /// A rotation ended with `outcome` (`succeeded`, `failed`, `already_done`, `discarded`,
+    /// `rolled_back`).
     pub fn rotation(&self, secret: &str, outcome: &str) {
         self.rotations
-            .get_or_create(&SecretOutcome {
-                secret: secret.to_owned(),
+            .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
             })
             .inc();
+        let ended = match outcome {
+            "failed" => Some(true),
+            "succeeded" | "already_done" => Some(false),
+            _ => None,
+        };
+        if let Some(failed) = ended {
+            self.times
+                .lock()
+                .expect("metrics lock")
+                .rotation_ended(secret, failed);
+        }
     }
 
     /// A successful rotation took `seconds`.
@@ -424,12 +499,14 @@ impl Metrics {
             by_name,
             next_due: vec![None; policy.secrets.len()],
             current_since: vec![None; policy.secrets.len()],
+            failures: Vec::new(),
             others: HashMap::new(),
         };
         let at = |seconds: Option<i64>| seconds.and_then(|s| DateTime::from_timestamp(s, 0));
         times
-            .try_each(|name, due, since| {
-                kept.record(name, at(due), at(since));
+            .try_each(|name, known| {
+                kept.record(name, at(known.due), at(known.since));
+                kept.set_failures(name, known.failures);
                 Ok::<_, ()>(())
             })
             .ok();
@@ -467,10 +544,12 @@ impl Metrics {
         self.times
             .lock()
             .expect("metrics lock")
-            .try_each(|secret, due, since| {
-                late += i64::from(due.is_some_and(|due| overdue(now_s, due)));
+            .try_each(|secret, known| {
+                late += i64::from(known.due.is_some_and(|due| overdue(now_s, due)));
                 // A line per gauge: name, label, value.
-                let lines = 2 * usize::from(due.is_some()) + usize::from(since.is_some());
+                let lines = 2 * usize::from(known.due.is_some())
+                    + usize::from(known.since.is_some())
+                    + usize::from(known.failures > 0);
                 per_secret += lines * (secret.len() + 64);
                 Ok::<_, ()>(())
             })
@@ -509,8 +588,9 @@ mod tests {
         m.webhook_queue_depth(3);
         let text = m.render(now, 10, 4);
         for line in [
-            "rekeyd_rotations_total{secret=\"app/db\",outcome=\"succeeded\"} 2",
-            "rekeyd_rotations_total{secret=\"app/db\",outcome=\"failed\"} 1",
+            "rekeyd_rotations_total{outcome=\"succeeded\"} 2",
+            "rekeyd_rotations_total{outcome=\"failed\"} 1",
+            "rekeyd_secret_rotation_failures{secret=\"app/db\"} 1",
             "rekeyd_backend_errors_total{backend=\"local\",step=\"put_pending\"} 1",
             "rekeyd_secret_next_rotation_seconds{secret=\"app/db\"} 90.0",
             "rekeyd_secret_current_version_age_seconds{secret=\"app/db\"} 30.0",
@@ -601,14 +681,18 @@ mod tests {
         });
         let text = m.render(Utc::now(), 0, 0);
         for line in [
-            "rekeyd_rotations_total{secret=\"s\",outcome=\"failed\"} 1",
-            "rekeyd_rotations_total{secret=\"s\",outcome=\"succeeded\"} 1",
+            "rekeyd_rotations_total{outcome=\"failed\"} 1",
+            "rekeyd_rotations_total{outcome=\"succeeded\"} 1",
             "rekeyd_backend_errors_total{backend=\"aws-prod\",step=\"put_pending\"} 1",
             "rekeyd_rotation_duration_seconds_count{backend=\"aws-prod\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
         assert!(text.contains("rekeyd_secret_current_version_age_seconds{secret=\"s\"}"));
+        assert!(
+            !text.contains("rekeyd_secret_rotation_failures"),
+            "the success cleared the failure: {text}"
+        );
     }
 
     #[test]
@@ -647,10 +731,58 @@ mod tests {
         for line in [
             "rekeyd_webhook_deliveries_total{target=\"hooks\",outcome=\"retried\"} 1",
             "rekeyd_webhook_deliveries_total{target=\"hooks\",outcome=\"delivered\"} 1",
-            "rekeyd_rotations_total{secret=\"s\",outcome=\"failed\"} 1",
+            "rekeyd_rotations_total{outcome=\"failed\"} 1",
+            "rekeyd_secret_rotation_failures{secret=\"s\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
         assert!(!text.contains("step=\"confirm\""), "{text}");
+    }
+
+    /// Rotations are counted by outcome; per secret, only the failures since its last
+    /// success are kept, by position, and they follow the secret across a reload.
+    #[test]
+    fn failures_per_secret_count_up_reset_on_success_and_follow_a_reload() {
+        let parse = |names: &[&str]| {
+            let mut text = String::from(
+                "[backends.local]\ntype = \"file\"\n[defaults]\nbackend = \"local\"\n\
+                 schedule = { every = \"30d\" }\ngenerator = { type = \"ed25519\" }\n",
+            );
+            for name in names {
+                text.push_str(&format!("[[secrets]]\nname = \"{name}\"\n"));
+            }
+            Arc::new(crate::policy::parse(std::path::Path::new("p.toml"), &text).unwrap())
+        };
+        let m = Metrics::new();
+        m.adopt(&parse(&["a", "b"]));
+        for _ in 0..3 {
+            m.rotation("b", "failed");
+        }
+        m.rotation("a", "failed");
+        m.rotation("a", "succeeded");
+        let text = m.render(Utc::now(), 0, 0);
+        assert!(
+            text.contains("rekeyd_secret_rotation_failures{secret=\"b\"} 3"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("rekeyd_secret_rotation_failures{secret=\"a\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rekeyd_rotations_total{outcome=\"failed\"} 4"),
+            "{text}"
+        );
+        assert!(!text.contains("rotations_total{secret"), "{text}");
+        // `b` moves on reload and keeps its count; a success clears it.
+        m.adopt(&parse(&["c", "b"]));
+        let text = m.render(Utc::now(), 0, 0);
+        assert!(
+            text.contains("rekeyd_secret_rotation_failures{secret=\"b\"} 3"),
+            "{text}"
+        );
+        m.rotation("b", "already_done");
+        let text = m.render(Utc::now(), 0, 0);
+        assert!(!text.contains("rekeyd_secret_rotation_failures"), "{text}");
     }
 }
