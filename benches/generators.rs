@@ -4,7 +4,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use rekeyd::generate::{BytesSpec, CharClass, Encoding, GeneratorSpec, PasswordSpec, generate};
+use rekeyd::generate::{
+    BytesSpec, CharClass, CompiledPassword, Encoding, GeneratorSpec, PasswordSpec, generate,
+};
 use ring::rand::{SecureRandom, SystemRandom};
 
 const RUN: Duration = Duration::from_millis(700);
@@ -24,7 +26,7 @@ fn rate(mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let rng = SystemRandom::new();
-    let password = GeneratorSpec::Password(PasswordSpec {
+    let password = CompiledPassword::new(PasswordSpec {
         length: 32,
         classes: vec![
             (CharClass::Lower, 1),
@@ -34,7 +36,9 @@ fn main() {
         ],
         symbols: None,
         exclude: String::new(),
-    });
+    })
+    .expect("a valid spec");
+    let password = GeneratorSpec::Password(password);
     // Random bytes each generator consumes per value (rejection sampling draws a little
     // more than one byte per character; the floor uses the minimum).
     let cases: [(&str, GeneratorSpec, usize); 4] = [
