@@ -240,6 +240,7 @@ fn describe_generator(spec: &GeneratorSpec) -> String {
     use crate::generate::{CharClass, Encoding};
     match spec {
         GeneratorSpec::Password(p) => {
+            let p = p.spec();
             let classes: Vec<String> = p
                 .classes
                 .iter()

@@ -118,7 +118,7 @@ mod tests {
     use serde_json::{Map, json};
 
     use super::*;
-    use crate::generate::{BytesSpec, CharClass, Encoding, PasswordSpec};
+    use crate::generate::{BytesSpec, CharClass, CompiledPassword, Encoding, PasswordSpec};
 
     fn template() -> Map<String, Value> {
         let Value::Object(map) = json!({
@@ -136,12 +136,15 @@ mod tests {
         JsonSpec {
             template: template(),
             field: "password".to_owned(),
-            generate: Box::new(GeneratorSpec::Password(PasswordSpec {
-                length: 20,
-                classes: vec![(CharClass::Lower, 2), (CharClass::Digit, 2)],
-                symbols: None,
-                exclude: String::new(),
-            })),
+            generate: Box::new(GeneratorSpec::Password(
+                CompiledPassword::new(PasswordSpec {
+                    length: 20,
+                    classes: vec![(CharClass::Lower, 2), (CharClass::Digit, 2)],
+                    symbols: None,
+                    exclude: String::new(),
+                })
+                .unwrap(),
+            )),
         }
     }
 

@@ -16,7 +16,10 @@ mod json;
 pub(crate) use json::WipedValue;
 mod keypair;
 mod password;
+mod radix;
 mod random;
+
+pub use password::CompiledPassword;
 
 /// Shortest password the policy accepts.
 pub const MIN_PASSWORD_LENGTH: usize = 16;
@@ -32,8 +35,8 @@ pub const DEFAULT_SYMBOLS: &str = "!#$%&()*+,-./:;<=>?@[]^_{|}~";
 /// How to make a new value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GeneratorSpec {
-    /// A random password.
-    Password(PasswordSpec),
+    /// A random password, its rules checked and its alphabet built once.
+    Password(CompiledPassword),
     /// Random bytes, encoded as text.
     Bytes(BytesSpec),
     /// An Ed25519 key pair.
@@ -121,7 +124,7 @@ pub fn generate(
 ) -> Result<SecretValue, GenerateError> {
     let source = random::Ring::new(rng);
     match spec {
-        GeneratorSpec::Password(password) => password::generate(password, &source),
+        GeneratorSpec::Password(password) => password.generate(&source),
         GeneratorSpec::Bytes(bytes) => bytes::generate(bytes, &source),
         GeneratorSpec::Ed25519 => keypair::generate(keypair::Algorithm::Ed25519, rng),
         GeneratorSpec::EcdsaP256 => keypair::generate(keypair::Algorithm::EcdsaP256, rng),
@@ -136,32 +139,37 @@ mod tests {
     use super::random::tests::Scripted;
     use super::*;
 
-    fn digits(length: usize) -> PasswordSpec {
-        PasswordSpec {
-            length,
-            classes: vec![(CharClass::Digit, 0)],
-            symbols: None,
-            exclude: String::new(),
-        }
+    fn digits(length: usize) -> GeneratorSpec {
+        GeneratorSpec::Password(
+            CompiledPassword::new(PasswordSpec {
+                length,
+                classes: vec![(CharClass::Digit, 0)],
+                symbols: None,
+                exclude: String::new(),
+            })
+            .unwrap(),
+        )
     }
 
     #[test]
     #[allow(deprecated)]
-    fn generate_rejects_biased_tail_bytes_from_a_secure_random() {
+    fn generate_rejects_biased_tail_words_from_a_secure_random() {
         // ring seals SecureRandom; its own scripted implementation is the only fake that
-        // can go through the public signature. generate reads small draws in 128-byte
-        // blocks, so the script is one block whose first bytes are the draws.
+        // can go through the public signature, and it hands out one slice per fill.
         use ring::test::rand::FixedSliceSequenceRandom;
-        // Picks from 10 digits: 250 and 255 are in the tail (plain modulo would give '0'
-        // and '5'), so 3, 4 and 249 -> '9' are used; then shuffle draws j = 2, 1.
-        let mut block = [0u8; 128];
-        block[..7].copy_from_slice(&[250, 3, 255, 4, 249, 2, 1]);
-        let blocks: [&[u8]; 1] = [&block];
+        // Three digits come from one 8-byte word, read as 8 digits. An 8-byte request is
+        // served from a 128-byte block; word 0 is in the biased tail (2^64 mod 10^8 =
+        // 9551616 > 0 = 0 * 10^8 mod 2^64), so two replacement words are fetched in one
+        // 16-byte request. 0x5958106250000000 scales to 34900000 and is accepted.
+        let block = [0u8; 128];
+        let mut spare = [0u8; 16];
+        spare[..8].copy_from_slice(&0x5958_1062_5000_0000u64.to_be_bytes());
+        let blocks: [&[u8]; 2] = [&block, &spare];
         let fake = FixedSliceSequenceRandom {
             bytes: &blocks,
             current: std::cell::UnsafeCell::new(0),
         };
-        let value = generate(&GeneratorSpec::Password(digits(3)), None, &fake).unwrap();
+        let value = generate(&digits(3), None, &fake).unwrap();
         assert_eq!(value.expose_str(), Some("349"));
     }
 
@@ -191,6 +199,7 @@ mod tests {
             symbols: None,
             exclude: String::new(),
         };
+        let password = CompiledPassword::new(password).unwrap();
         let specs = [
             GeneratorSpec::Password(password.clone()),
             GeneratorSpec::Bytes(BytesSpec {
@@ -247,15 +256,20 @@ mod tests {
         let current = SecretValue::from_string(format!(r#"{{"password":"{canary}-old"}}"#));
         let mut errors = Vec::new();
 
-        // The source spells "canarypw" in lowercase indices, then fails mid-password.
+        // The source spells "canarypw" in lowercase indices, then fails mid-password
+        // (the spread method draws one character per byte).
         let lower = PasswordSpec {
             length: 16,
             classes: vec![(CharClass::Lower, 0)],
             symbols: None,
             exclude: String::new(),
         };
+        let spread = CompiledPassword::new(lower.clone()).unwrap().spread();
         let spelled: Vec<u8> = canary.bytes().map(|b| b - b'a').collect();
-        errors.push(password::generate(&lower, &Scripted::new(&spelled)).unwrap_err());
+        errors.push(spread.generate(&Scripted::new(&spelled)).unwrap_err());
+        // The uniform method: word 0 is in the biased tail and no replacement comes.
+        let uniform = CompiledPassword::new(lower.clone()).unwrap();
+        errors.push(uniform.generate(&Scripted::new(&[0; 16])).unwrap_err());
         errors.push(
             bytes::generate(
                 &BytesSpec {
@@ -285,8 +299,7 @@ mod tests {
             },
         ];
         for spec in impossible {
-            let spec = GeneratorSpec::Password(spec);
-            errors.push(generate(&spec, Some(&current), &SystemRandom::new()).unwrap_err());
+            errors.push(CompiledPassword::new(spec).unwrap_err());
         }
         let nested = GeneratorSpec::Json(JsonSpec {
             template: Map::new(),
@@ -294,15 +307,16 @@ mod tests {
             generate: Box::new(GeneratorSpec::Json(JsonSpec {
                 template: Map::new(),
                 field: "inner".to_owned(),
-                generate: Box::new(GeneratorSpec::Password(lower.clone())),
+                generate: Box::new(GeneratorSpec::Password(
+                    CompiledPassword::new(lower.clone()).unwrap(),
+                )),
             })),
         });
         errors.push(generate(&nested, Some(&current), &SystemRandom::new()).unwrap_err());
 
-        assert!(matches!(errors[0], GenerateError::Rng));
-        assert!(matches!(errors[1], GenerateError::Rng));
+        assert!(errors[..3].iter().all(|e| matches!(e, GenerateError::Rng)));
         assert!(
-            errors[2..]
+            errors[3..]
                 .iter()
                 .all(|e| matches!(e, GenerateError::Impossible(_)))
         );

@@ -11,8 +11,8 @@ use super::parse::{
     Table, Value, array, check_keys, integer, non_empty, string, table, wrong_type,
 };
 use crate::generate::{
-    BytesSpec, CharClass, DEFAULT_SYMBOLS, Encoding, GeneratorSpec, JsonSpec, MIN_BYTES,
-    MIN_PASSWORD_LENGTH, PasswordSpec,
+    BytesSpec, CharClass, CompiledPassword, DEFAULT_SYMBOLS, Encoding, GeneratorSpec, JsonSpec,
+    MIN_BYTES, MIN_PASSWORD_LENGTH, PasswordSpec,
 };
 
 /// The generator types, for hints.
@@ -78,7 +78,16 @@ pub(super) fn spec(
     match kind {
         "password" => {
             check_keys(d, t, PASSWORD_KEYS, loc);
-            password(d, value, t, loc).map(GeneratorSpec::Password)
+            let spec = password(d, value, t, loc)?;
+            // The checks above give each problem its position; this is the backstop.
+            match CompiledPassword::new(spec) {
+                Ok(compiled) => Some(GeneratorSpec::Password(compiled)),
+                Err(error) => {
+                    let hint = "change the password rules so a password can follow them";
+                    d.report(value.span(), loc, error.to_string(), hint);
+                    None
+                }
+            }
         }
         "bytes" => {
             check_keys(d, t, BYTES_KEYS, loc);

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
-use crate::generate::{BytesSpec, CharClass, Encoding, GeneratorSpec, PasswordSpec};
+use crate::generate::{
+    BytesSpec, CharClass, CompiledPassword, Encoding, GeneratorSpec, PasswordSpec,
+};
 use crate::schedule::parse_duration;
 
 /// Every problem in `text`, which must not be a valid policy.
@@ -136,7 +138,7 @@ fn production_config_parses_with_defaults_applied() {
     let GeneratorSpec::Password(p) = &db.generator else {
         panic!("default generator expected")
     };
-    assert_eq!(p.length, 32);
+    assert_eq!(p.spec().length, 32);
 
     let jwt = policy.secret("prod/auth/jwt-signing").unwrap();
     assert_eq!(jwt.schedule_text, "every 14d");
@@ -206,17 +208,20 @@ fn defaults_and_relative_paths() {
     assert!(a.enabled && a.notify.is_empty() && a.tags.is_empty());
     assert_eq!(
         a.generator,
-        GeneratorSpec::Password(PasswordSpec {
-            length: 32,
-            classes: vec![
-                (CharClass::Lower, 1),
-                (CharClass::Upper, 1),
-                (CharClass::Digit, 1),
-                (CharClass::Symbol, 1),
-            ],
-            symbols: None,
-            exclude: String::new(),
-        })
+        GeneratorSpec::Password(
+            CompiledPassword::new(PasswordSpec {
+                length: 32,
+                classes: vec![
+                    (CharClass::Lower, 1),
+                    (CharClass::Upper, 1),
+                    (CharClass::Digit, 1),
+                    (CharClass::Symbol, 1),
+                ],
+                symbols: None,
+                exclude: String::new(),
+            })
+            .unwrap()
+        )
     );
 }
 
@@ -242,12 +247,15 @@ generator = { type = "ecdsa-p256" }
     ));
     assert_eq!(
         policy.secrets[0].generator,
-        GeneratorSpec::Password(PasswordSpec {
-            length: 20,
-            classes: vec![(CharClass::Digit, 5), (CharClass::Lower, 1)],
-            symbols: None,
-            exclude: "0".into(),
-        })
+        GeneratorSpec::Password(
+            CompiledPassword::new(PasswordSpec {
+                length: 20,
+                classes: vec![(CharClass::Digit, 5), (CharClass::Lower, 1)],
+                symbols: None,
+                exclude: "0".into(),
+            })
+            .unwrap()
+        )
     );
     assert_eq!(
         policy.secrets[1].generator,
