@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::digest;
 use ring::rand::SecureRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
@@ -38,6 +38,10 @@ const ED25519_RING_V2_PREFIX: [u8; 16] = [
 
 /// What follows the seed in ring's v2 document, up to the 32-byte public key.
 const ED25519_RING_V2_MIDDLE: [u8; 3] = [0x81, 0x21, 0x00];
+
+/// What precedes the public point at the end of ring's P-256 PKCS#8 document: the `[1]`
+/// tag of ECPrivateKey's `publicKey` and its BIT STRING header (RFC 5915).
+const P256_PUBLIC_KEY_HEADER: [u8; 5] = [0xa1, 0x44, 0x03, 0x42, 0x00];
 
 /// Which key pair to make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,9 +78,7 @@ pub(super) fn generate_value(
             let document =
                 EcdsaKeyPair::generate_pkcs8(signing, rng).map_err(|_| GenerateError::Rng)?;
             let pkcs8 = Zeroizing::new(document.as_ref().to_vec());
-            let pair =
-                EcdsaKeyPair::from_pkcs8(signing, &pkcs8, rng).map_err(|_| GenerateError::Rng)?;
-            let public = pair.public_key().as_ref().to_vec();
+            let public = p256_public(&pkcs8)?;
             (pkcs8, public)
         }
     };
@@ -115,15 +117,27 @@ fn ed25519_v1(v2: &[u8]) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), GenerateError>
     if prefix != ED25519_RING_V2_PREFIX || middle != ED25519_RING_V2_MIDDLE || public.len() != 32 {
         return Err(layout_changed());
     }
+    // Every byte around the seed and the key was checked above; deriving the key from the
+    // seed again here would double the cost of a key pair (tests do it, and openssl too).
     let mut v1 = Zeroizing::new(Vec::with_capacity(ED25519_V1_PREFIX.len() + seed.len()));
     v1.extend_from_slice(&ED25519_V1_PREFIX);
     v1.extend_from_slice(seed);
-    // Parsing the result back proves the seed was cut out where the public key says it was.
-    let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&v1).map_err(|_| layout_changed())?;
-    if pair.public_key().as_ref() != public {
+    Ok((v1, public.to_vec()))
+}
+
+/// The uncompressed public point at the end of ring's P-256 PKCS#8 document, read where it
+/// lies instead of parsing the document back, which would derive it a second time.
+fn p256_public(pkcs8: &[u8]) -> Result<Vec<u8>, GenerateError> {
+    const POINT: usize = 65;
+    let layout_changed = || {
+        GenerateError::Impossible("ring's P-256 PKCS#8 layout is not the expected one".to_owned())
+    };
+    let split = pkcs8.len().checked_sub(POINT).ok_or_else(layout_changed)?;
+    let (head, point) = pkcs8.split_at(split);
+    if !head.ends_with(&P256_PUBLIC_KEY_HEADER) || point[0] != 0x04 {
         return Err(layout_changed());
     }
-    Ok((v1, public.to_vec()))
+    Ok(point.to_vec())
 }
 
 /// PEM text: base64 of `der` in 64-character lines between BEGIN/END `label` lines.
@@ -190,7 +204,7 @@ mod tests {
 
     use super::*;
     use ring::rand::SystemRandom;
-    use ring::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
+    use ring::signature::{ECDSA_P256_SHA256_FIXED, ED25519, KeyPair, UnparsedPublicKey};
 
     fn make(algorithm: Algorithm) -> Map<String, Value> {
         let value = generate(algorithm, &SystemRandom::new()).unwrap();
@@ -327,16 +341,46 @@ mod tests {
                 .as_ref()
         );
 
-        let mut tampered = v2.to_vec();
-        tampered[60] ^= 1;
-        assert!(matches!(
-            ed25519_v1(&tampered),
-            Err(GenerateError::Impossible(_))
-        ));
+        // Any byte of the layout around the seed and the key differing: refused.
+        for at in [0, 4, 15, 48, 50] {
+            let mut tampered = v2.to_vec();
+            tampered[at] ^= 1;
+            assert!(
+                matches!(ed25519_v1(&tampered), Err(GenerateError::Impossible(_))),
+                "byte {at}"
+            );
+        }
         assert!(matches!(
             ed25519_v1(&v2[..80]),
             Err(GenerateError::Impossible(_))
         ));
+    }
+
+    #[test]
+    fn the_public_keys_read_from_rings_documents_are_the_ones_ring_derives() {
+        let rng = ring::rand::SystemRandom::new();
+        for _ in 0..16 {
+            let v2 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+            let (v1, public) = ed25519_v1(v2.as_ref()).unwrap();
+            let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&v1).unwrap();
+            assert_eq!(pair.public_key().as_ref(), &public[..]);
+
+            let signing = &ECDSA_P256_SHA256_FIXED_SIGNING;
+            let document = EcdsaKeyPair::generate_pkcs8(signing, &rng).unwrap();
+            let pair = EcdsaKeyPair::from_pkcs8(signing, document.as_ref(), &rng).unwrap();
+            assert_eq!(
+                pair.public_key().as_ref(),
+                &p256_public(document.as_ref()).unwrap()[..]
+            );
+        }
+        // A document of another shape is refused, not misread.
+        assert!(p256_public(&[0u8; 40]).is_err());
+        let mut shifted = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        shifted.push(0);
+        assert!(p256_public(&shifted).is_err());
     }
 
     #[test]
