@@ -83,7 +83,10 @@ pub struct CompiledPassword {
 /// How values are drawn for one spec (see the module comment).
 #[derive(Clone)]
 enum Method {
-    Uniform(Box<Uniform>),
+    /// Shared: every secret's settings hold a copy of its generator, and the tables are
+    /// 2.3 KiB (a policy of 100,000 secrets in some hundreds of setting groups held a
+    /// copy for each group).
+    Uniform(std::sync::Arc<Uniform>),
     Spread(Spread),
 }
 
@@ -120,7 +123,7 @@ impl CompiledPassword {
         }
         let method = match Uniform::new(spec.length, &pools, &alphabet) {
             Some(uniform) if acceptance(spec.length, &pools, alphabet.len()) >= MIN_ACCEPTANCE => {
-                Method::Uniform(Box::new(uniform))
+                Method::Uniform(std::sync::Arc::new(uniform))
             }
             _ => Method::Spread(Spread {
                 length: spec.length,
