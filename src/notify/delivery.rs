@@ -45,6 +45,14 @@ const RESCAN_IDLE: Duration = Duration::from_secs(60);
 const RESCAN_AFTER_ARRIVAL: Duration = Duration::from_millis(200);
 /// A directory stamp younger than this may not show a change made right after it.
 const TIMESTAMP_GRANULARITY: Duration = Duration::from_secs(2);
+/// Most messages a worker holds in memory (queued or in flight). Past it, newly queued
+/// messages stay only in the outbox and are read back, oldest first, once the worker holds
+/// half as many: a receiver down for a day must not grow the daemon by every message of
+/// the day (about 1 KiB each). Gated pending events are always held: a rotation waits on
+/// their answer.
+const HOLD_LIMIT: usize = 10_000;
+/// Reading messages back after a spill waits at least this long after the last look.
+const REFILL_GAP: Duration = Duration::from_secs(1);
 /// How long a stopping worker lets in-flight requests finish and be recorded.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -232,6 +240,12 @@ pub(crate) struct Worker {
     seen: u64,
     /// What the last look at the queue directory found.
     last_scan: LastScan,
+    /// See [`HOLD_LIMIT`] (smaller in tests).
+    hold_limit: usize,
+    /// Messages of this worker's that are in the outbox but not held (over the limit). A
+    /// count, recounted by every look at the outbox: one left there by a look and again
+    /// by its command is counted twice until the next look.
+    spilled: usize,
 }
 
 /// What a daemon's last rescan saw, so an idle one can skip listing an unchanged queue.
@@ -273,6 +287,8 @@ impl Worker {
             rng: SystemRandom::new(),
             seen: 0,
             last_scan: LastScan::default(),
+            hold_limit: HOLD_LIMIT,
+            spilled: 0,
         })
     }
 
@@ -343,8 +359,13 @@ impl Worker {
                 }
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {}
             }
+            if self.wants_refill() {
+                // At most one a second, should reading the outbox fail.
+                let at = (last_rescan + REFILL_GAP).max(tokio::time::Instant::now());
+                next_rescan = Some(next_rescan.map_or(at, |next| next.min(at)));
+            }
             if next_rescan.is_some_and(|at| tokio::time::Instant::now() >= at) {
-                if self.queue_may_have_changed() {
+                if self.wants_refill() || self.queue_may_have_changed() {
                     self.rescan().await;
                     last_rescan = tokio::time::Instant::now();
                 }
@@ -374,7 +395,7 @@ impl Worker {
     fn publish(&self, now: DateTime<Utc>) {
         let next = self.next_wake(now);
         self.inner.status.send_replace(super::WorkerStatus {
-            queued: self.queue.len(),
+            queued: self.queue.len() + self.spilled,
             in_flight: self.in_flight.len(),
             next_attempt: next,
             seen: self.seen,
@@ -466,12 +487,20 @@ impl Worker {
             tracing::error!(file = %path, "unreadable outbox message set aside");
         }
         let now = Utc::now();
-        for mut message in loaded.messages {
+        let mut loaded = loaded.messages;
+        // Oldest first: when not all of them fit, the rest wait in the outbox.
+        loaded.sort_by_key(|m| m.created_at);
+        self.spilled = 0;
+        for mut message in loaded {
             if self.queue.contains_key(&message.id) || self.in_flight.contains_key(&message.id) {
                 continue;
             }
             if !self.mine(&message) {
                 self.last_scan.foreign_held = true;
+                continue;
+            }
+            if !self.may_hold(&message) {
+                self.spilled += 1;
                 continue;
             }
             // Left by a process that stopped: its backoff stopped with it (as its breaker
@@ -504,7 +533,8 @@ impl Worker {
                     reason,
                     done,
                 } => {
-                    let matches = |m: &Message| {
+                    // Owned, so the outbox can be searched with it off the runtime too.
+                    let matches = move |m: &Message| {
                         m.kind == EventType::RotationPending
                             && m.version.as_deref() == Some(version.as_str())
                             && m.secrets.iter().any(|s| s == &secret)
@@ -526,6 +556,16 @@ impl Worker {
                                 },
                             );
                         }
+                    }
+                    // Left in the outbox for want of room: cancelled there.
+                    for message in self.spilled_matching(matches.clone()).await {
+                        self.spilled = self.spilled.saturating_sub(1);
+                        self.close(
+                            &message,
+                            Finished::Cancelled {
+                                reason: reason.clone(),
+                            },
+                        );
                     }
                     self.flush().await;
                     // In flight: the result is recorded, but never as a confirmation.
@@ -559,10 +599,58 @@ impl Worker {
         .await
         .unwrap_or_default();
         for (i, message) in messages.into_iter().enumerate() {
-            if !done.get(i).copied().unwrap_or(false) {
+            if done.get(i).copied().unwrap_or(false) || self.queue.contains_key(&message.id) {
+                continue;
+            }
+            if self.may_hold(&message) {
                 self.queue.insert(message.id.clone(), message);
+            } else {
+                // Durable in the outbox already: read back when there is room.
+                self.spilled += 1;
             }
         }
+    }
+
+    /// This worker's messages in the outbox that it does not hold and `pick` chooses; none
+    /// unless some were left there for want of room.
+    async fn spilled_matching(
+        &self,
+        pick: impl Fn(&Message) -> bool + Send + 'static,
+    ) -> Vec<Message> {
+        if self.spilled == 0 {
+            return Vec::new();
+        }
+        let outbox = self.inner.outbox.clone();
+        let found = tokio::task::spawn_blocking(move || outbox.scan(pick)).await;
+        let found = match found {
+            Ok(Ok(found)) => found,
+            _ => {
+                tracing::error!("cannot read the notification outbox to cancel messages in it");
+                return Vec::new();
+            }
+        };
+        found
+            .into_iter()
+            .filter(|m| !self.holds(&m.id) && self.mine(m))
+            .collect()
+    }
+
+    /// The same worker holding at most `limit` messages (tests reach the limit this way).
+    #[cfg(test)]
+    pub(super) fn with_hold_limit(mut self, limit: usize) -> Self {
+        self.hold_limit = limit;
+        self
+    }
+
+    /// Whether one more message fits in memory (gated pending events always do).
+    fn may_hold(&self, message: &Message) -> bool {
+        message.gate.is_some() || self.queue.len() + self.in_flight.len() < self.hold_limit
+    }
+
+    /// Messages were left in the outbox for want of room, and now there is: half the limit,
+    /// so each read of the outbox brings back many.
+    fn wants_refill(&self) -> bool {
+        self.spilled > 0 && self.queue.len() + self.in_flight.len() <= self.hold_limit / 2
     }
 
     /// When the loop must look again: the earliest time a queued message may be attempted
@@ -1171,6 +1259,122 @@ mod tests {
             .unwrap();
         worker.rescan().await;
         assert!(worker.queue_may_have_changed());
+        audit.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_worker_holds_at_most_its_limit_and_reads_the_rest_back_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = crate::policy::parse(
+            &dir.path().join("p.toml"),
+            "[backends.local]\ntype = \"file\"\n\n[[secrets]]\nname = \"app\"\n\
+             backend = \"local\"\nschedule = { every = \"30d\" }\n\
+             generator = { type = \"ed25519\" }\n",
+        )
+        .unwrap();
+        let audit = crate::audit::AuditLog::open(&dir.path().join("audit.jsonl"))
+            .await
+            .unwrap();
+        let notifier = super::super::Notifier::open(&policy, audit.clone()).unwrap();
+        let inner = Arc::clone(&notifier.inner);
+        let mut worker = Worker::new(Arc::clone(&inner), Mode::Daemon).unwrap();
+        worker.hold_limit = 4;
+        let rng = SystemRandom::new();
+        let start = Utc::now() - chrono::Duration::hours(1);
+        // Left by a process that stopped, the oldest first; nothing is due for an hour.
+        let message = |age: i64, kind: EventType, version: &str| Message {
+            id: event::random_id(&rng),
+            target: "hooks".into(),
+            kind,
+            body: "{}".into(),
+            created_at: start + chrono::Duration::seconds(age),
+            secrets: vec!["app".into()],
+            version: Some(version.into()),
+            gate: None,
+            coalesce: false,
+            parts: Vec::new(),
+            attempts: 0,
+            next_attempt_at: Utc::now() + chrono::Duration::hours(1),
+            owner_pid: u32::MAX,
+            owner_host: inner.host.clone(),
+        };
+        let left: Vec<Message> = (0..10)
+            .map(|i| message(i, EventType::Rotated, &format!("v{i}")))
+            .collect();
+        for m in &left {
+            assert!(inner.outbox.put(m).unwrap());
+        }
+        let held = |worker: &Worker| -> Vec<String> {
+            let mut ids: Vec<&Message> = worker.queue.values().collect();
+            ids.sort_by_key(|m| m.created_at);
+            ids.iter().map(|m| m.id.clone()).collect()
+        };
+        let ids = |range: std::ops::Range<usize>| -> Vec<String> {
+            left[range].iter().map(|m| m.id.clone()).collect()
+        };
+
+        // Only the limit is held, the oldest; the rest count as queued all the same.
+        worker.rescan().await;
+        assert_eq!(held(&worker), ids(0..4));
+        assert_eq!(worker.spilled, 6);
+        worker.publish(Utc::now());
+        assert_eq!(inner.status.borrow().queued, 10);
+        assert!(!worker.wants_refill());
+
+        // Two leave (delivered, say): half the limit is held, so the next oldest come back.
+        for m in &left[..2] {
+            worker.queue.remove(&m.id);
+            inner
+                .outbox
+                .finish(
+                    m,
+                    Finished::Cancelled {
+                        reason: "sent".into(),
+                    },
+                )
+                .unwrap();
+        }
+        assert!(worker.wants_refill());
+        worker.rescan().await;
+        assert_eq!(held(&worker), ids(2..6));
+        assert_eq!(worker.spilled, 4);
+
+        // A new message over the limit stays in the outbox; a gated one is held anyway.
+        let late = message(20, EventType::Rotated, "v20");
+        let mut gated = message(21, EventType::RotationPending, "v21");
+        gated.gate = Some(super::super::outbox::GateRef {
+            secret: "app".into(),
+            version: "v21".into(),
+            fingerprint: "f".into(),
+        });
+        for m in [&late, &gated] {
+            assert!(inner.outbox.put(m).unwrap());
+        }
+        worker.admit(vec![late.clone(), gated.clone()]).await;
+        assert!(!worker.queue.contains_key(&late.id));
+        assert!(worker.queue.contains_key(&gated.id));
+        assert_eq!(worker.spilled, 5);
+
+        // Cancelling a rotation reaches its pending event in the outbox too.
+        let pending = message(22, EventType::RotationPending, "v22");
+        assert!(inner.outbox.put(&pending).unwrap());
+        worker.admit(vec![pending.clone()]).await;
+        assert_eq!(worker.spilled, 6);
+        let (done, answered) = tokio::sync::oneshot::channel();
+        worker
+            .commands(vec![Command::Cancel {
+                secret: "app".into(),
+                version: "v22".into(),
+                reason: "rotation abandoned".into(),
+                done,
+            }])
+            .await;
+        answered.await.unwrap();
+        assert!(matches!(
+            inner.outbox.done(&pending.id).map(|d| d.finished),
+            Some(Finished::Cancelled { .. })
+        ));
+        assert_eq!(worker.spilled, 5);
         audit.close().await;
     }
 

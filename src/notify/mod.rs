@@ -853,4 +853,69 @@ mod tests {
         );
         audit.close().await;
     }
+
+    /// Past its hold limit, the worker leaves new messages in the outbox and reads them back
+    /// as it delivers: every one still goes out, once, and drain waits for all of them.
+    #[tokio::test]
+    async fn messages_past_the_hold_limit_wait_in_the_outbox_and_all_go_out() {
+        let (port, requests) = server(Vec::new()).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("k.whsec"),
+            "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
+        .unwrap();
+        let policy = crate::policy::parse(
+            &dir.path().join("p.toml"),
+            &format!(
+                "[backends.local]\ntype = \"file\"\n\n[notify.hooks]\nurl = \"http://127.0.0.1:{port}/h\"\n\
+                 secret_file = \"k.whsec\"\n\n[[secrets]]\nname = \"app\"\n\
+                 backend = \"local\"\nschedule = {{ every = \"30d\" }}\n\
+                 generator = {{ type = \"ed25519\" }}\nnotify = [\"hooks\"]\n"
+            ),
+        )
+        .unwrap();
+        let audit = AuditLog::open(&dir.path().join("audit.jsonl"))
+            .await
+            .unwrap();
+        let notifier = Notifier::open(&policy, audit.clone()).unwrap();
+        let secret = policy.secret("app").unwrap();
+        let mut ids = Vec::new();
+        for i in 0..12 {
+            let data = SecretEvent {
+                secret: "app".into(),
+                backend: "local".into(),
+                version: format!("v{i}"),
+                stage: "current".into(),
+                trigger: "manual".into(),
+                ..SecretEvent::default()
+            };
+            ids.extend(
+                notifier
+                    .enqueue(secret, EventType::Rotated, &data, IdKey::Derived(""))
+                    .await
+                    .unwrap(),
+            );
+        }
+        // All twelve wait before the worker starts, so its first look finds more than it
+        // may hold. Started by hand to set a small limit; otherwise as `start` does.
+        let receiver = notifier.commands.lock().unwrap().take().unwrap();
+        let worker = delivery::Worker::new(Arc::clone(&notifier.inner), Mode::Daemon)
+            .unwrap()
+            .with_hold_limit(3);
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(worker.run(receiver, stop.clone()));
+        assert_eq!(notifier.drain(Duration::from_secs(20)).await, 0);
+        assert_eq!(requests.load(Ordering::SeqCst), 12, "each message once");
+        assert_eq!(notifier.metrics().targets["hooks"].delivered, 12);
+        for id in &ids {
+            assert!(
+                notifier.outbox().done(id).is_some(),
+                "{id} recorded as done"
+            );
+        }
+        stop.cancel();
+        handle.await.unwrap();
+        audit.close().await;
+    }
 }
