@@ -569,6 +569,18 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// A policy of secrets with these names, in this order.
+    fn policy_of(names: &[&str]) -> Arc<Policy> {
+        let mut text = String::from(
+            "[backends.local]\ntype = \"file\"\n[defaults]\nbackend = \"local\"\n\
+             schedule = { every = \"30d\" }\ngenerator = { type = \"ed25519\" }\n",
+        );
+        for name in names {
+            text.push_str(&format!("[[secrets]]\nname = \"{name}\"\n"));
+        }
+        Arc::new(crate::policy::parse(std::path::Path::new("p.toml"), &text).unwrap())
+    }
+
     #[test]
     fn renders_what_was_recorded() {
         let m = Metrics::new();
@@ -613,18 +625,8 @@ mod tests {
     /// about one follows it across a reload, and a secret the reload dropped is gone.
     #[test]
     fn per_secret_times_follow_the_policy_by_position() {
-        let parse = |names: &[&str]| {
-            let mut text = String::from(
-                "[backends.local]\ntype = \"file\"\n[defaults]\nbackend = \"local\"\n\
-                 schedule = { every = \"30d\" }\ngenerator = { type = \"ed25519\" }\n",
-            );
-            for name in names {
-                text.push_str(&format!("[[secrets]]\nname = \"{name}\"\n"));
-            }
-            Arc::new(crate::policy::parse(std::path::Path::new("p.toml"), &text).unwrap())
-        };
         let m = Metrics::new();
-        m.adopt(&parse(&["a", "b", "c"]));
+        m.adopt(&policy_of(&["a", "b", "c"]));
         let now = Utc::now();
         m.secret_due(1, now + chrono::Duration::seconds(60));
         m.secret_times("c", None, Some(now - chrono::Duration::seconds(30)));
@@ -638,7 +640,7 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
         // A reload drops `a` and moves `b` and `c`.
-        m.adopt(&parse(&["d", "c", "b"]));
+        m.adopt(&policy_of(&["d", "c", "b"]));
         let text = m.render(now, 0, 0);
         for line in [
             "rekeyd_secret_next_rotation_seconds{secret=\"b\"} 60.0",
@@ -743,18 +745,8 @@ mod tests {
     /// success are kept, by position, and they follow the secret across a reload.
     #[test]
     fn failures_per_secret_count_up_reset_on_success_and_follow_a_reload() {
-        let parse = |names: &[&str]| {
-            let mut text = String::from(
-                "[backends.local]\ntype = \"file\"\n[defaults]\nbackend = \"local\"\n\
-                 schedule = { every = \"30d\" }\ngenerator = { type = \"ed25519\" }\n",
-            );
-            for name in names {
-                text.push_str(&format!("[[secrets]]\nname = \"{name}\"\n"));
-            }
-            Arc::new(crate::policy::parse(std::path::Path::new("p.toml"), &text).unwrap())
-        };
         let m = Metrics::new();
-        m.adopt(&parse(&["a", "b"]));
+        m.adopt(&policy_of(&["a", "b"]));
         for _ in 0..3 {
             m.rotation("b", "failed");
         }
@@ -775,7 +767,7 @@ mod tests {
         );
         assert!(!text.contains("rotations_total{secret"), "{text}");
         // `b` moves on reload and keeps its count; a success clears it.
-        m.adopt(&parse(&["c", "b"]));
+        m.adopt(&policy_of(&["c", "b"]));
         let text = m.render(Utc::now(), 0, 0);
         assert!(
             text.contains("rekeyd_secret_rotation_failures{secret=\"b\"} 3"),

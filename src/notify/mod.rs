@@ -783,25 +783,31 @@ mod tests {
         (port, count)
     }
 
-    #[tokio::test]
-    async fn the_worker_delivers_counts_every_outcome_and_drains() {
-        let (port, requests) = server(vec![500]).await;
-        let dir = tempfile::tempdir().unwrap();
+    /// One secret notifying target `hooks` at the local `port`, with `extra` lines in the
+    /// target's table; its signing key written beside the policy in `dir`.
+    fn hooks_policy(dir: &std::path::Path, port: u16, extra: &str) -> Policy {
         std::fs::write(
-            dir.path().join("k.whsec"),
+            dir.join("k.whsec"),
             "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
         )
         .unwrap();
-        let policy = crate::policy::parse(
-            &dir.path().join("p.toml"),
+        crate::policy::parse(
+            &dir.join("p.toml"),
             &format!(
                 "[backends.local]\ntype = \"file\"\n\n[notify.hooks]\nurl = \"http://127.0.0.1:{port}/h\"\n\
-                 secret_file = \"k.whsec\"\nbackoff = \"10ms\"\n\n[[secrets]]\nname = \"app\"\n\
+                 secret_file = \"k.whsec\"\n{extra}\n[[secrets]]\nname = \"app\"\n\
                  backend = \"local\"\nschedule = {{ every = \"30d\" }}\n\
                  generator = {{ type = \"ed25519\" }}\nnotify = [\"hooks\"]\n"
             ),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_worker_delivers_counts_every_outcome_and_drains() {
+        let (port, requests) = server(vec![500]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let policy = hooks_policy(dir.path(), port, "backoff = \"10ms\"\n");
         let audit = AuditLog::open(&dir.path().join("audit.jsonl"))
             .await
             .unwrap();
@@ -860,21 +866,7 @@ mod tests {
     async fn messages_past_the_hold_limit_wait_in_the_outbox_and_all_go_out() {
         let (port, requests) = server(Vec::new()).await;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("k.whsec"),
-            "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        )
-        .unwrap();
-        let policy = crate::policy::parse(
-            &dir.path().join("p.toml"),
-            &format!(
-                "[backends.local]\ntype = \"file\"\n\n[notify.hooks]\nurl = \"http://127.0.0.1:{port}/h\"\n\
-                 secret_file = \"k.whsec\"\n\n[[secrets]]\nname = \"app\"\n\
-                 backend = \"local\"\nschedule = {{ every = \"30d\" }}\n\
-                 generator = {{ type = \"ed25519\" }}\nnotify = [\"hooks\"]\n"
-            ),
-        )
-        .unwrap();
+        let policy = hooks_policy(dir.path(), port, "");
         let audit = AuditLog::open(&dir.path().join("audit.jsonl"))
             .await
             .unwrap();
