@@ -19,7 +19,7 @@ pub const POINTS: [&str; 6] = [
 
 /// Crash points that only notifications reach: a rotation of a secret with notify targets
 /// (and, for the gate points, with `confirm`), and the delivery worker.
-pub const NOTIFY_POINTS: [&str; 5] = [
+pub const NOTIFY_POINTS: [&str; 6] = [
     // The pending event is in the outbox; the gate has not been waited on.
     "after_pending_notified",
     // Every required target confirmed; the version is not promoted yet.
@@ -30,6 +30,8 @@ pub const NOTIFY_POINTS: [&str; 5] = [
     "after_rotated_notified",
     // A receiver answered 2xx; the outbox has not recorded the delivery yet.
     "notify_after_send",
+    // An outcome is audited; the outbox has not recorded it yet.
+    "notify_after_outcome_audited",
 ];
 
 /// Crash points inside the file store's writes.

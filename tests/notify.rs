@@ -72,7 +72,12 @@ fn audit_of(sandbox: &Sandbox, event: &str) -> Vec<Value> {
 }
 
 fn queued_files(sandbox: &Sandbox) -> Vec<String> {
-    match std::fs::read_dir(sandbox.path("state/outbox/queue")) {
+    outbox_files(sandbox, "queue")
+}
+
+/// The `.json` files of an outbox directory (`queue` or `done`).
+fn outbox_files(sandbox: &Sandbox, dir: &str) -> Vec<String> {
+    match std::fs::read_dir(sandbox.path(&format!("state/outbox/{dir}"))) {
         Ok(entries) => entries
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -550,6 +555,7 @@ fn a_crash_at_each_notification_step_loses_nothing_and_duplicates_only_under_one
         "after_pending_notified",
         "after_rotated_notified",
         "notify_after_send",
+        "notify_after_outcome_audited",
     ] {
         let k = key(17);
         let rx = Receiver::start(&[&k]);
@@ -607,9 +613,18 @@ notify = ["hooks"]
         // At least once: a message the crash caught between its 2xx and the record of it
         // is sent again (once, by the restart), never under a new id.
         assert!(ok.values().all(|rs| rs.len() <= 2), "{point}: {ok:#?}");
-        if point == "notify_after_send" {
-            // That is exactly where this point crashes.
+        if point == "notify_after_send" || point == "notify_after_outcome_audited" {
+            // That is exactly where these points crash.
             assert!(ok.values().any(|rs| rs.len() == 2), "{point}: {ok:#?}");
+        }
+        // Every outcome the outbox recorded is in the audit log, crash or not.
+        let audited: BTreeSet<String> = audit_of(&sandbox, "notification_delivered")
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect();
+        for done in outbox_files(&sandbox, "done") {
+            let id = done.trim_end_matches(".json");
+            assert!(audited.contains(id), "{point}: {id} done but not audited");
         }
     }
 }

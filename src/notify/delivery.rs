@@ -1056,15 +1056,10 @@ impl Worker {
         if batch.is_empty() {
             return;
         }
-        let outbox = self.inner.outbox.clone();
+        // Audited first, then recorded in the outbox: a crash in between leaves the message
+        // queued, so the restart sends (or gives up) again and audits it again — the audit
+        // log never misses an outcome the outbox has.
         let stored = batch.clone();
-        match tokio::task::spawn_blocking(move || outbox.finish_all(&stored)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(messages = batch.len(), error = %e, "cannot record notification outcomes; they may be sent again");
-            }
-            Err(_) => {}
-        }
         let mut entries = JoinSet::new();
         for (message, finished) in batch {
             let event = match finished {
@@ -1101,6 +1096,16 @@ impl Worker {
             if let Ok(Err(e)) = appended {
                 tracing::error!(error = %e, "cannot audit a notification outcome");
             }
+        }
+        crate::fault::point("notify_after_outcome_audited");
+        let outbox = self.inner.outbox.clone();
+        let messages = stored.len();
+        match tokio::task::spawn_blocking(move || outbox.finish_all(&stored)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(messages, error = %e, "cannot record notification outcomes; they may be sent again");
+            }
+            Err(_) => {}
         }
     }
 
@@ -1175,11 +1180,14 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 mod tests {
     use super::*;
 
-    /// An idle daemon's worker wakes rarely and then only stats an unchanged queue; it
-    /// lists the queue when it changed, and looks every few seconds while another live
-    /// process holds messages there (to take them over once it stops).
-    #[tokio::test]
-    async fn an_idle_worker_lists_the_queue_only_when_it_changed() {
+    /// A daemon's worker over a policy without targets, its state in a new directory (kept
+    /// alive by the returned guard), not started: tests drive its steps one by one.
+    async fn daemon_worker() -> (
+        tempfile::TempDir,
+        crate::audit::AuditLog,
+        Arc<Inner>,
+        Worker,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let policy = crate::policy::parse(
             &dir.path().join("p.toml"),
@@ -1193,7 +1201,16 @@ mod tests {
             .unwrap();
         let notifier = super::super::Notifier::open(&policy, audit.clone()).unwrap();
         let inner = Arc::clone(&notifier.inner);
-        let mut worker = Worker::new(Arc::clone(&inner), Mode::Daemon).unwrap();
+        let worker = Worker::new(Arc::clone(&inner), Mode::Daemon).unwrap();
+        (dir, audit, inner, worker)
+    }
+
+    /// An idle daemon's worker wakes rarely and then only stats an unchanged queue; it
+    /// lists the queue when it changed, and looks every few seconds while another live
+    /// process holds messages there (to take them over once it stops).
+    #[tokio::test]
+    async fn an_idle_worker_lists_the_queue_only_when_it_changed() {
+        let (_dir, audit, inner, mut worker) = daemon_worker().await;
 
         // No queue directory yet: nothing to list until one appears.
         worker.rescan().await;
@@ -1264,20 +1281,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_worker_holds_at_most_its_limit_and_reads_the_rest_back_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let policy = crate::policy::parse(
-            &dir.path().join("p.toml"),
-            "[backends.local]\ntype = \"file\"\n\n[[secrets]]\nname = \"app\"\n\
-             backend = \"local\"\nschedule = { every = \"30d\" }\n\
-             generator = { type = \"ed25519\" }\n",
-        )
-        .unwrap();
-        let audit = crate::audit::AuditLog::open(&dir.path().join("audit.jsonl"))
-            .await
-            .unwrap();
-        let notifier = super::super::Notifier::open(&policy, audit.clone()).unwrap();
-        let inner = Arc::clone(&notifier.inner);
-        let mut worker = Worker::new(Arc::clone(&inner), Mode::Daemon).unwrap();
+        let (_dir, audit, inner, mut worker) = daemon_worker().await;
         worker.hold_limit = 4;
         let rng = SystemRandom::new();
         let start = Utc::now() - chrono::Duration::hours(1);
