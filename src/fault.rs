@@ -19,7 +19,7 @@ pub const POINTS: [&str; 6] = [
 
 /// Crash points that only notifications reach: a rotation of a secret with notify targets
 /// (and, for the gate points, with `confirm`), and the delivery worker.
-pub const NOTIFY_POINTS: [&str; 6] = [
+pub const NOTIFY_POINTS: [&str; 7] = [
     // The pending event is in the outbox; the gate has not been waited on.
     "after_pending_notified",
     // Every required target confirmed; the version is not promoted yet.
@@ -32,6 +32,8 @@ pub const NOTIFY_POINTS: [&str; 6] = [
     "notify_after_send",
     // An outcome is audited; the outbox has not recorded it yet.
     "notify_after_outcome_audited",
+    // A consumer's answer is audited; the confirmations store has not recorded it yet.
+    "after_confirmation_audited",
 ];
 
 /// Crash points inside the file store's writes.

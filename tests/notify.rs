@@ -889,6 +889,29 @@ fn rekeyd_confirm_lets_a_waiting_rotation_promote() {
     let not_target = sandbox.run(&["confirm", "pay/key", &version, "--target", "billing"]);
     assert_eq!(not_target.status.code(), Some(6));
 
+    // A confirmation cut short by a crash between its audit entry and its record: the
+    // gate never acts on an answer the audit log lacks, so the rotation goes on waiting.
+    let cut = sandbox
+        .command(&[
+            "confirm", "pay/key", &version, "--target", "payments", "--by", "mallory",
+        ])
+        .env("REKEYD_CRASH_AT", "after_confirmation_audited")
+        .output()
+        .unwrap();
+    assert_eq!(cut.status.signal(), Some(6), "expected an abort");
+    assert!(
+        sandbox
+            .events("confirmation_recorded", "pay/key")
+            .iter()
+            .any(|e| e["by"] == "mallory"),
+        "audited before it counts"
+    );
+    assert!(
+        rotation.try_wait().unwrap().is_none(),
+        "the rotation went on without a recorded confirmation"
+    );
+    assert_eq!(current_id(&sandbox, "pay/key"), first);
+
     let out = sandbox.ok(&[
         "confirm", "pay/key", &version, "--target", "payments", "--by", "alice",
     ]);

@@ -228,21 +228,16 @@ impl Inner {
     }
 }
 
-/// Records a consumer's answer durably (a waiting gate in any process sees it), then
-/// audits it. The one path for every way an answer arrives: a webhook response, `rekeyd
-/// confirm`, the HTTP API.
+/// Audits a consumer's answer, then records it durably (a waiting gate in any process sees
+/// it). Audited first, so a gate never acts on an answer the audit log lacks: a crash in
+/// between leaves an audited answer that no gate saw (a waiting rotation goes on waiting;
+/// `rekeyd confirm` can be run again). The one path for every way an answer arrives: a
+/// webhook response, `rekeyd confirm`, the HTTP API.
 pub async fn record_confirmation(
     store: &Confirmations,
     audit: &AuditLog,
     confirmation: &Confirmation,
 ) -> Result<(), NotifyError> {
-    store
-        .record(confirmation)
-        .map_err(|source| NotifyError::Store {
-            path: store.dir().display().to_string(),
-            source,
-        })?;
-    tracing::info!(secret = %confirmation.secret, version = %confirmation.version, notify_target = %confirmation.target, decision = confirmation.decision.as_str(), via = %confirmation.via, "confirmation recorded");
     audit
         .append(AuditEvent::ConfirmationRecorded {
             secret: confirmation.secret.clone(),
@@ -254,6 +249,14 @@ pub async fn record_confirmation(
         })
         .await
         .map_err(NotifyError::Audit)?;
+    crate::fault::point("after_confirmation_audited");
+    store
+        .record(confirmation)
+        .map_err(|source| NotifyError::Store {
+            path: store.dir().display().to_string(),
+            source,
+        })?;
+    tracing::info!(secret = %confirmation.secret, version = %confirmation.version, notify_target = %confirmation.target, decision = confirmation.decision.as_str(), via = %confirmation.via, "confirmation recorded");
     Ok(())
 }
 
