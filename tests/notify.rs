@@ -453,6 +453,18 @@ fn gaps(requests: &[Request]) -> Vec<f64> {
     requests.windows(2).map(|w| w[1].at - w[0].at).collect()
 }
 
+/// One secret, `app` (every 30 days), notifying target `hooks` at `url` signed with key
+/// `k`; `extra` holds the target's other settings, a line each.
+fn app_notifying_hooks(url: &str, k: &str, extra: &str) -> Sandbox {
+    sandbox(
+        &format!(
+            "\n[notify.hooks]\nurl = \"{url}\"\nsecret_file = \"k.whsec\"\n{extra}\n\
+             [[secrets]]\nname = \"app\"\nschedule = {{ every = \"30d\" }}\nnotify = [\"hooks\"]\n"
+        ),
+        &[("k.whsec", k)],
+    )
+}
+
 fn start_daemon(sandbox: &Sandbox) -> Child {
     sandbox
         .command(&["run", "--log", "debug"])
@@ -1051,23 +1063,7 @@ fn sigterm_stops_delivery_cleanly_and_leaves_undelivered_messages_queued() {
     let mut rx = Receiver::start(&[&k]);
     let url = rx.url("/hooks");
     rx.stop();
-    let sandbox = sandbox(
-        &format!(
-            r#"
-[notify.hooks]
-url = "{url}"
-secret_file = "k.whsec"
-backoff = "100ms"
-max_backoff = "200ms"
-
-[[secrets]]
-name = "app"
-schedule = {{ every = "30d" }}
-notify = ["hooks"]
-"#
-        ),
-        &[("k.whsec", &k)],
-    );
+    let sandbox = app_notifying_hooks(&url, &k, "backoff = \"100ms\"\nmax_backoff = \"200ms\"\n");
     let mut daemon = start_daemon(&sandbox);
     wait_for("both messages to fail once", LIMIT, || {
         let tried: BTreeSet<String> = audit_of(&sandbox, "notification_attempt_failed")
@@ -1104,22 +1100,7 @@ fn a_cli_rotate_stops_delivering_in_bounded_time_and_the_daemon_takes_over() {
     let url = rx.url("/hooks");
     rx.stop();
     // After the first failure the next attempt is 30s away: past the CLI's delivery bound.
-    let sandbox = sandbox(
-        &format!(
-            r#"
-[notify.hooks]
-url = "{url}"
-secret_file = "k.whsec"
-backoff = "30s"
-
-[[secrets]]
-name = "app"
-schedule = {{ every = "30d" }}
-notify = ["hooks"]
-"#
-        ),
-        &[("k.whsec", &k)],
-    );
+    let sandbox = app_notifying_hooks(&url, &k, "backoff = \"30s\"\n");
     let started = std::time::Instant::now();
     sandbox.ok(&["rotate", "app"]);
     assert!(
@@ -1146,22 +1127,7 @@ fn a_running_daemon_takes_over_what_a_cli_rotate_left_without_waiting_for_a_time
     let k = key(44);
     let mut rx = Receiver::start(&[&k]);
     let url = rx.url("/hooks");
-    let sandbox = sandbox(
-        &format!(
-            r#"
-[notify.hooks]
-url = "{url}"
-secret_file = "k.whsec"
-backoff = "30s"
-
-[[secrets]]
-name = "app"
-schedule = {{ every = "30d" }}
-notify = ["hooks"]
-"#
-        ),
-        &[("k.whsec", &k)],
-    );
+    let sandbox = app_notifying_hooks(&url, &k, "backoff = \"30s\"\n");
     let mut daemon = start_daemon(&sandbox);
     // The daemon's first rotation is delivered: it is up and idle from here on.
     wait_for("the first rotation's two messages", LIMIT, || {
