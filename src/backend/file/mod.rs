@@ -150,18 +150,15 @@ impl FileBackend {
         })
     }
 
-    /// Runs blocking file work off the async runtime.
+    /// Runs blocking file work without stalling the async runtime.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || work(&inner))
+        crate::blocking::run(move || work(&inner))
             .await
-            .map_err(|e| {
-                self.inner
-                    .io_error("file store task", std::io::Error::other(e))
-            })?
+            .map_err(|e| self.inner.io_error("file store task", e))?
     }
 }
 
