@@ -1,5 +1,12 @@
-//! The writer: [`AuditLog`] handles feed one thread per open log, which owns the file and
-//! group-commits whatever is queued (one lock, one `write_all`, one `sync_data` per batch).
+//! The writer: [`AuditLog`] handles queue their entries, and whichever caller finds no commit
+//! under way leads one: it takes everything queued and commits it as one batch (one lock,
+//! one `write_all`, one `sync_data`), answers everyone, and passes the lead to the next
+//! waiter if more arrived meanwhile.
+//!
+//! The caller commits on its own thread ([`crate::blocking::run`]) rather than handing the
+//! batch to a writer thread: a rotation appends four entries one after another, and a
+//! hand-off there and back cost two thread wake-ups each (benches/store_rotation.rs).
+//! Concurrent appends still share commits: they queue while one is in flight.
 //!
 //! Every batch is written under an exclusive `flock`, and the chain is re-read from the file
 //! whenever its length is not what this writer last left, so several processes (or several
@@ -9,24 +16,20 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::entry::{self, GENESIS};
 use super::{AuditError, AuditEvent};
 
-/// How many appends may wait for the writer before `append` itself waits (backpressure).
-const QUEUE: usize = 1024;
-
 /// Handle to an open audit log; cheap to clone, shared by every task.
 ///
-/// The writer thread ends when every handle is dropped, or at [`AuditLog::close`].
+/// The file is closed when every handle is dropped, or at [`AuditLog::close`].
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Request>,
     shared: Arc<Shared>,
 }
 
@@ -50,7 +53,7 @@ pub struct Receipt {
 /// Counters of one open log since it was opened (for metrics, and to see group commit work).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AuditStats {
-    /// `append` calls handed to the writer thread.
+    /// `append` calls queued for a commit.
     pub submitted: u64,
     /// Entries written and fsynced.
     pub appended: u64,
@@ -58,7 +61,7 @@ pub struct AuditStats {
     pub fsyncs: u64,
 }
 
-/// State shared by the handles and the writer thread.
+/// State shared by the handles.
 struct Shared {
     path: PathBuf,
     submitted: AtomicU64,
@@ -66,17 +69,43 @@ struct Shared {
     fsyncs: AtomicU64,
     /// Told of every event once it is durable (metrics count what the log records).
     observer: std::sync::OnceLock<Observer>,
+    queue: Mutex<Queue>,
 }
 
 /// A callback told of each event once it is durable.
 pub type Observer = Arc<dyn Fn(&AuditEvent) + Send + Sync>;
 
-type Reply = oneshot::Sender<Result<Receipt, AuditError>>;
+/// What is waiting to be written, and who may write it.
+struct Queue {
+    /// The open file; `None` once closed (or after a writer panic).
+    writer: Option<Writer>,
+    /// Someone is committing, or has been told to: nobody else starts.
+    leading: bool,
+    requests: Vec<Request>,
+    /// Numbers the requests, so a leader finds its own.
+    next_ticket: u64,
+}
 
-enum Request {
-    Append(AuditEvent, Reply),
-    /// Finish what was queued before this, then stop; answered once the file is closed.
-    Close(oneshot::Sender<()>),
+struct Request {
+    ticket: u64,
+    kind: Kind,
+    /// Whom to answer; `None` for the leader's own request (it takes its result directly)
+    /// and for a waiter that went away.
+    reply: Option<oneshot::Sender<Turn>>,
+}
+
+enum Kind {
+    Append(AuditEvent),
+    /// Write what was queued before this, then close the file.
+    Close,
+}
+
+/// What a waiting caller is told.
+enum Turn {
+    /// Its request is done.
+    Done(Result<Receipt, AuditError>),
+    /// Its request is still queued and nobody is committing: it leads the next commit.
+    Lead,
 }
 
 impl AuditLog {
@@ -86,26 +115,25 @@ impl AuditLog {
     /// `\n` was never acknowledged, so it is cut off with a warning), and refuses a log whose
     /// last complete line is not an intact entry: appending after damage would bury it.
     pub async fn open(path: &Path) -> Result<Self, AuditError> {
-        let shared = Arc::new(Shared {
-            path: path.to_path_buf(),
-            submitted: AtomicU64::new(0),
-            appended: AtomicU64::new(0),
-            fsyncs: AtomicU64::new(0),
-            observer: std::sync::OnceLock::new(),
-        });
-        let for_open = shared.clone();
-        let state = tokio::task::spawn_blocking(move || Writer::open(for_open))
+        let owned = path.to_path_buf();
+        let writer = crate::blocking::run(move || Writer::open(owned))
             .await
-            .map_err(|e| io_error(path, std::io::Error::other(e.to_string())))??;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        // A thread of its own rather than a task that hands each batch to the blocking
-        // pool: an append then waits for one thread wake-up instead of two, a cost that a
-        // rotation pays four times in a row (benches/store_rotation.rs).
-        std::thread::Builder::new()
-            .name("rekeyd-audit".to_owned())
-            .spawn(move || run(state, rx))
-            .map_err(|e| io_error(path, e))?;
-        Ok(Self { tx, shared })
+            .map_err(|e| io_error(path, e))??;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                path: path.to_path_buf(),
+                submitted: AtomicU64::new(0),
+                appended: AtomicU64::new(0),
+                fsyncs: AtomicU64::new(0),
+                observer: std::sync::OnceLock::new(),
+                queue: Mutex::new(Queue {
+                    writer: Some(writer),
+                    leading: false,
+                    requests: Vec::new(),
+                    next_ticket: 0,
+                }),
+            }),
+        })
     }
 
     /// Appends one event; returns once it is durable (fsynced).
@@ -115,13 +143,7 @@ impl AuditLog {
             .observer
             .get()
             .map(|o| (o.clone(), event.clone()));
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Request::Append(event, reply))
-            .await
-            .map_err(|_| AuditError::Closed)?;
-        self.shared.submitted.fetch_add(1, Ordering::Relaxed);
-        let receipt = answer.await.map_err(|_| AuditError::Closed)??;
+        let receipt = self.request(Kind::Append(event)).await?;
         if let Some((observer, event)) = observed {
             observer(&event);
         }
@@ -134,14 +156,11 @@ impl AuditLog {
         let _ = self.shared.observer.set(observer);
     }
 
-    /// Writes what is queued, closes the file and waits for the writer thread to end.
-    /// Later appends through any handle fail with [`AuditError::Closed`].
+    /// Writes what is queued and closes the file. Later appends through any handle fail
+    /// with [`AuditError::Closed`].
     pub async fn close(&self) {
-        let (done, finished) = oneshot::channel();
-        if self.tx.send(Request::Close(done)).await.is_ok() {
-            // An error only means the thread ended already, which is what was asked.
-            let _ = finished.await;
-        }
+        // An error only means the log was closed already, which is what was asked.
+        let _ = self.request(Kind::Close).await;
     }
 
     /// Counters since this log was opened (shared by all clones of the handle).
@@ -157,71 +176,172 @@ impl AuditLog {
     pub fn path(&self) -> &Path {
         &self.shared.path
     }
+
+    /// Queues `kind`; leads a commit if nobody is committing, else waits to be answered
+    /// (or to be handed the lead).
+    async fn request(&self, kind: Kind) -> Result<Receipt, AuditError> {
+        let (ticket, waiting) = {
+            let mut queue = self.shared.lock();
+            if queue.writer.is_none() && !queue.leading {
+                return Err(AuditError::Closed);
+            }
+            let ticket = queue.next_ticket;
+            queue.next_ticket += 1;
+            let (reply, answer) = oneshot::channel();
+            let waiting = if queue.leading {
+                Some(Waiting {
+                    shared: Arc::clone(&self.shared),
+                    answer: Some(answer),
+                })
+            } else {
+                queue.leading = true;
+                None
+            };
+            if matches!(kind, Kind::Append(_)) {
+                self.shared.submitted.fetch_add(1, Ordering::Relaxed);
+            }
+            queue.requests.push(Request {
+                ticket,
+                kind,
+                reply: waiting.is_some().then_some(reply),
+            });
+            (ticket, waiting)
+        };
+        if let Some(mut waiting) = waiting {
+            match waiting.turn().await {
+                Turn::Done(result) => return result,
+                Turn::Lead => {}
+            }
+        }
+        let shared = Arc::clone(&self.shared);
+        crate::blocking::run(move || shared.lead(Some(ticket)))
+            .await
+            .map_err(|_| AuditError::Closed)?
+            .unwrap_or(Err(AuditError::Closed))
+    }
 }
 
-/// The writer thread: waits for one request, drains everything else queued, commits it as
-/// one batch, answers everyone. Ends when every handle is gone or at `Close`.
-fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut events = Vec::new();
-        let mut replies = Vec::new();
-        let mut close = None;
-        let mut next = Some(first);
-        while let Some(request) = next.take() {
-            match request {
-                Request::Append(event, reply) if close.is_none() => {
-                    events.push(event);
-                    replies.push(reply);
-                }
-                Request::Append(_, reply) => {
-                    let _ = reply.send(Err(AuditError::Closed));
-                }
-                Request::Close(done) => close = Some(done),
-            }
-            next = rx.try_recv().ok();
-        }
+/// A caller waiting for its answer. If it goes away after being handed the lead, the lead
+/// is not lost: the commit it was to make is made without it.
+struct Waiting {
+    shared: Arc<Shared>,
+    answer: Option<oneshot::Receiver<Turn>>,
+}
 
-        if !events.is_empty() {
-            let committed =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.commit(&events)));
-            match committed {
-                Ok(Ok(receipts)) => {
-                    for (reply, receipt) in replies.into_iter().zip(receipts) {
-                        let _ = reply.send(Ok(receipt));
-                    }
-                }
-                Ok(Err(error)) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(copy_error(&error)));
-                    }
-                }
-                Err(_) => {
-                    // The writer's state is unknown after a panic; nothing more is written.
-                    tracing::error!(path = %writer.shared.path.display(), "audit writer failed");
-                    for reply in replies {
-                        let _ = reply.send(Err(AuditError::Closed));
-                    }
-                    return;
-                }
-            }
-        }
+impl Waiting {
+    async fn turn(&mut self) -> Turn {
+        let answer = self.answer.as_mut().expect("awaited once");
+        let turn = answer.await.unwrap_or(Turn::Done(Err(AuditError::Closed)));
+        self.answer = None;
+        turn
+    }
+}
 
-        if let Some(done) = close {
-            rx.close();
-            while let Ok(request) = rx.try_recv() {
-                match request {
-                    Request::Append(_, reply) => {
-                        let _ = reply.send(Err(AuditError::Closed));
-                    }
-                    Request::Close(other) => {
-                        let _ = other.send(());
-                    }
-                }
-            }
-            drop(writer);
-            let _ = done.send(());
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let Some(mut answer) = self.answer.take() else {
             return;
+        };
+        if let Ok(Turn::Lead) = answer.try_recv() {
+            let shared = Arc::clone(&self.shared);
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || shared.lead(None))),
+                Err(_) => drop(shared.lead(None)),
+            }
         }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The queue is only pushed to and taken from; a panic elsewhere leaves it usable.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commits everything queued, as the one caller allowed to (`leading` is set), then
+    /// hands the lead to the next waiter or gives it up. Returns the result of request
+    /// `mine`, if it was among those committed.
+    fn lead(&self, mine: Option<u64>) -> Option<Result<Receipt, AuditError>> {
+        let (mut writer, requests) = {
+            let mut queue = self.lock();
+            (queue.writer.take(), std::mem::take(&mut queue.requests))
+        };
+        let mut own = None;
+        let mut answer = |request: Request, result: Result<Receipt, AuditError>| {
+            if Some(request.ticket) == mine {
+                own = Some(result);
+            } else if let Some(reply) = request.reply {
+                let _ = reply.send(Turn::Done(result));
+            }
+        };
+
+        // Appends up to the first close are one batch; everything after a close is refused.
+        let mut batch = Vec::new();
+        let mut rest = Vec::new();
+        for request in requests {
+            if writer.is_some() && rest.is_empty() && matches!(request.kind, Kind::Append(_)) {
+                batch.push(request);
+            } else {
+                rest.push(request);
+            }
+        }
+        if !batch.is_empty() {
+            let events: Vec<&AuditEvent> = batch
+                .iter()
+                .map(|r| match &r.kind {
+                    Kind::Append(event) => event,
+                    Kind::Close => unreachable!("only appends are batched"),
+                })
+                .collect();
+            let committed = writer.as_mut().map(|w| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.commit(&events)))
+            });
+            match committed {
+                Some(Ok(Ok(receipts))) => {
+                    self.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    self.appended
+                        .fetch_add(receipts.len() as u64, Ordering::Relaxed);
+                    for (request, receipt) in batch.into_iter().zip(receipts) {
+                        answer(request, Ok(receipt));
+                    }
+                }
+                Some(Ok(Err(error))) => {
+                    for request in batch {
+                        answer(request, Err(copy_error(&error)));
+                    }
+                }
+                _ => {
+                    // The writer's state is unknown after a panic; nothing more is written.
+                    tracing::error!(path = %self.path.display(), "audit writer failed");
+                    writer = None;
+                    for request in batch {
+                        answer(request, Err(AuditError::Closed));
+                    }
+                }
+            }
+        }
+        for request in rest {
+            // A close (or a request after one) finds the file closed, which it asked for or
+            // must be told.
+            let closing = matches!(request.kind, Kind::Close);
+            if closing {
+                writer = None;
+            }
+            answer(request, Err(AuditError::Closed));
+        }
+
+        let mut queue = self.lock();
+        queue.writer = writer;
+        // Pass the lead to the first waiter still there; its request stays queued for it.
+        for request in queue.requests.iter_mut() {
+            if let Some(reply) = request.reply.take()
+                && reply.send(Turn::Lead).is_ok()
+            {
+                return own;
+            }
+        }
+        queue.leading = false;
+        own
     }
 }
 
@@ -253,7 +373,7 @@ fn io_error(path: &Path, source: std::io::Error) -> AuditError {
 
 /// The file and where the chain stands; owned by the writer thread.
 struct Writer {
-    shared: Arc<Shared>,
+    path: PathBuf,
     file: File,
     host: String,
     pid: u32,
@@ -265,8 +385,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn open(shared: Arc<Shared>) -> Result<Self, AuditError> {
-        let path = shared.path.clone();
+    fn open(path: PathBuf) -> Result<Self, AuditError> {
         let io = |e| io_error(&path, e);
         let parent = parent_or_cwd(&path);
         let created_dirs = create_dirs(parent).map_err(io)?;
@@ -298,7 +417,7 @@ impl Writer {
         }
 
         let mut writer = Writer {
-            shared,
+            path: path.clone(),
             file,
             host: hostname(),
             pid: std::process::id(),
@@ -314,13 +433,13 @@ impl Writer {
     }
 
     fn io(&self, e: std::io::Error) -> AuditError {
-        io_error(&self.shared.path, e)
+        io_error(&self.path, e)
     }
 
     fn unlock(&self) {
         if let Err(e) = self.file.unlock() {
             // Closing the file releases the lock anyway; other writers wait until then.
-            tracing::warn!(path = %self.shared.path.display(), error = %e, "cannot unlock the audit log");
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot unlock the audit log");
         }
     }
 
@@ -337,20 +456,20 @@ impl Writer {
             // Only someone outside rekeyd shrinks the log; the chain will go on from what
             // is left, so say so loudly (an anchored verify will also report it).
             tracing::warn!(
-                path = %self.shared.path.display(),
+                path = %self.path.display(),
                 was = known,
                 now = len,
                 "the audit log shrank since rekeyd last wrote to it"
             );
         }
-        let (len, last) = read_tail(&self.file, &self.shared.path, len)?;
+        let (len, last) = read_tail(&self.file, &self.path, len)?;
         self.known_len = Some(len);
         (self.last_seq, self.last_hash) = last;
         Ok(())
     }
 
     /// Writes one batch: one lock, one `write_all`, one `sync_data`.
-    fn commit(&mut self, events: &[AuditEvent]) -> Result<Vec<Receipt>, AuditError> {
+    fn commit(&mut self, events: &[&AuditEvent]) -> Result<Vec<Receipt>, AuditError> {
         self.file.lock().map_err(|e| self.io(e))?;
         let result = self.commit_locked(events);
         self.unlock();
@@ -361,7 +480,7 @@ impl Writer {
         result
     }
 
-    fn commit_locked(&mut self, events: &[AuditEvent]) -> Result<Vec<Receipt>, AuditError> {
+    fn commit_locked(&mut self, events: &[&AuditEvent]) -> Result<Vec<Receipt>, AuditError> {
         self.catch_up()?;
         let mut seq = self.last_seq;
         let mut prev = self.last_hash.clone();
@@ -380,10 +499,6 @@ impl Writer {
         }
         self.file.write_all(&batch).map_err(|e| self.io(e))?;
         self.file.sync_data().map_err(|e| self.io(e))?;
-        self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .appended
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
         self.known_len = self.known_len.map(|len| len + batch.len() as u64);
         self.last_seq = seq;
         self.last_hash = prev;
@@ -614,6 +729,47 @@ mod tests {
         let report = verify(&path).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!(report.entries, 64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_waiter_that_goes_away_does_not_stall_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).await.unwrap();
+
+        // The first append leads and waits for the file's lock; two more queue behind it.
+        let blocker = File::open(&path).unwrap();
+        blocker.lock().unwrap();
+        let spawn = |n| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(started(n)).await })
+        };
+        let leader = spawn(1);
+        while log.stats().submitted < 1 {
+            tokio::task::yield_now().await;
+        }
+        let gone = spawn(2);
+        let next = spawn(3);
+        while log.stats().submitted < 3 {
+            tokio::task::yield_now().await;
+        }
+        // The first waiter in line is cancelled: the lead must pass to the one after it.
+        gone.abort();
+        assert!(gone.await.unwrap_err().is_cancelled());
+        blocker.unlock().unwrap();
+
+        assert_eq!(leader.await.unwrap().unwrap().seq, 1);
+        // The cancelled append was queued before it went away, so it is written with the
+        // next batch.
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), next)
+            .await
+            .expect("the lead was lost with the cancelled waiter");
+        assert_eq!(next.unwrap().unwrap().seq, 3);
+        assert_eq!(log.append(started(4)).await.unwrap().seq, 4);
+        log.close().await;
+        assert_eq!(seqs_in(&path), [1, 2, 3, 4]);
+        let report = verify(&path).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
