@@ -19,7 +19,7 @@ pub const POINTS: [&str; 6] = [
 
 /// Crash points that only notifications reach: a rotation of a secret with notify targets
 /// (and, for the gate points, with `confirm`), and the delivery worker.
-pub const NOTIFY_POINTS: [&str; 7] = [
+pub const NOTIFY_POINTS: [&str; 9] = [
     // The pending event is in the outbox; the gate has not been waited on.
     "after_pending_notified",
     // Every required target confirmed; the version is not promoted yet.
@@ -32,6 +32,11 @@ pub const NOTIFY_POINTS: [&str; 7] = [
     "notify_after_send",
     // An outcome is audited; the outbox has not recorded it yet.
     "notify_after_outcome_audited",
+    // Outcomes are audited and recorded in the outbox.
+    "notify_after_outcome_recorded",
+    // A gated pending event's response is recorded as the target's answer; its message is
+    // not closed yet.
+    "notify_after_answer_recorded",
     // A consumer's answer is audited; the confirmations store has not recorded it yet.
     "after_confirmation_audited",
 ];

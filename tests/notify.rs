@@ -1055,6 +1055,47 @@ fn a_gated_rotation_interrupted_by_a_crash_waits_for_confirmation_again() {
         "the failure queued before the crash is delivered"
     );
     assert!(queued_files(&sandbox).is_empty());
+
+    // 5 and 6 crash in the delivery worker after the consumer's 2xx came back; the rotation
+    // may promote on the answer before the crash, which is fine: the crash must leave it
+    // able to, never ask the consumer twice, and never lose the delivery.
+    let crash_after_answer = |point: &str| {
+        rx.script(pending_rule(200));
+        let asked_before: BTreeSet<String> = rx.requests().iter().map(|r| r.id.clone()).collect();
+        let out = sandbox
+            .command(&["rotate", "pay/key", "--force"])
+            .env("REKEYD_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), Some(6), "{point}: expected an abort");
+        let asked = rx
+            .requests()
+            .into_iter()
+            .find(|r| r.kind == "secret.rotation.pending" && !asked_before.contains(&r.id))
+            .expect("the pending event was sent before the crash");
+        let version = asked.json()["data"]["version"].as_str().unwrap().to_owned();
+        assert_eq!(pending_requests(&version), 1);
+        sandbox.ok(&["run", "--once"]);
+        assert_eq!(current_id(&sandbox, "pay/key"), version, "{point}");
+        assert_eq!(
+            pending_requests(&version),
+            1,
+            "{point}: asked again after answering"
+        );
+        assert!(
+            audit_of(&sandbox, "notification_delivered")
+                .iter()
+                .any(|e| e["id"] == asked.id.as_str()),
+            "{point}: the delivery is audited"
+        );
+        assert!(queued_files(&sandbox).is_empty(), "{point}");
+    };
+    // 5. After the answer was recorded, before its message was closed: the restart closes
+    //    the message as delivered instead of sending it again.
+    crash_after_answer("notify_after_answer_recorded");
+    // 6. Right after the message was closed: the answer was recorded before the close (it
+    //    used to be recorded after it, and was lost here: the gate timed out).
+    crash_after_answer("notify_after_outcome_recorded");
 }
 
 #[test]

@@ -491,6 +491,7 @@ impl Worker {
         // Oldest first: when not all of them fit, the rest wait in the outbox.
         loaded.sort_by_key(|m| m.created_at);
         self.spilled = 0;
+        let mut answered = Vec::new();
         for mut message in loaded {
             if self.queue.contains_key(&message.id) || self.in_flight.contains_key(&message.id) {
                 continue;
@@ -511,8 +512,54 @@ impl Worker {
             if orphan && message.attempts > 0 {
                 message.next_attempt_at = message.next_attempt_at.min(now);
             }
+            if orphan && message.gate.is_some() {
+                answered.push(message);
+                continue;
+            }
             self.queue.insert(message.id.clone(), message);
         }
+        self.close_answered(answered).await;
+    }
+
+    /// Of gated messages a stopped process left, closes those whose response it had
+    /// recorded as the target's answer before it could close them (it was delivered and
+    /// answered: asking again would ask a consumer twice), and queues the rest.
+    async fn close_answered(&mut self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        let checked = crate::blocking::run(move || {
+            messages
+                .into_iter()
+                .map(|message| {
+                    let answer = answered_before(&inner.confirmations, &message);
+                    (message, answer)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (mut message, answer) in checked {
+            match answer {
+                None => {
+                    self.queue.insert(message.id.clone(), message);
+                }
+                Some((decision, by)) => {
+                    // The attempt that was answered was never recorded in the message.
+                    message.attempts += 1;
+                    tracing::info!(notify_target = %message.target, id = %message.id, answer = decision.as_str(), "pending event answered before a restart; not sent again");
+                    let finished = match (decision, status_of(&by)) {
+                        (Decision::Confirmed, Some(status)) => Finished::Delivered { status },
+                        _ => Finished::GivenUp {
+                            reason: format!("{by}: answered before a restart, not sent again"),
+                        },
+                    };
+                    self.close(&message, finished);
+                }
+            }
+        }
+        self.flush().await;
     }
 
     async fn commands(&mut self, commands: Vec<Command>) {
@@ -857,10 +904,13 @@ impl Worker {
         match verdict {
             Verdict::Delivered(status) => {
                 crate::fault::point("notify_after_send");
-                self.close(&message, Finished::Delivered { status });
+                // The answer is recorded before the message is closed: a crash in between
+                // leaves the message queued with its answer kept, and the restart closes it
+                // without asking again (`answered_before`). The other order lost the answer.
                 if !cancelled && let Some(gate) = &message.gate {
                     self.answer(&message, gate, Decision::Confirmed, status);
                 }
+                self.close(&message, Finished::Delivered { status });
             }
             Verdict::Gone => {
                 let url = target
@@ -1019,6 +1069,7 @@ impl Worker {
         if let Err(e) = self.inner.record_confirmation(&confirmation).await {
             tracing::error!(error = %e, secret = %gate.secret, "cannot record a confirmation");
         }
+        crate::fault::point("notify_after_answer_recorded");
     }
 
     fn give_up(&mut self, message: &Message, reason: String) {
@@ -1101,7 +1152,7 @@ impl Worker {
         let outbox = self.inner.outbox.clone();
         let messages = stored.len();
         match tokio::task::spawn_blocking(move || outbox.finish_all(&stored)).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => crate::fault::point("notify_after_outcome_recorded"),
             Ok(Err(e)) => {
                 tracing::error!(messages, error = %e, "cannot record notification outcomes; they may be sent again");
             }
@@ -1114,6 +1165,25 @@ impl Worker {
             tracing::error!(error = %e, "cannot audit a notification outcome");
         }
     }
+}
+
+/// The answer a gated message's own response gave, recorded before its message was closed:
+/// the decision and who gave it (`HTTP 200`). Answers given another way (CLI, API), or for
+/// another value stored under the same version id, do not count: they say nothing about
+/// whether this message was delivered.
+fn answered_before(
+    confirmations: &super::gate::Confirmations,
+    message: &Message,
+) -> Option<(Decision, String)> {
+    let gate = message.gate.as_ref()?;
+    let answer = confirmations.get(&gate.secret, &gate.version, &message.target)?;
+    let same_value = answer.fingerprint.as_deref().unwrap_or("") == gate.fingerprint.as_str();
+    (answer.via == "response" && same_value).then_some((answer.decision, answer.by))
+}
+
+/// The status code in a response answer's `by` (`HTTP 200`).
+fn status_of(by: &str) -> Option<u16> {
+    by.strip_prefix("HTTP ")?.parse().ok()
 }
 
 /// One attempt: sign with the attempt's timestamp, POST, classify.
