@@ -6,6 +6,7 @@
 //! when every field involved comes from there, otherwise per secret, pointing at the
 //! secret's own field.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
@@ -138,15 +139,38 @@ enum Kind {
 
 /// A schedule as read from a table.
 #[derive(Clone, Debug)]
-struct ParsedSchedule {
+struct ParsedSchedule<'a> {
     kind: Kind,
     /// The shortest gap between two slots.
     gap: Duration,
     /// As written, for display.
-    text: String,
+    text: Written<'a>,
     /// `cron` or `every`, and the span of its value: where interval problems point.
     key: &'static str,
     key_span: Range<usize>,
+}
+
+/// A schedule's display text in pieces: it is put together once per distinct settings,
+/// not once per secret.
+#[derive(Clone, Copy, Debug)]
+enum Written<'a> {
+    /// `every = "30d"`.
+    Every(&'a str),
+    /// `every` given as a number of seconds.
+    EveryFor(Duration),
+    /// `cron = "30 2 * * *"` and its time zone, if any.
+    Cron(&'a str, Option<&'a str>),
+}
+
+impl Written<'_> {
+    fn render(self) -> String {
+        match self {
+            Written::Every(text) => format!("every {text}"),
+            Written::EveryFor(period) => format!("every {}", human(period)),
+            Written::Cron(expr, Some(tz)) => format!("cron \"{expr}\" ({tz})"),
+            Written::Cron(expr, None) => format!("cron \"{expr}\""),
+        }
+    }
 }
 
 /// Target names as written, with their spans.
@@ -156,7 +180,7 @@ type Refs = Vec<(String, Range<usize>)>;
 #[derive(Clone, Debug)]
 pub(super) struct Fields<'a> {
     backend: Got<&'a str>,
-    schedule: Got<Src<ParsedSchedule>>,
+    schedule: Got<Src<ParsedSchedule<'a>>>,
     generator: Got<crate::generate::GeneratorSpec>,
     grace: Got<Src<Duration>>,
     window: Got<Src<Duration>>,
@@ -194,10 +218,21 @@ impl Fields<'_> {
 /// Secret names seen so far, with the byte offset of their first definition.
 type NameSet<'a> = HashMap<&'a str, usize, BuildHasherDefault<NameHasher>>;
 
-/// FNV-1a: SipHash's flood resistance buys nothing for names from a local file, and with
-/// 100,000 secrets the hashing shows up.
+/// A word-at-a-time multiply-xorshift hash for names and settings keys: SipHash's flood
+/// resistance buys nothing for text from a local file, and with 100,000 secrets the
+/// hashing shows up (a byte-at-a-time FNV-1a did too).
 #[derive(Default)]
 pub(super) struct NameHasher(u64);
+
+impl NameHasher {
+    const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn mix(&mut self, word: u64) {
+        let hash = (self.0 ^ word).wrapping_mul(Self::MULTIPLIER);
+        // Fold the well-mixed high half into the low bits, which pick the bucket.
+        self.0 = hash ^ (hash >> 32);
+    }
+}
 
 impl Hasher for NameHasher {
     fn finish(&self) -> u64 {
@@ -205,15 +240,32 @@ impl Hasher for NameHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.mix(u64::from_le_bytes(word.try_into().expect("8 bytes")));
         }
-        self.0 = hash;
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(last));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    fn write_isize(&mut self, n: isize) {
+        self.mix(n as u64);
     }
 }
 
@@ -398,36 +450,16 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         let window = own.window.clone().or_default(&defaults.window);
         let max_age = own.max_age.clone().or_default(&defaults.max_age);
 
-        for (missing, key, hint) in [
-            (
-                matches!(backend, Got::Absent),
-                "backend",
-                match self.backends.first() {
-                    Some(first) => format!(
-                        "add backend = \"{first}\" here or in [defaults]; defined backends: {}",
-                        list(self.backends)
-                    ),
-                    None => "define one as [backends.local] with type = \"file\", then add \
-                         backend = \"local\" here or in [defaults]"
-                        .to_owned(),
-                },
-            ),
-            (
-                matches!(schedule, Got::Absent),
-                "schedule",
-                format!("{SCHEDULE_HINT}, here or in [defaults]"),
-            ),
-            (
-                matches!(generator, Got::Absent),
-                "generator",
-                "add generator = { type = \"password\" } here or in [defaults]; types: \
-                 password, bytes, ed25519, ecdsa-p256, json"
-                    .to_owned(),
-            ),
+        // The hints are written only for a field that is missing: building them for every
+        // secret of a large policy showed up in its load time.
+        for (missing, key) in [
+            (matches!(backend, Got::Absent), "backend"),
+            (matches!(schedule, Got::Absent), "schedule"),
+            (matches!(generator, Got::Absent), "generator"),
         ] {
             if missing {
                 let message = format!("this secret has no `{key}` and [defaults] sets none");
-                d.report(item.span(), &loc.key(key), message, hint);
+                d.report(item.span(), &loc.key(key), message, self.missing_hint(key));
             }
         }
 
@@ -466,7 +498,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         let settings = self.settings.entry(key).or_insert_with(|| {
             Arc::new(SecretSettings {
                 backend: (*backend).to_owned(),
-                schedule_text: schedule.value.text.clone(),
+                schedule_text: schedule.value.text.render(),
                 generator: generator.clone(),
                 notify: notify.map(|n| n.value.clone()).unwrap_or_default(),
                 confirm: confirm
@@ -495,6 +527,26 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         })
     }
 
+    /// How to set `key` (`backend`, `schedule` or `generator`) that neither a secret nor
+    /// `[defaults]` sets.
+    fn missing_hint(&self, key: &str) -> String {
+        match key {
+            "backend" => match self.backends.first() {
+                Some(first) => format!(
+                    "add backend = \"{first}\" here or in [defaults]; defined backends: {}",
+                    list(self.backends)
+                ),
+                None => "define one as [backends.local] with type = \"file\", then add \
+                     backend = \"local\" here or in [defaults]"
+                    .to_owned(),
+            },
+            "schedule" => format!("{SCHEDULE_HINT}, here or in [defaults]"),
+            _ => "add generator = { type = \"password\" } here or in [defaults]; types: \
+                 password, bytes, ed25519, ecdsa-p256, json"
+                .to_owned(),
+        }
+    }
+
     /// A valid, unique secret name, appended to the name buffer (its range there).
     fn name(&mut self, d: &mut Diags<'_>, v: &'a Value<'a>, loc: &Loc<'_>) -> Option<Range<usize>> {
         let hint = "1 to 512 characters: letters, digits and / _ + = . @ -";
@@ -503,17 +555,21 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             d.report(v.span(), loc, e.to_string(), hint);
             return None;
         }
-        if let Some(&first) = self.seen.get(text) {
-            let line = d.line(first);
-            d.report(
-                v.span(),
-                loc,
-                format!("secret `{text}` is defined twice; also defined at line {line}"),
-                "secret names must be unique: rename or remove one of them",
-            );
-            return None;
+        match self.seen.entry(text) {
+            Entry::Occupied(first) => {
+                let line = d.line(*first.get());
+                d.report(
+                    v.span(),
+                    loc,
+                    format!("secret `{text}` is defined twice; also defined at line {line}"),
+                    "secret names must be unique: rename or remove one of them",
+                );
+                return None;
+            }
+            Entry::Vacant(new) => {
+                new.insert(v.span().start);
+            }
         }
-        self.seen.insert(text, v.span().start);
         let start = self.names.len();
         self.names.push_str(text);
         Some(start..self.names.len())
@@ -661,7 +717,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         d: &mut Diags<'_>,
         v: &'a Value<'a>,
         loc: &Loc<'_>,
-    ) -> Option<ParsedSchedule> {
+    ) -> Option<ParsedSchedule<'a>> {
         let t = table(d, v, loc, "a schedule table", SCHEDULE_HINT)?;
         check_keys(d, t, SCHEDULE_KEYS, loc);
         let cron = t.get_key_value("cron");
@@ -710,8 +766,8 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                     return None;
                 }
                 let text = match ev.get_ref().as_str() {
-                    Some(s) => format!("every {s}"),
-                    None => format!("every {}", human(period)),
+                    Some(s) => Written::Every(s),
+                    None => Written::EveryFor(period),
                 };
                 Some(ParsedSchedule {
                     kind: Kind::Every(period),
@@ -746,10 +802,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                     Ok((schedule, gap)) => Some(ParsedSchedule {
                         kind: Kind::Cron(schedule.clone()),
                         gap: *gap,
-                        text: match tz {
-                            Some(tz) => format!("cron \"{expr}\" ({tz})"),
-                            None => format!("cron \"{expr}\""),
-                        },
+                        text: Written::Cron(expr, tz),
                         key: "cron",
                         key_span: cv.span(),
                     }),
@@ -780,7 +833,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         d: &mut Diags<'_>,
         loc: &Loc<'_>,
         scope: Origin,
-        schedule: &Src<ParsedSchedule>,
+        schedule: &Src<ParsedSchedule<'_>>,
         grace: &Got<Src<Duration>>,
         window: &Got<Src<Duration>>,
         max_age: &Got<Src<Duration>>,
