@@ -1,10 +1,15 @@
 //! A large policy read in parts, on every core: the text before the first `[[secrets]]`
 //! line (daemon, backends, notify targets, API, defaults), then runs of `[[secrets]]`
-//! tables of about a mebibyte each, each parsed and checked on its own.
+//! tables of about 64 KiB each, each parsed and checked on its own.
 //!
 //! Parsing is most of a load (issue 8: 100,000 secrets in under 250 ms), and one TOML
 //! tree for the whole file is twenty times its size; parts are parsed two at a time (on
-//! two cores) and each tree is dropped as soon as its secrets are built.
+//! two cores) and each tree is dropped as soon as its secrets are built. Parts are small
+//! because the parser's buffers (its tokens and events) are several times the text: a
+//! mebibyte's worth of text needed buffers big enough that the allocator mapped them
+//! fresh from the kernel each time, and faulting those pages in was a fifth of a load's
+//! CPU; a 64 KiB part's buffers are reused from the heap. Settings built in one part are
+//! shared with the others (`SharedSettings`), so more parts do not mean more copies.
 //!
 //! Only a policy with no problem at all is accepted this way. At the first problem, or
 //! anything a part cannot decide alone (a syntax error, a cut that fell inside a multi-line
@@ -23,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use toml::de::DeTable;
 
 use super::diagnostic::Diags;
-use super::secrets::{NameHasher, SecretWalk, secrets_array};
+use super::secrets::{NameHasher, SecretWalk, SharedSettings, secrets_array};
 use super::validate::{self, Header};
 use super::{Policy, SecretPolicy};
 
@@ -38,7 +43,7 @@ pub(super) struct Sizes {
 impl Sizes {
     pub(super) const DEFAULT: Sizes = Sizes {
         smallest: 256 * 1024,
-        part: 1024 * 1024,
+        part: 64 * 1024,
     };
 }
 
@@ -77,6 +82,7 @@ pub(super) fn policy(file: &Path, text: &str, sizes: &Sizes) -> Option<Policy> {
     let failed = AtomicBool::new(false);
     let digest = Mutex::new(None);
     let done: Mutex<Vec<(usize, Vec<SecretPolicy>)>> = Mutex::new(Vec::with_capacity(parts.len()));
+    let shared = SharedSettings::default();
     let work = || {
         loop {
             let item = next.fetch_add(1, Ordering::Relaxed);
@@ -87,7 +93,7 @@ pub(super) fn policy(file: &Path, text: &str, sizes: &Sizes) -> Option<Policy> {
                 *digest.lock().expect("digest") = Some(validate::digest(text));
                 continue;
             }
-            match secrets_of(&text[parts[item - 1].clone()], &header, &defaults) {
+            match secrets_of(&text[parts[item - 1].clone()], &header, &defaults, &shared) {
                 Some(secrets) => done.lock().expect("parts").push((item - 1, secrets)),
                 None => failed.store(true, Ordering::Relaxed),
             }
@@ -127,6 +133,7 @@ fn secrets_of(
     part: &str,
     header: &Header<'_>,
     defaults: &super::secrets::Fields<'_>,
+    shared: &SharedSettings,
 ) -> Option<Vec<SecretPolicy>> {
     let doc = DeTable::parse(part).ok()?;
     let root = doc.get_ref();
@@ -140,7 +147,8 @@ fn secrets_of(
         &header.backend_names,
         &header.notify_names,
         header.min_interval,
-    );
+    )
+    .sharing(shared);
     // Positions only name secrets in diagnostics, and any diagnostic sends the file to
     // the one-piece read: the part's own numbering will do.
     walk.secrets(&mut d, items, 0, defaults);
@@ -203,7 +211,10 @@ fn is_header(rest: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::policy::SecretSettings;
 
     /// Parts of a few hundred bytes, so small policies exercise every path.
     const TINY: Sizes = Sizes {
@@ -266,6 +277,27 @@ tags = { managed_by = "rekeyd" }
             let whole = validate::whole(&example, &text).expect(file);
             assert_eq!(format!("{parts:?}"), format!("{whole:?}"), "{file}");
         }
+    }
+
+    /// Secrets with the same settings share one copy across parts, as in a one-piece read:
+    /// many small parts must not mean many copies held by the daemon.
+    #[test]
+    fn parts_share_settings_with_each_other() {
+        let text = format!("{HEAD}{}", secrets(40));
+        let parts = policy(Path::new("p.toml"), &text, &TINY).expect("read in parts");
+        assert!(cuts(&text, TINY.part).unwrap().len() > 10, "many parts");
+        // `secrets` repeats four kinds of secret: app/1 and app/37 are in different parts.
+        let (first, last) = (
+            parts.secret("app/1").unwrap(),
+            parts.secret("app/37").unwrap(),
+        );
+        assert!(Arc::ptr_eq(first.settings(), last.settings()));
+        let distinct: HashSet<*const SecretSettings> = parts
+            .secrets
+            .iter()
+            .map(|s| Arc::as_ptr(s.settings()))
+            .collect();
+        assert_eq!(distinct.len(), 4);
     }
 
     /// Whatever a part cannot decide alone goes to the one-piece read.

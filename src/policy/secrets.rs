@@ -10,7 +10,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::diagnostic::{Diags, Loc, did_you_mean, human, list};
@@ -276,6 +276,17 @@ type CronResult = Result<(Schedule, Duration), (bool, String)>;
 /// same settings, so this keys the settings they share.
 type SettingsKey<'a> = [Option<&'a str>; DEFAULT_KEYS.len()];
 
+/// Settings shared between the walks over the parts of one policy (see `parts`), keyed
+/// like [`SettingsKey`] but by owned text. A walk looks here only for settings it has not
+/// met yet, so each part takes a lock about once per distinct settings.
+pub(super) type SharedSettings = Mutex<
+    HashMap<
+        [Option<Box<str>>; DEFAULT_KEYS.len()],
+        Arc<SecretSettings>,
+        BuildHasherDefault<NameHasher>,
+    >,
+>;
+
 /// A secret that passed every check, its name still in the walk's name buffer.
 struct Checked {
     name: Range<usize>,
@@ -297,6 +308,8 @@ pub(super) struct SecretWalk<'a, 'n> {
     cron_cache: HashMap<(&'a str, Option<&'a str>), CronResult>,
     /// Settings built so far, shared by every secret whose own fields read the same.
     settings: HashMap<SettingsKey<'a>, Arc<SecretSettings>, BuildHasherDefault<NameHasher>>,
+    /// Settings built by the walks over other parts of the same policy.
+    shared: Option<&'n SharedSettings>,
     /// The valid secrets' names, back to back (one allocation for all of them).
     names: String,
     checked: Vec<Checked>,
@@ -319,10 +332,19 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             min_interval,
             cron_cache: HashMap::new(),
             settings: HashMap::default(),
+            shared: None,
             names: String::new(),
             checked: Vec::new(),
             seen: HashMap::default(),
         }
+    }
+
+    /// Shares settings with the walks over the other parts of the same policy, under the
+    /// same `[defaults]`, so that secrets with the same settings share one copy whichever
+    /// part they are in.
+    pub(super) fn sharing(mut self, shared: &'n SharedSettings) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// Reads `[defaults]` and every `[[secrets]]` entry; secrets come back only if all of
@@ -495,27 +517,41 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         let enabled = valid_or_none(own.enabled.or_default(&defaults.enabled))?;
         let text = self.text;
         let key: SettingsKey<'a> = own.sources.map(|span| span.map(|span| &text[span]));
-        let settings = self.settings.entry(key).or_insert_with(|| {
-            Arc::new(SecretSettings {
-                backend: (*backend).to_owned(),
-                schedule_text: schedule.value.text.render(),
-                generator: generator.clone(),
-                notify: notify.map(|n| n.value.clone()).unwrap_or_default(),
-                confirm: confirm
-                    .map(|c| &c.value)
-                    .filter(|targets| !targets.is_empty())
-                    .map(|targets| Confirm {
-                        targets: targets.iter().map(|(name, _)| name.clone()).collect(),
-                        timeout: confirm_timeout.unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
-                    }),
-                grace: grace.value,
-                window,
-                max_age,
-                owner: owner.cloned(),
-                tags: tags.cloned().unwrap_or_default(),
-                enabled: enabled.unwrap_or(true),
-            })
-        });
+        let settings = match self.settings.get(&key) {
+            Some(settings) => Arc::clone(settings),
+            None => {
+                let built = Arc::new(SecretSettings {
+                    backend: (*backend).to_owned(),
+                    schedule_text: schedule.value.text.render(),
+                    generator: generator.clone(),
+                    notify: notify.map(|n| n.value.clone()).unwrap_or_default(),
+                    confirm: confirm
+                        .map(|c| &c.value)
+                        .filter(|targets| !targets.is_empty())
+                        .map(|targets| Confirm {
+                            targets: targets.iter().map(|(name, _)| name.clone()).collect(),
+                            timeout: confirm_timeout.unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
+                        }),
+                    grace: grace.value,
+                    window,
+                    max_age,
+                    owner: owner.cloned(),
+                    tags: tags.cloned().unwrap_or_default(),
+                    enabled: enabled.unwrap_or(true),
+                });
+                // Another part may have built the same settings: share its copy.
+                let settings = match self.shared {
+                    Some(shared) => {
+                        let owned = key.map(|text| text.map(Box::from));
+                        let mut shared = shared.lock().expect("shared settings");
+                        Arc::clone(shared.entry(owned).or_insert(built))
+                    }
+                    None => built,
+                };
+                self.settings.insert(key, Arc::clone(&settings));
+                settings
+            }
+        };
         let schedule = match &schedule.value.kind {
             Kind::Cron(s) => s.clone(),
             Kind::Every(period) => Schedule::every(*period, &self.names[name.clone()]),
@@ -523,7 +559,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         Some(Checked {
             name,
             schedule,
-            settings: Arc::clone(settings),
+            settings,
         })
     }
 
