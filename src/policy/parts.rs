@@ -13,7 +13,7 @@
 //!
 //! Only a policy with no problem at all is accepted this way. At the first problem, or
 //! anything a part cannot decide alone (a syntax error, a cut that fell inside a multi-line
-//! string, another top-level table after the secrets, a name defined in two parts), this
+//! string, another top-level table after the secrets, a name defined twice), this
 //! gives up and the caller reads the whole file in one piece, which reports every problem
 //! with its file, line, field and fix. Diagnostics are therefore the one-piece read's by
 //! construction, and a valid policy gives the same `Policy` either way (tested below).
@@ -148,14 +148,15 @@ fn secrets_of(
         &header.notify_names,
         header.min_interval,
     )
-    .sharing(shared);
+    .in_part(shared);
     // Positions only name secrets in diagnostics, and any diagnostic sends the file to
     // the one-piece read: the part's own numbering will do.
     walk.secrets(&mut d, items, 0, defaults);
     d.is_clean().then(|| walk.finish())
 }
 
-/// Whether two parts define the same name (each part checked its own).
+/// Whether a name is defined twice, in one part or in two: a part's walk leaves names to
+/// this one check over all of them.
 fn defined_twice(secrets: &[SecretPolicy]) -> bool {
     let mut seen: HashSet<&str, BuildHasherDefault<NameHasher>> =
         HashSet::with_capacity_and_hasher(secrets.len(), Default::default());
@@ -316,7 +317,8 @@ tags = { managed_by = "rekeyd" }
         assert!(whole_only(
             &valid.replace("owner = \"team\"", "owner = \"team")
         ));
-        // A name defined in two parts.
+        // A name defined twice in one part, or in two parts.
+        assert!(whole_only(&valid.replace("app/2\"", "app/1\"")));
         assert!(whole_only(&valid.replace("app/39", "app/1")));
         // A table after the secrets, which the parts before it would not see.
         assert!(whole_only(&format!(

@@ -305,7 +305,7 @@ pub(super) struct SecretWalk<'a, 'n> {
     /// `[daemon] min_interval`, or `None` when it was invalid (then its check is skipped).
     pub(super) min_interval: Option<Duration>,
     /// Parsed cron schedules by (expression, time zone); errors are cached too.
-    cron_cache: HashMap<(&'a str, Option<&'a str>), CronResult>,
+    cron_cache: HashMap<(&'a str, Option<&'a str>), CronResult, BuildHasherDefault<NameHasher>>,
     /// Settings built so far, shared by every secret whose own fields read the same.
     settings: HashMap<SettingsKey<'a>, Arc<SecretSettings>, BuildHasherDefault<NameHasher>>,
     /// Settings built by the walks over other parts of the same policy.
@@ -313,8 +313,9 @@ pub(super) struct SecretWalk<'a, 'n> {
     /// The valid secrets' names, back to back (one allocation for all of them).
     names: String,
     checked: Vec<Checked>,
-    /// First definition of each name: its byte offset, for "also defined at line N".
-    seen: NameSet<'a>,
+    /// First definition of each name: its byte offset, for "also defined at line N";
+    /// `None` when the caller checks names itself.
+    seen: Option<NameSet<'a>>,
 }
 
 impl<'a, 'n> SecretWalk<'a, 'n> {
@@ -330,20 +331,22 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             backends,
             notify,
             min_interval,
-            cron_cache: HashMap::new(),
+            cron_cache: HashMap::default(),
             settings: HashMap::default(),
             shared: None,
             names: String::new(),
             checked: Vec::new(),
-            seen: HashMap::default(),
+            seen: Some(HashMap::default()),
         }
     }
 
-    /// Shares settings with the walks over the other parts of the same policy, under the
-    /// same `[defaults]`, so that secrets with the same settings share one copy whichever
-    /// part they are in.
-    pub(super) fn sharing(mut self, shared: &'n SharedSettings) -> Self {
+    /// A walk over one part of a policy read in parts (`parts`), under the same
+    /// `[defaults]` as the others: it shares settings with the other parts' walks, so that
+    /// secrets with the same settings share one copy whichever part they are in, and
+    /// leaves duplicate names to the caller, which checks every part's names at once.
+    pub(super) fn in_part(mut self, shared: &'n SharedSettings) -> Self {
         self.shared = Some(shared);
+        self.seen = None;
         self
     }
 
@@ -368,7 +371,9 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         let top = Loc::Root;
         let loc = top.key("secrets");
         self.checked.reserve(items.len());
-        self.seen.reserve(items.len());
+        if let Some(seen) = &mut self.seen {
+            seen.reserve(items.len());
+        }
         for (i, item) in items.iter().enumerate() {
             let item_loc = loc.index(first + i);
             let Some(t) = table(d, item, &item_loc, "a table", SECRETS_HINT) else {
@@ -591,8 +596,9 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             d.report(v.span(), loc, e.to_string(), hint);
             return None;
         }
-        match self.seen.entry(text) {
-            Entry::Occupied(first) => {
+        match self.seen.as_mut().map(|seen| seen.entry(text)) {
+            None => {}
+            Some(Entry::Occupied(first)) => {
                 let line = d.line(*first.get());
                 d.report(
                     v.span(),
@@ -602,7 +608,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                 );
                 return None;
             }
-            Entry::Vacant(new) => {
+            Some(Entry::Vacant(new)) => {
                 new.insert(v.span().start);
             }
         }
