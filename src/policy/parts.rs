@@ -1,14 +1,19 @@
 //! A large policy read in parts, on every core: the text before the first `[[secrets]]`
 //! line (daemon, backends, notify targets, API, defaults), then runs of `[[secrets]]`
-//! tables of about a mebibyte each, each parsed and checked on its own.
+//! tables of about 64 KiB each, each parsed and checked on its own.
 //!
 //! Parsing is most of a load (issue 8: 100,000 secrets in under 250 ms), and one TOML
 //! tree for the whole file is twenty times its size; parts are parsed two at a time (on
-//! two cores) and each tree is dropped as soon as its secrets are built.
+//! two cores) and each tree is dropped as soon as its secrets are built. Parts are small
+//! because the parser's buffers (its tokens and events) are several times the text: a
+//! mebibyte's worth of text needed buffers big enough that the allocator mapped them
+//! fresh from the kernel each time, and faulting those pages in was a fifth of a load's
+//! CPU; a 64 KiB part's buffers are reused from the heap. Settings built in one part are
+//! shared with the others (`SharedSettings`), so more parts do not mean more copies.
 //!
 //! Only a policy with no problem at all is accepted this way. At the first problem, or
 //! anything a part cannot decide alone (a syntax error, a cut that fell inside a multi-line
-//! string, another top-level table after the secrets, a name defined in two parts), this
+//! string, another top-level table after the secrets, a name defined twice), this
 //! gives up and the caller reads the whole file in one piece, which reports every problem
 //! with its file, line, field and fix. Diagnostics are therefore the one-piece read's by
 //! construction, and a valid policy gives the same `Policy` either way (tested below).
@@ -23,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use toml::de::DeTable;
 
 use super::diagnostic::Diags;
-use super::secrets::{NameHasher, SecretWalk, secrets_array};
+use super::secrets::{NameHasher, SecretWalk, SharedSettings, secrets_array};
 use super::validate::{self, Header};
 use super::{Policy, SecretPolicy};
 
@@ -38,7 +43,7 @@ pub(super) struct Sizes {
 impl Sizes {
     pub(super) const DEFAULT: Sizes = Sizes {
         smallest: 256 * 1024,
-        part: 1024 * 1024,
+        part: 64 * 1024,
     };
 }
 
@@ -77,6 +82,7 @@ pub(super) fn policy(file: &Path, text: &str, sizes: &Sizes) -> Option<Policy> {
     let failed = AtomicBool::new(false);
     let digest = Mutex::new(None);
     let done: Mutex<Vec<(usize, Vec<SecretPolicy>)>> = Mutex::new(Vec::with_capacity(parts.len()));
+    let shared = SharedSettings::default();
     let work = || {
         loop {
             let item = next.fetch_add(1, Ordering::Relaxed);
@@ -87,7 +93,7 @@ pub(super) fn policy(file: &Path, text: &str, sizes: &Sizes) -> Option<Policy> {
                 *digest.lock().expect("digest") = Some(validate::digest(text));
                 continue;
             }
-            match secrets_of(&text[parts[item - 1].clone()], &header, &defaults) {
+            match secrets_of(&text[parts[item - 1].clone()], &header, &defaults, &shared) {
                 Some(secrets) => done.lock().expect("parts").push((item - 1, secrets)),
                 None => failed.store(true, Ordering::Relaxed),
             }
@@ -127,6 +133,7 @@ fn secrets_of(
     part: &str,
     header: &Header<'_>,
     defaults: &super::secrets::Fields<'_>,
+    shared: &SharedSettings,
 ) -> Option<Vec<SecretPolicy>> {
     let doc = DeTable::parse(part).ok()?;
     let root = doc.get_ref();
@@ -140,14 +147,16 @@ fn secrets_of(
         &header.backend_names,
         &header.notify_names,
         header.min_interval,
-    );
+    )
+    .in_part(shared);
     // Positions only name secrets in diagnostics, and any diagnostic sends the file to
     // the one-piece read: the part's own numbering will do.
     walk.secrets(&mut d, items, 0, defaults);
     d.is_clean().then(|| walk.finish())
 }
 
-/// Whether two parts define the same name (each part checked its own).
+/// Whether a name is defined twice, in one part or in two: a part's walk leaves names to
+/// this one check over all of them.
 fn defined_twice(secrets: &[SecretPolicy]) -> bool {
     let mut seen: HashSet<&str, BuildHasherDefault<NameHasher>> =
         HashSet::with_capacity_and_hasher(secrets.len(), Default::default());
@@ -203,7 +212,10 @@ fn is_header(rest: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::policy::SecretSettings;
 
     /// Parts of a few hundred bytes, so small policies exercise every path.
     const TINY: Sizes = Sizes {
@@ -268,6 +280,27 @@ tags = { managed_by = "rekeyd" }
         }
     }
 
+    /// Secrets with the same settings share one copy across parts, as in a one-piece read:
+    /// many small parts must not mean many copies held by the daemon.
+    #[test]
+    fn parts_share_settings_with_each_other() {
+        let text = format!("{HEAD}{}", secrets(40));
+        let parts = policy(Path::new("p.toml"), &text, &TINY).expect("read in parts");
+        assert!(cuts(&text, TINY.part).unwrap().len() > 10, "many parts");
+        // `secrets` repeats four kinds of secret: app/1 and app/37 are in different parts.
+        let (first, last) = (
+            parts.secret("app/1").unwrap(),
+            parts.secret("app/37").unwrap(),
+        );
+        assert!(Arc::ptr_eq(first.settings(), last.settings()));
+        let distinct: HashSet<*const SecretSettings> = parts
+            .secrets
+            .iter()
+            .map(|s| Arc::as_ptr(s.settings()))
+            .collect();
+        assert_eq!(distinct.len(), 4);
+    }
+
     /// Whatever a part cannot decide alone goes to the one-piece read.
     #[test]
     fn anything_a_part_cannot_decide_is_read_whole() {
@@ -284,7 +317,8 @@ tags = { managed_by = "rekeyd" }
         assert!(whole_only(
             &valid.replace("owner = \"team\"", "owner = \"team")
         ));
-        // A name defined in two parts.
+        // A name defined twice in one part, or in two parts.
+        assert!(whole_only(&valid.replace("app/2\"", "app/1\"")));
         assert!(whole_only(&valid.replace("app/39", "app/1")));
         // A table after the secrets, which the parts before it would not see.
         assert!(whole_only(&format!(

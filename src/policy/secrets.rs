@@ -6,10 +6,11 @@
 //! when every field involved comes from there, otherwise per secret, pointing at the
 //! secret's own field.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::diagnostic::{Diags, Loc, did_you_mean, human, list};
@@ -138,15 +139,38 @@ enum Kind {
 
 /// A schedule as read from a table.
 #[derive(Clone, Debug)]
-struct ParsedSchedule {
+struct ParsedSchedule<'a> {
     kind: Kind,
     /// The shortest gap between two slots.
     gap: Duration,
     /// As written, for display.
-    text: String,
+    text: Written<'a>,
     /// `cron` or `every`, and the span of its value: where interval problems point.
     key: &'static str,
     key_span: Range<usize>,
+}
+
+/// A schedule's display text in pieces: it is put together once per distinct settings,
+/// not once per secret.
+#[derive(Clone, Copy, Debug)]
+enum Written<'a> {
+    /// `every = "30d"`.
+    Every(&'a str),
+    /// `every` given as a number of seconds.
+    EveryFor(Duration),
+    /// `cron = "30 2 * * *"` and its time zone, if any.
+    Cron(&'a str, Option<&'a str>),
+}
+
+impl Written<'_> {
+    fn render(self) -> String {
+        match self {
+            Written::Every(text) => format!("every {text}"),
+            Written::EveryFor(period) => format!("every {}", human(period)),
+            Written::Cron(expr, Some(tz)) => format!("cron \"{expr}\" ({tz})"),
+            Written::Cron(expr, None) => format!("cron \"{expr}\""),
+        }
+    }
 }
 
 /// Target names as written, with their spans.
@@ -156,7 +180,7 @@ type Refs = Vec<(String, Range<usize>)>;
 #[derive(Clone, Debug)]
 pub(super) struct Fields<'a> {
     backend: Got<&'a str>,
-    schedule: Got<Src<ParsedSchedule>>,
+    schedule: Got<Src<ParsedSchedule<'a>>>,
     generator: Got<crate::generate::GeneratorSpec>,
     grace: Got<Src<Duration>>,
     window: Got<Src<Duration>>,
@@ -194,10 +218,21 @@ impl Fields<'_> {
 /// Secret names seen so far, with the byte offset of their first definition.
 type NameSet<'a> = HashMap<&'a str, usize, BuildHasherDefault<NameHasher>>;
 
-/// FNV-1a: SipHash's flood resistance buys nothing for names from a local file, and with
-/// 100,000 secrets the hashing shows up.
+/// A word-at-a-time multiply-xorshift hash for names and settings keys: SipHash's flood
+/// resistance buys nothing for text from a local file, and with 100,000 secrets the
+/// hashing shows up (a byte-at-a-time FNV-1a did too).
 #[derive(Default)]
 pub(super) struct NameHasher(u64);
+
+impl NameHasher {
+    const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn mix(&mut self, word: u64) {
+        let hash = (self.0 ^ word).wrapping_mul(Self::MULTIPLIER);
+        // Fold the well-mixed high half into the low bits, which pick the bucket.
+        self.0 = hash ^ (hash >> 32);
+    }
+}
 
 impl Hasher for NameHasher {
     fn finish(&self) -> u64 {
@@ -205,15 +240,32 @@ impl Hasher for NameHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.mix(u64::from_le_bytes(word.try_into().expect("8 bytes")));
         }
-        self.0 = hash;
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(last));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    fn write_isize(&mut self, n: isize) {
+        self.mix(n as u64);
     }
 }
 
@@ -223,6 +275,17 @@ type CronResult = Result<(Schedule, Duration), (bool, String)>;
 /// secrets whose own fields read the same, under the same `[defaults]`, end up with the
 /// same settings, so this keys the settings they share.
 type SettingsKey<'a> = [Option<&'a str>; DEFAULT_KEYS.len()];
+
+/// Settings shared between the walks over the parts of one policy (see `parts`), keyed
+/// like [`SettingsKey`] but by owned text. A walk looks here only for settings it has not
+/// met yet, so each part takes a lock about once per distinct settings.
+pub(super) type SharedSettings = Mutex<
+    HashMap<
+        [Option<Box<str>>; DEFAULT_KEYS.len()],
+        Arc<SecretSettings>,
+        BuildHasherDefault<NameHasher>,
+    >,
+>;
 
 /// A secret that passed every check, its name still in the walk's name buffer.
 struct Checked {
@@ -242,14 +305,17 @@ pub(super) struct SecretWalk<'a, 'n> {
     /// `[daemon] min_interval`, or `None` when it was invalid (then its check is skipped).
     pub(super) min_interval: Option<Duration>,
     /// Parsed cron schedules by (expression, time zone); errors are cached too.
-    cron_cache: HashMap<(&'a str, Option<&'a str>), CronResult>,
+    cron_cache: HashMap<(&'a str, Option<&'a str>), CronResult, BuildHasherDefault<NameHasher>>,
     /// Settings built so far, shared by every secret whose own fields read the same.
     settings: HashMap<SettingsKey<'a>, Arc<SecretSettings>, BuildHasherDefault<NameHasher>>,
+    /// Settings built by the walks over other parts of the same policy.
+    shared: Option<&'n SharedSettings>,
     /// The valid secrets' names, back to back (one allocation for all of them).
     names: String,
     checked: Vec<Checked>,
-    /// First definition of each name: its byte offset, for "also defined at line N".
-    seen: NameSet<'a>,
+    /// First definition of each name: its byte offset, for "also defined at line N";
+    /// `None` when the caller checks names itself.
+    seen: Option<NameSet<'a>>,
 }
 
 impl<'a, 'n> SecretWalk<'a, 'n> {
@@ -265,12 +331,23 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             backends,
             notify,
             min_interval,
-            cron_cache: HashMap::new(),
+            cron_cache: HashMap::default(),
             settings: HashMap::default(),
+            shared: None,
             names: String::new(),
             checked: Vec::new(),
-            seen: HashMap::default(),
+            seen: Some(HashMap::default()),
         }
+    }
+
+    /// A walk over one part of a policy read in parts (`parts`), under the same
+    /// `[defaults]` as the others: it shares settings with the other parts' walks, so that
+    /// secrets with the same settings share one copy whichever part they are in, and
+    /// leaves duplicate names to the caller, which checks every part's names at once.
+    pub(super) fn in_part(mut self, shared: &'n SharedSettings) -> Self {
+        self.shared = Some(shared);
+        self.seen = None;
+        self
     }
 
     /// Reads `[defaults]` and every `[[secrets]]` entry; secrets come back only if all of
@@ -294,7 +371,9 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         let top = Loc::Root;
         let loc = top.key("secrets");
         self.checked.reserve(items.len());
-        self.seen.reserve(items.len());
+        if let Some(seen) = &mut self.seen {
+            seen.reserve(items.len());
+        }
         for (i, item) in items.iter().enumerate() {
             let item_loc = loc.index(first + i);
             let Some(t) = table(d, item, &item_loc, "a table", SECRETS_HINT) else {
@@ -398,36 +477,16 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         let window = own.window.clone().or_default(&defaults.window);
         let max_age = own.max_age.clone().or_default(&defaults.max_age);
 
-        for (missing, key, hint) in [
-            (
-                matches!(backend, Got::Absent),
-                "backend",
-                match self.backends.first() {
-                    Some(first) => format!(
-                        "add backend = \"{first}\" here or in [defaults]; defined backends: {}",
-                        list(self.backends)
-                    ),
-                    None => "define one as [backends.local] with type = \"file\", then add \
-                         backend = \"local\" here or in [defaults]"
-                        .to_owned(),
-                },
-            ),
-            (
-                matches!(schedule, Got::Absent),
-                "schedule",
-                format!("{SCHEDULE_HINT}, here or in [defaults]"),
-            ),
-            (
-                matches!(generator, Got::Absent),
-                "generator",
-                "add generator = { type = \"password\" } here or in [defaults]; types: \
-                 password, bytes, ed25519, ecdsa-p256, json"
-                    .to_owned(),
-            ),
+        // The hints are written only for a field that is missing: building them for every
+        // secret of a large policy showed up in its load time.
+        for (missing, key) in [
+            (matches!(backend, Got::Absent), "backend"),
+            (matches!(schedule, Got::Absent), "schedule"),
+            (matches!(generator, Got::Absent), "generator"),
         ] {
             if missing {
                 let message = format!("this secret has no `{key}` and [defaults] sets none");
-                d.report(item.span(), &loc.key(key), message, hint);
+                d.report(item.span(), &loc.key(key), message, self.missing_hint(key));
             }
         }
 
@@ -463,27 +522,41 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         let enabled = valid_or_none(own.enabled.or_default(&defaults.enabled))?;
         let text = self.text;
         let key: SettingsKey<'a> = own.sources.map(|span| span.map(|span| &text[span]));
-        let settings = self.settings.entry(key).or_insert_with(|| {
-            Arc::new(SecretSettings {
-                backend: (*backend).to_owned(),
-                schedule_text: schedule.value.text.clone(),
-                generator: generator.clone(),
-                notify: notify.map(|n| n.value.clone()).unwrap_or_default(),
-                confirm: confirm
-                    .map(|c| &c.value)
-                    .filter(|targets| !targets.is_empty())
-                    .map(|targets| Confirm {
-                        targets: targets.iter().map(|(name, _)| name.clone()).collect(),
-                        timeout: confirm_timeout.unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
-                    }),
-                grace: grace.value,
-                window,
-                max_age,
-                owner: owner.cloned(),
-                tags: tags.cloned().unwrap_or_default(),
-                enabled: enabled.unwrap_or(true),
-            })
-        });
+        let settings = match self.settings.get(&key) {
+            Some(settings) => Arc::clone(settings),
+            None => {
+                let built = Arc::new(SecretSettings {
+                    backend: (*backend).to_owned(),
+                    schedule_text: schedule.value.text.render(),
+                    generator: generator.clone(),
+                    notify: notify.map(|n| n.value.clone()).unwrap_or_default(),
+                    confirm: confirm
+                        .map(|c| &c.value)
+                        .filter(|targets| !targets.is_empty())
+                        .map(|targets| Confirm {
+                            targets: targets.iter().map(|(name, _)| name.clone()).collect(),
+                            timeout: confirm_timeout.unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
+                        }),
+                    grace: grace.value,
+                    window,
+                    max_age,
+                    owner: owner.cloned(),
+                    tags: tags.cloned().unwrap_or_default(),
+                    enabled: enabled.unwrap_or(true),
+                });
+                // Another part may have built the same settings: share its copy.
+                let settings = match self.shared {
+                    Some(shared) => {
+                        let owned = key.map(|text| text.map(Box::from));
+                        let mut shared = shared.lock().expect("shared settings");
+                        Arc::clone(shared.entry(owned).or_insert(built))
+                    }
+                    None => built,
+                };
+                self.settings.insert(key, Arc::clone(&settings));
+                settings
+            }
+        };
         let schedule = match &schedule.value.kind {
             Kind::Cron(s) => s.clone(),
             Kind::Every(period) => Schedule::every(*period, &self.names[name.clone()]),
@@ -491,8 +564,28 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         Some(Checked {
             name,
             schedule,
-            settings: Arc::clone(settings),
+            settings,
         })
+    }
+
+    /// How to set `key` (`backend`, `schedule` or `generator`) that neither a secret nor
+    /// `[defaults]` sets.
+    fn missing_hint(&self, key: &str) -> String {
+        match key {
+            "backend" => match self.backends.first() {
+                Some(first) => format!(
+                    "add backend = \"{first}\" here or in [defaults]; defined backends: {}",
+                    list(self.backends)
+                ),
+                None => "define one as [backends.local] with type = \"file\", then add \
+                     backend = \"local\" here or in [defaults]"
+                    .to_owned(),
+            },
+            "schedule" => format!("{SCHEDULE_HINT}, here or in [defaults]"),
+            _ => "add generator = { type = \"password\" } here or in [defaults]; types: \
+                 password, bytes, ed25519, ecdsa-p256, json"
+                .to_owned(),
+        }
     }
 
     /// A valid, unique secret name, appended to the name buffer (its range there).
@@ -503,17 +596,22 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
             d.report(v.span(), loc, e.to_string(), hint);
             return None;
         }
-        if let Some(&first) = self.seen.get(text) {
-            let line = d.line(first);
-            d.report(
-                v.span(),
-                loc,
-                format!("secret `{text}` is defined twice; also defined at line {line}"),
-                "secret names must be unique: rename or remove one of them",
-            );
-            return None;
+        match self.seen.as_mut().map(|seen| seen.entry(text)) {
+            None => {}
+            Some(Entry::Occupied(first)) => {
+                let line = d.line(*first.get());
+                d.report(
+                    v.span(),
+                    loc,
+                    format!("secret `{text}` is defined twice; also defined at line {line}"),
+                    "secret names must be unique: rename or remove one of them",
+                );
+                return None;
+            }
+            Some(Entry::Vacant(new)) => {
+                new.insert(v.span().start);
+            }
         }
-        self.seen.insert(text, v.span().start);
         let start = self.names.len();
         self.names.push_str(text);
         Some(start..self.names.len())
@@ -661,7 +759,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         d: &mut Diags<'_>,
         v: &'a Value<'a>,
         loc: &Loc<'_>,
-    ) -> Option<ParsedSchedule> {
+    ) -> Option<ParsedSchedule<'a>> {
         let t = table(d, v, loc, "a schedule table", SCHEDULE_HINT)?;
         check_keys(d, t, SCHEDULE_KEYS, loc);
         let cron = t.get_key_value("cron");
@@ -710,8 +808,8 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                     return None;
                 }
                 let text = match ev.get_ref().as_str() {
-                    Some(s) => format!("every {s}"),
-                    None => format!("every {}", human(period)),
+                    Some(s) => Written::Every(s),
+                    None => Written::EveryFor(period),
                 };
                 Some(ParsedSchedule {
                     kind: Kind::Every(period),
@@ -746,10 +844,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
                     Ok((schedule, gap)) => Some(ParsedSchedule {
                         kind: Kind::Cron(schedule.clone()),
                         gap: *gap,
-                        text: match tz {
-                            Some(tz) => format!("cron \"{expr}\" ({tz})"),
-                            None => format!("cron \"{expr}\""),
-                        },
+                        text: Written::Cron(expr, tz),
                         key: "cron",
                         key_span: cv.span(),
                     }),
@@ -780,7 +875,7 @@ impl<'a, 'n> SecretWalk<'a, 'n> {
         d: &mut Diags<'_>,
         loc: &Loc<'_>,
         scope: Origin,
-        schedule: &Src<ParsedSchedule>,
+        schedule: &Src<ParsedSchedule<'_>>,
         grace: &Got<Src<Duration>>,
         window: &Got<Src<Duration>>,
         max_age: &Got<Src<Duration>>,
