@@ -21,3 +21,4 @@ pub mod rotation;
 pub mod schedule;
 pub mod secret;
 mod temp_file;
+mod wipe;
