@@ -24,6 +24,12 @@ pub(crate) fn wipe_allocation(bytes: &mut Vec<u8>) {
     bytes.as_mut_slice().zeroize();
 }
 
+/// Wipes a string's whole allocation, leaving the string empty.
+pub(crate) fn wipe_string(text: &mut String) {
+    let mut bytes = std::mem::take(text).into_bytes();
+    wipe_allocation(&mut bytes);
+}
+
 /// Heap bytes whose whole allocation is wiped when dropped.
 ///
 /// Like `Zeroizing<Vec<u8>>`, only the current allocation is wiped: code that makes the
