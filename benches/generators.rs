@@ -1,7 +1,8 @@
 //! `cargo bench --bench generators`: secrets per second per generator, against the floor of
 //! raw `SystemRandom` fills of the same number of random bytes, in the same run. Key pairs
 //! also run against ring's own key generation alone (`generate_pkcs8`), the least any
-//! ring-based tool can spend, so rekeyd's own share (PEM, JWK, checks) shows.
+//! ring-based tool can spend, so rekeyd's own share (PEM, JWK, checks) shows. The sides
+//! of each row run in alternating slices, so load from other processes hits them alike.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -12,19 +13,37 @@ use rekeyd::generate::{
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 
+/// Time each side of a comparison runs in all, in `ROUNDS` alternating slices.
 const RUN: Duration = Duration::from_millis(700);
+/// The machine is shared: alternating short slices of each side puts load from other
+/// processes on both sides alike, where one long run each would put it on whichever
+/// side was running at the time.
+const ROUNDS: u32 = 50;
 
-/// Calls per second of `f` over about `RUN`.
-fn rate(mut f: impl FnMut()) -> f64 {
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < RUN {
-        for _ in 0..64 {
-            f();
+/// Calls and time spent in them, over the slices of one side.
+#[derive(Default)]
+struct Meter {
+    calls: u64,
+    time: Duration,
+}
+
+impl Meter {
+    /// Runs `f` for one slice (`RUN / ROUNDS`), in batches of 64 calls.
+    fn slice(&mut self, mut f: impl FnMut()) {
+        let start = Instant::now();
+        while start.elapsed() < RUN / ROUNDS {
+            for _ in 0..64 {
+                f();
+            }
+            self.calls += 64;
         }
-        n += 64;
+        self.time += start.elapsed();
     }
-    n as f64 / start.elapsed().as_secs_f64()
+
+    /// Calls per second.
+    fn rate(&self) -> f64 {
+        self.calls as f64 / self.time.as_secs_f64()
+    }
 }
 
 fn main() {
@@ -63,24 +82,28 @@ fn main() {
         "generator", "values/s", "floor fills/s", "ratio", "ring keygen/s", "ratio"
     );
     for (name, spec, bytes) in &cases {
-        let ours = rate(|| {
-            black_box(generate(spec, None, &rng).expect("generate"));
-        });
         let mut buf = vec![0u8; *bytes];
-        let floor = rate(|| {
-            rng.fill(&mut buf).expect("fill");
-            black_box(&buf);
-        });
-        let ring = match spec {
-            GeneratorSpec::Ed25519 => Some(rate(|| {
-                black_box(Ed25519KeyPair::generate_pkcs8(&rng).expect("keygen"));
-            })),
-            GeneratorSpec::EcdsaP256 => Some(rate(|| {
-                let alg = &ECDSA_P256_SHA256_ASN1_SIGNING;
-                black_box(EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("keygen"));
-            })),
-            _ => None,
-        };
+        let (mut ours, mut floor, mut ring) = (Meter::default(), Meter::default(), None);
+        for _ in 0..ROUNDS {
+            ours.slice(|| {
+                black_box(generate(spec, None, &rng).expect("generate"));
+            });
+            floor.slice(|| {
+                rng.fill(&mut buf).expect("fill");
+                black_box(&buf);
+            });
+            match spec {
+                GeneratorSpec::Ed25519 => ring.get_or_insert_with(Meter::default).slice(|| {
+                    black_box(Ed25519KeyPair::generate_pkcs8(&rng).expect("keygen"));
+                }),
+                GeneratorSpec::EcdsaP256 => ring.get_or_insert_with(Meter::default).slice(|| {
+                    let alg = &ECDSA_P256_SHA256_ASN1_SIGNING;
+                    black_box(EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("keygen"));
+                }),
+                _ => {}
+            }
+        }
+        let (ours, floor, ring) = (ours.rate(), floor.rate(), ring.map(|r| r.rate()));
         let (ring, ring_ratio) = match ring {
             Some(r) => (format!("{r:.0}"), format!("{:.2}x", r / ours)),
             None => ("-".to_owned(), "-".to_owned()),
