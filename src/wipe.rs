@@ -7,7 +7,9 @@
 //! block declared as possibly reading that memory. The compiler cannot see into the
 //! block, so it must assume the zeros are read there and cannot remove or shorten the
 //! fill, even just before the memory is freed: the same guarantee as volatile stores,
-//! at a fraction of the cost for anything longer than a few bytes.
+//! at a fraction of the cost for anything longer than a few bytes. (On targets without
+//! stable `asm!`, zeroize's slice wipe falls back to volatile stores.)
+//! `tests/wiped_on_drop.rs` checks, at the allocator, that dropped values free zeros.
 
 use std::ops::{Deref, DerefMut};
 
