@@ -22,3 +22,4 @@ pub mod rotation;
 pub mod schedule;
 pub mod secret;
 mod temp_file;
+mod wipe;

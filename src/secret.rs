@@ -11,16 +11,17 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use ring::digest;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
+
+use crate::wipe::WipedVec;
 
 /// A secret's value: bytes that must never reach a log, an error or a panic message.
 #[derive(Clone)]
-pub struct SecretValue(Zeroizing<Vec<u8>>);
+pub struct SecretValue(WipedVec);
 
 impl SecretValue {
-    /// Wraps bytes; the vector is zeroized when the value is dropped.
+    /// Wraps bytes; the vector's whole allocation is wiped when the value is dropped.
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self(Zeroizing::new(bytes))
+        Self(WipedVec::new(bytes))
     }
 
     /// Wraps a string's bytes.

@@ -2,26 +2,49 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use zeroize::Zeroizing;
 
 use super::random::RandomSource;
 use super::{BytesSpec, Encoding, GenerateError};
 use crate::secret::SecretValue;
+use crate::wipe::{WipedArray, WipedVec};
+
+/// Raw lengths up to this are drawn into a stack buffer, longer ones onto the heap: the
+/// common sizes (16 to 64 bytes) then cost one allocation, the value's own.
+const ON_STACK: usize = 64;
 
 /// `spec.length` random bytes in `spec.encoding`.
 pub(super) fn generate(
     spec: &BytesSpec,
     source: &dyn RandomSource,
 ) -> Result<SecretValue, GenerateError> {
-    let mut raw = Zeroizing::new(vec![0u8; spec.length]);
-    source.fill(&mut raw)?;
-    // Each encoder sizes its output up front, so the text is written into one allocation.
-    let text = match spec.encoding {
-        Encoding::Hex => crate::hex::encode(&raw),
-        Encoding::Base64 => STANDARD.encode(&*raw),
-        Encoding::Base64Url => URL_SAFE_NO_PAD.encode(&*raw),
+    if spec.length <= ON_STACK {
+        let mut raw = WipedArray::<ON_STACK>::new();
+        let raw = &mut raw[..spec.length];
+        source.fill(raw)?;
+        Ok(encode(raw, spec.encoding))
+    } else {
+        let mut raw = WipedVec::zeroed(spec.length);
+        source.fill(&mut raw)?;
+        Ok(encode(&raw, spec.encoding))
+    }
+}
+
+/// `raw` as text, written into one allocation of exactly its length.
+fn encode(raw: &[u8], encoding: Encoding) -> SecretValue {
+    if encoding == Encoding::Hex {
+        return SecretValue::from_string(crate::hex::encode(raw));
+    }
+    let (engine, padded) = match encoding {
+        Encoding::Base64 => (&STANDARD, true),
+        _ => (&URL_SAFE_NO_PAD, false),
     };
-    Ok(SecretValue::from_string(text))
+    let length = base64::encoded_len(raw.len(), padded).expect("a length fixed by policy");
+    let mut text = WipedVec::zeroed(length);
+    let written = engine
+        .encode_slice(raw, &mut text)
+        .expect("sized by encoded_len");
+    debug_assert_eq!(written, length);
+    SecretValue::new(text.into_vec())
 }
 
 #[cfg(test)]

@@ -9,11 +9,11 @@ use ring::digest;
 use ring::rand::SecureRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 use serde_json::{Map, Value, json};
-use zeroize::Zeroizing;
 
 use super::GenerateError;
 use super::json::WipedValue;
 use crate::secret::SecretValue;
+use crate::wipe::WipedVec;
 
 /// DER of an Ed25519 SubjectPublicKeyInfo up to the 32-byte key (RFC 8410).
 const ED25519_SPKI_PREFIX: [u8; 12] = [
@@ -70,14 +70,14 @@ pub(super) fn generate_value(
     let (pkcs8, public) = match algorithm {
         Algorithm::Ed25519 => {
             let document = Ed25519KeyPair::generate_pkcs8(rng).map_err(|_| GenerateError::Rng)?;
-            let v2 = Zeroizing::new(document.as_ref().to_vec());
+            let v2 = WipedVec::new(document.as_ref().to_vec());
             ed25519_v1(&v2)?
         }
         Algorithm::EcdsaP256 => {
             let signing = &ECDSA_P256_SHA256_FIXED_SIGNING;
             let document =
                 EcdsaKeyPair::generate_pkcs8(signing, rng).map_err(|_| GenerateError::Rng)?;
-            let pkcs8 = Zeroizing::new(document.as_ref().to_vec());
+            let pkcs8 = WipedVec::new(document.as_ref().to_vec());
             let public = p256_public(&pkcs8)?;
             (pkcs8, public)
         }
@@ -88,26 +88,30 @@ pub(super) fn generate_value(
     };
     let spki = [prefix, &public].concat();
     let public_jwk = jwk(algorithm, &public)?;
-    let mut private_pem = pem("PRIVATE KEY", &pkcs8);
-    let public_pem = pem("PUBLIC KEY", &spki);
-    let mut fields = Map::new();
+    // Built inside the tree that wipes its strings on drop, so the private key's PEM is
+    // in it from the moment it exists, and moved in rather than copied (as `json!` would).
+    let mut object = WipedValue(Value::Object(Map::new()));
+    let Value::Object(fields) = &mut object.0 else {
+        unreachable!("built as an object above");
+    };
     fields.insert("type".to_owned(), Value::from(kind));
-    // Moved, not copied (as `json!` would), into the tree that zeroizes its strings on drop.
-    let private_pem = Value::String(std::mem::take(&mut *private_pem));
-    fields.insert("private_key_pem".to_owned(), private_pem);
+    fields.insert(
+        "private_key_pem".to_owned(),
+        Value::String(pem("PRIVATE KEY", &pkcs8)),
+    );
     fields.insert(
         "public_key_pem".to_owned(),
-        Value::from(public_pem.as_str()),
+        Value::String(pem("PUBLIC KEY", &spki)),
     );
     fields.insert("public_jwk".to_owned(), public_jwk);
-    Ok(WipedValue(Value::Object(fields)))
+    Ok(object)
 }
 
 /// Rewrites ring's Ed25519 PKCS#8 v2 document as v1, with its public key.
 ///
 /// OpenSSL 3.0 (and tools built on it) refuses v2 Ed25519 keys, while every PKCS#8 reader
 /// accepts v1; readers derive the public key from the seed.
-fn ed25519_v1(v2: &[u8]) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), GenerateError> {
+fn ed25519_v1(v2: &[u8]) -> Result<(WipedVec, Vec<u8>), GenerateError> {
     let layout_changed = || {
         GenerateError::Impossible("ring's Ed25519 PKCS#8 layout is not the expected one".to_owned())
     };
@@ -119,7 +123,7 @@ fn ed25519_v1(v2: &[u8]) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), GenerateError>
     }
     // Every byte around the seed and the key was checked above; deriving the key from the
     // seed again here would double the cost of a key pair (tests do it, and openssl too).
-    let mut v1 = Zeroizing::new(Vec::with_capacity(ED25519_V1_PREFIX.len() + seed.len()));
+    let mut v1 = WipedVec::new(Vec::with_capacity(ED25519_V1_PREFIX.len() + seed.len()));
     v1.extend_from_slice(&ED25519_V1_PREFIX);
     v1.extend_from_slice(seed);
     Ok((v1, public.to_vec()))
@@ -141,18 +145,22 @@ fn p256_public(pkcs8: &[u8]) -> Result<Vec<u8>, GenerateError> {
 }
 
 /// PEM text: base64 of `der` in 64-character lines between BEGIN/END `label` lines.
-fn pem(label: &str, der: &[u8]) -> Zeroizing<String> {
-    let mut body = Zeroizing::new(String::with_capacity(der.len().div_ceil(3) * 4));
-    STANDARD.encode_string(der, &mut body);
+///
+/// The text is returned as is, for the caller to move into a wiped tree; the base64 body
+/// it is cut from is wiped here.
+fn pem(label: &str, der: &[u8]) -> String {
+    let mut body = WipedVec::zeroed(der.len().div_ceil(3) * 4);
+    let written = STANDARD
+        .encode_slice(der, &mut body)
+        .expect("sized for padded base64");
+    debug_assert_eq!(written, body.len());
     let lines = body.len().div_ceil(64);
-    let mut out = Zeroizing::new(String::with_capacity(
-        2 * (label.len() + 17) + body.len() + lines,
-    ));
+    let mut out = String::with_capacity(2 * (label.len() + 17) + body.len() + lines);
     out.push_str("-----BEGIN ");
     out.push_str(label);
     out.push_str("-----\n");
     // Base64 is ASCII, so every 64-byte chunk is a valid str boundary.
-    for line in body.as_bytes().chunks(64) {
+    for line in body.chunks(64) {
         out.push_str(std::str::from_utf8(line).unwrap_or_default());
         out.push('\n');
     }

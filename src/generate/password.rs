@@ -17,6 +17,7 @@ use super::radix::Radix;
 use super::random::{MAX_REJECTIONS, RandomSource, index_below, shuffle};
 use super::{CharClass, DEFAULT_SYMBOLS, GenerateError, PasswordSpec};
 use crate::secret::SecretValue;
+use crate::wipe::{WipedArray, WipedVec};
 
 /// The estimated chance that a uniform draw meets every minimum below which a spec uses
 /// the spread method: at 1/2 a healthy source needs two draws on average, and
@@ -279,7 +280,7 @@ impl Uniform {
         // The random words are fetched into the output buffer itself and turned into
         // characters in place, so no other copy of them is left to wipe.
         let room = self.length.max(words * 8);
-        let mut out = Zeroizing::new(vec![0u8; room]);
+        let mut out = WipedVec::zeroed(room);
         let mut spare = Spare::default();
         for _ in 0..MAX_REJECTIONS {
             // A redraw overwrites the rejected password.
@@ -296,7 +297,17 @@ impl Uniform {
                 let mut word = u64::from_be_bytes(bytes);
                 let chars = per_word * i..(per_word * (i + 1)).min(self.length);
                 let mut tries = 1;
-                while !self.radix.split(word, &mut out[chars.clone()], &mut emit) {
+                loop {
+                    let chars = &mut out[chars.clone()];
+                    // Eight characters a word is the common case (see `Uniform::new`): a
+                    // fixed count lets the compiler unroll the digit loop.
+                    let accepted = match <&mut [u8; 8]>::try_from(&mut *chars) {
+                        Ok(eight) => self.radix.split(word, eight, &mut emit),
+                        Err(_) => self.radix.split(word, chars, &mut emit),
+                    };
+                    if accepted {
+                        break;
+                    }
                     if tries == MAX_REJECTIONS {
                         return Err(GenerateError::Rng);
                     }
@@ -309,7 +320,7 @@ impl Uniform {
                 // Unused random bytes past the last character.
                 out[self.length..].zeroize();
                 out.truncate(self.length);
-                return Ok(SecretValue::new(std::mem::take(&mut *out)));
+                return Ok(SecretValue::new(out.into_vec()));
             }
         }
         Err(GenerateError::Rng)
@@ -320,12 +331,12 @@ impl Uniform {
 /// of 16 bytes goes to the system directly, where an 8-byte one would refill the source's
 /// 128-byte block.
 #[derive(Default)]
-struct Spare(Option<(Zeroizing<[u8; 16]>, usize)>);
+struct Spare(Option<(WipedArray<16>, usize)>);
 
 impl Spare {
     fn next(&mut self, source: &dyn RandomSource) -> Result<u64, GenerateError> {
         if self.0.as_ref().is_none_or(|(_, used)| *used == 16) {
-            let mut bytes = Zeroizing::new([0u8; 16]);
+            let mut bytes = WipedArray::new();
             source.fill(&mut bytes[..])?;
             self.0 = Some((bytes, 0));
         }

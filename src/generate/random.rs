@@ -32,10 +32,10 @@ const DIRECT: usize = 16;
 /// unused rest is wiped when the source is dropped.
 pub(super) struct Ring<'a> {
     rng: &'a dyn SecureRandom,
-    /// Not `Zeroizing`: most generators never use it (bulk requests bypass it), and
-    /// wiping all of it on every drop is a measurable share of their time; `Drop` wipes
-    /// only the bytes not handed out.
-    buffer: std::cell::RefCell<[u8; BUFFER]>,
+    /// Not `Zeroizing`: `Drop` wipes only the bytes not handed out. `None` until the
+    /// first small request: most generators never need it (bulk requests bypass it), and
+    /// would otherwise pay for zeroing and wiping it on every value.
+    buffer: std::cell::RefCell<Option<[u8; BUFFER]>>,
     /// Bytes of `buffer` already handed out (`BUFFER`: empty).
     used: std::cell::Cell<usize>,
 }
@@ -44,7 +44,7 @@ impl<'a> Ring<'a> {
     pub(super) fn new(rng: &'a dyn SecureRandom) -> Self {
         Self {
             rng,
-            buffer: std::cell::RefCell::new([0; BUFFER]),
+            buffer: std::cell::RefCell::new(None),
             used: std::cell::Cell::new(BUFFER),
         }
     }
@@ -55,7 +55,9 @@ impl Ring<'_> {
     /// no block was fetched.
     fn wipe_unused(&mut self) {
         let used = self.used.get();
-        self.buffer.get_mut()[used..].zeroize();
+        if let Some(buffer) = self.buffer.get_mut() {
+            buffer[used..].zeroize();
+        }
     }
 }
 
@@ -71,6 +73,7 @@ impl RandomSource for Ring<'_> {
             return self.rng.fill(dest).map_err(|_| GenerateError::Rng);
         }
         let mut buffer = self.buffer.borrow_mut();
+        let buffer = buffer.get_or_insert([0; BUFFER]);
         let mut written = 0;
         while written < dest.len() {
             if self.used.get() == BUFFER {
@@ -213,6 +216,7 @@ pub(super) mod tests {
         assert_eq!(&tail[8..], &[7u8; 4][..]);
         {
             let buffer = source.buffer.borrow();
+            let buffer = buffer.as_ref().expect("a small request fetched a block");
             assert!(
                 buffer[..4].iter().all(|&x| x == 0),
                 "handed-out bytes are wiped"
@@ -225,7 +229,17 @@ pub(super) mod tests {
         // What dropping the source does: the unused rest is wiped too.
         let mut source = source;
         source.wipe_unused();
-        assert!(source.buffer.borrow().iter().all(|&x| x == 0));
+        let buffer = source.buffer.borrow();
+        assert!(buffer.as_ref().unwrap().iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn bulk_requests_alone_never_fetch_a_block() {
+        let rng = ring::rand::SystemRandom::new();
+        let source = Ring::new(&rng);
+        let mut key = [0u8; DIRECT];
+        source.fill(&mut key).unwrap();
+        assert!(source.buffer.borrow().is_none());
     }
 
     #[test]
