@@ -954,13 +954,17 @@ fn a_gated_rotation_interrupted_by_a_crash_waits_for_confirmation_again() {
             "default": {"status": 200}
         })
     };
-    let crash = |point: &str| {
+    // A manual rotation that aborts at `point`.
+    let rotate_until = |point: &str| {
         let out = sandbox
             .command(&["rotate", "pay/key", "--force"])
             .env("REKEYD_CRASH_AT", point)
             .output()
             .unwrap();
         assert_eq!(out.status.signal(), Some(6), "{point}: expected an abort");
+    };
+    let crash = |point: &str| {
+        rotate_until(point);
         store_versions(&sandbox)
             .into_iter()
             .find(|(_, stages)| stages == &["pending"])
@@ -1062,12 +1066,7 @@ fn a_gated_rotation_interrupted_by_a_crash_waits_for_confirmation_again() {
     let crash_after_answer = |point: &str| {
         rx.script(pending_rule(200));
         let asked_before: BTreeSet<String> = rx.requests().iter().map(|r| r.id.clone()).collect();
-        let out = sandbox
-            .command(&["rotate", "pay/key", "--force"])
-            .env("REKEYD_CRASH_AT", point)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.signal(), Some(6), "{point}: expected an abort");
+        rotate_until(point);
         let asked = rx
             .requests()
             .into_iter()
