@@ -3,23 +3,24 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Sandbox, signal, wait_for};
+use common::{Daemon, Sandbox, signal, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn start(sandbox: &Sandbox) -> Child {
+fn start(sandbox: &Sandbox) -> Daemon {
     sandbox
         .command(&["run", "--log", "debug"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
+        .map(Daemon)
         .expect("start daemon")
 }
 
-fn stop(sandbox: &Sandbox, mut child: Child) -> String {
+fn stop(sandbox: &Sandbox, mut child: Daemon) -> String {
     signal(&child, "TERM");
     let out = wait_for("the daemon to exit", LIMIT, || {
         child.try_wait().expect("wait")
@@ -291,16 +292,8 @@ name = "b"
 schedule = { every = "30d" }
 "#,
     );
-    /// Stops the daemon even when an assertion fails first.
-    struct Running(Child);
-    impl Drop for Running {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let log = sandbox.path("daemon.log");
-    let mut daemon = Running(
+    let mut daemon = Daemon(
         sandbox
             .command(&["run"])
             .stdout(Stdio::null())

@@ -11,12 +11,12 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
 use common::receiver::{Receiver, Request};
-use common::{Sandbox, signal, wait_for};
+use common::{Daemon, Sandbox, signal, wait_for};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -465,12 +465,13 @@ fn app_notifying_hooks(url: &str, k: &str, extra: &str) -> Sandbox {
     )
 }
 
-fn start_daemon(sandbox: &Sandbox) -> Child {
+fn start_daemon(sandbox: &Sandbox) -> Daemon {
     sandbox
         .command(&["run", "--log", "debug"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Daemon)
         .expect("start daemon")
 }
 

@@ -22,7 +22,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use common::flaky_proxy::{FlakyProxy, Mode};
 use common::moto::Moto;
 use common::receiver::Receiver;
-use common::{Sandbox, signal, wait_for};
+use common::{Daemon, Sandbox, signal, wait_for};
 use rekeyd::notify::EventType;
 use rekeyd::secret::{SecretName, VersionId};
 use serde_json::{Value, json};
@@ -169,7 +169,7 @@ fn sandbox(policy_text: &str) -> Sandbox {
 }
 
 /// `rekeyd run` in the background, its output appended to `daemon.log`.
-fn spawn_daemon(sandbox: &Sandbox) -> Child {
+fn spawn_daemon(sandbox: &Sandbox) -> Daemon {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -180,6 +180,7 @@ fn spawn_daemon(sandbox: &Sandbox) -> Child {
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
+        .map(Daemon)
         .expect("start rekeyd run")
 }
 
@@ -192,7 +193,7 @@ fn count_events(sandbox: &Sandbox, event: &str) -> usize {
 }
 
 /// Waits until the daemon has finished its first rotations: it is up and the store exists.
-fn wait_until_rotating(sandbox: &Sandbox, child: &mut Child) {
+fn wait_until_rotating(sandbox: &Sandbox, child: &mut Daemon) {
     wait_for(
         "the daemon's first rotations",
         Duration::from_secs(120),
@@ -212,7 +213,7 @@ fn log_text(sandbox: &Sandbox) -> String {
 }
 
 /// Stops a daemon with SIGTERM and requires a clean exit.
-fn stop_cleanly(sandbox: &Sandbox, mut child: Child) {
+fn stop_cleanly(sandbox: &Sandbox, mut child: Daemon) {
     signal(&child, "TERM");
     let status = wait_for(
         "the daemon to stop after SIGTERM",
@@ -277,7 +278,7 @@ fn assert_memory_flat(label: &str, samples: &[(f64, u64)]) -> (u64, u64) {
 /// the last kill lands just before it. Returns how many kills there were.
 fn kill_repeatedly(
     sandbox: Arc<Sandbox>,
-    mut child: Child,
+    mut child: Daemon,
     deadline: Instant,
     mut rng: Rng,
 ) -> thread::JoinHandle<usize> {

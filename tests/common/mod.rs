@@ -13,6 +13,33 @@ use serde_json::Value;
 
 pub mod receiver;
 
+/// A background `rekeyd` process, killed if the test lets go of it while it runs: a
+/// failed test must not leave daemons behind (they would go on rotating, and signing
+/// requests to ports a later test reuses).
+pub struct Daemon(pub std::process::Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A scratch deployment: policy file, state directory, audit log.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
