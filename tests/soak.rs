@@ -771,9 +771,17 @@ impl Soak {
                 );
             }
             assert!(kills >= 10, "{label}: only {kills} kills");
+            // A backend fault fails a rotation only if it starts between the rotation's
+            // first read and its writes (a few milliseconds); one that meets the first read
+            // fails the reconcile before a rotation starts, which the daemon logs and
+            // retries with backoff but does not audit. Either is the failure path running.
+            let reconcile_retried = std::fs::read_to_string(self.steady.path("daemon.log"))
+                .unwrap_or_default()
+                .lines()
+                .any(|line| line.contains("will retry"));
             assert!(
-                !steady_tally.failed_steps.is_empty(),
-                "{label}: no rotation ever failed"
+                !steady_tally.failed_steps.is_empty() || reconcile_retried,
+                "{label}: no rotation or reconcile ever failed"
             );
             assert!(
                 steady_tally.attempt_failures > 0,
