@@ -150,9 +150,10 @@ impl FileBackend {
         })
     }
 
-    /// Runs a write (fsync'd file work a rotation waits on, step after step) on this
-    /// thread where the runtime allows (`crate::blocking`): no hand-off there and back.
-    async fn writing<T: Send + 'static>(
+    /// Runs file work (a rotation's reads and fsync'd writes, step after step) on this
+    /// thread where the runtime allows (`crate::blocking`): no hand-off to the blocking pool
+    /// and back, which cost two thread wake-ups per step (benches/store_rotation.rs).
+    async fn on_file<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -160,24 +161,6 @@ impl FileBackend {
         crate::blocking::run(move || work(&inner))
             .await
             .map_err(|e| self.inner.io_error("file store task", e))?
-    }
-
-    /// Runs a read on the blocking pool. Reads are one per rotation but 100,000 in a row
-    /// when the daemon first looks at every secret; on the pool their buffers come and go
-    /// on its threads instead of fragmenting the heap the daemon keeps (idle with 100,000
-    /// secrets: 29.0 MiB, against 31.3 with reads on the calling thread;
-    /// benches/idle_daemon.rs).
-    async fn reading<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || work(&inner))
-            .await
-            .map_err(|e| {
-                self.inner
-                    .io_error("file store task", std::io::Error::other(e))
-            })?
     }
 }
 
@@ -192,10 +175,19 @@ fn read_last_record(path: &Path) -> std::io::Result<std::result::Result<record::
     let file = File::open(path)?;
     let len = file.metadata()?.len();
     let mut want = FIRST_READ.min(len);
+    // The first read goes to the stack: a heap buffer per read, made on whichever thread
+    // calls, fragments the heap the daemon keeps when it reads 100,000 files at start-up.
+    let mut first = [0u8; FIRST_READ as usize];
+    let mut grown = Vec::new();
     loop {
         let base = len - want;
-        let mut tail = vec![0; want as usize];
-        match file.read_exact_at(&mut tail, base) {
+        let tail = if want <= FIRST_READ {
+            &mut first[..want as usize]
+        } else {
+            grown.resize(want as usize, 0);
+            &mut grown[..]
+        };
+        match file.read_exact_at(tail, base) {
             Ok(()) => {}
             // A writer cut a torn end off meanwhile (it holds the lock, readers do not):
             // read again at the new length.
@@ -204,7 +196,7 @@ fn read_last_record(path: &Path) -> std::io::Result<std::result::Result<record::
             }
             Err(e) => return Err(e),
         }
-        if let Some(parsed) = record::parse_tail(&tail, base, len) {
+        if let Some(parsed) = record::parse_tail(tail, base, len) {
             return Ok(parsed);
         }
         want = (want * 4).min(len);
@@ -471,7 +463,7 @@ impl Backend for FileBackend {
 
     async fn describe(&self, name: &SecretName) -> Result<SecretDescription> {
         let name = name.clone();
-        self.reading(move |inner| {
+        self.on_file(move |inner| {
             let file = inner.require_file(&name)?;
             Ok(SecretDescription {
                 versions: versions::describe(&file.versions),
@@ -488,7 +480,7 @@ impl Backend for FileBackend {
         value: &SecretValue,
     ) -> Result<PutOutcome> {
         let (name, version, value) = (name.clone(), version.clone(), value.clone());
-        self.writing(move |inner| {
+        self.on_file(move |inner| {
             let _lock = inner.lock(&name)?;
             let (mut file, layout) = match inner.load(&name)? {
                 Some(parsed) => (parsed.file, Some(parsed.layout)),
@@ -540,7 +532,7 @@ impl Backend for FileBackend {
     ) -> Result<()> {
         let (name, version) = (name.clone(), version.clone());
         let expected = expected_current.cloned();
-        self.writing(move |inner| {
+        self.on_file(move |inner| {
             let _lock = inner.lock(&name)?;
             let (mut file, layout) = inner.require(&name)?;
             let index = file
@@ -564,7 +556,7 @@ impl Backend for FileBackend {
 
     async fn discard_pending(&self, name: &SecretName, version: &VersionId) -> Result<()> {
         let (name, version) = (name.clone(), version.clone());
-        self.writing(move |inner| {
+        self.on_file(move |inner| {
             let _lock = inner.lock(&name)?;
             let (mut file, layout) = inner.require(&name)?;
             if versions::unlabel_pending(&mut file.versions, &version) {
@@ -578,7 +570,7 @@ impl Backend for FileBackend {
 
     async fn read(&self, name: &SecretName, selector: &Selector) -> Result<SecretValue> {
         let (name, selector) = (name.clone(), selector.clone());
-        self.reading(move |inner| {
+        self.on_file(move |inner| {
             let file = inner.require_file(&name)?;
             let index = versions::find_index(&file.versions, &selector).ok_or_else(|| {
                 inner.not_found(format!(
@@ -592,7 +584,7 @@ impl Backend for FileBackend {
     }
 
     async fn list(&self) -> Result<Vec<SecretName>> {
-        self.reading(|inner| {
+        self.on_file(|inner| {
             let entries = fs::read_dir(&inner.dir)
                 .map_err(|e| inner.io_error(&format!("listing {}", inner.dir.display()), e))?;
             let mut names = Vec::new();
@@ -613,7 +605,7 @@ impl Backend for FileBackend {
 
     async fn retire(&self, name: &SecretName) -> Result<usize> {
         let name = name.clone();
-        self.writing(move |inner| {
+        self.on_file(move |inner| {
             let _lock = inner.lock(&name)?;
             let (mut file, layout) = inner.require(&name)?;
             let removed = versions::drop_unlabelled(&mut file.versions);
