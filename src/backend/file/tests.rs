@@ -557,3 +557,63 @@ async fn records_larger_than_the_first_read_are_read_whole() {
         assert_eq!(read.expect("readable").expose(), &expected[..]);
     }
 }
+
+#[tokio::test]
+async fn retire_drops_a_replaced_pending_version_and_leaves_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let backend = FileBackend::open("local", &cfg).expect("open");
+    let secret = name("app/retire");
+    let put = |n: u32| {
+        let backend = &backend;
+        let secret = &secret;
+        async move {
+            backend
+                .put_pending(secret, &version(n), &SecretValue::new(vec![n as u8]))
+                .await
+                .expect("put")
+        }
+    };
+    put(1).await;
+    backend
+        .promote(&secret, &version(1), None)
+        .await
+        .expect("promote");
+    // A second pending takes the stage from the first, which is left with none.
+    put(2).await;
+    put(3).await;
+    let before = fs::read(secret_file(&cfg.path, &secret)).expect("store file");
+    assert_eq!(
+        backend
+            .describe(&secret)
+            .await
+            .expect("describe")
+            .versions
+            .len(),
+        3
+    );
+
+    assert_eq!(backend.retire(&secret).await.expect("retire"), 1);
+    let after = backend.describe(&secret).await.expect("describe");
+    let ids: Vec<_> = after.versions.iter().map(|v| v.id.clone()).collect();
+    assert_eq!(ids, [version(1), version(3)], "{after:?}");
+    assert_eq!(
+        after.stage(Stage::Pending).map(|v| &v.id),
+        Some(&version(3))
+    );
+    assert!(
+        fs::read(secret_file(&cfg.path, &secret))
+            .expect("store file")
+            .len()
+            > before.len(),
+        "the drop is written"
+    );
+
+    // Nothing left to drop: the file is not written again.
+    let written = fs::read(secret_file(&cfg.path, &secret)).expect("store file");
+    assert_eq!(backend.retire(&secret).await.expect("retire again"), 0);
+    assert_eq!(
+        fs::read(secret_file(&cfg.path, &secret)).expect("store file"),
+        written
+    );
+}
