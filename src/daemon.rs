@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::notify::{self, Notifier};
 use crate::policy::{self, Policy, PolicyErrors, SecretPolicy};
 use crate::rotation::plan::Plan;
-use crate::rotation::{Engine, RotationError};
+use crate::rotation::{Attempt, Engine, RotationError};
 use crate::schedule::queue::DueQueue;
 
 /// The longest the loop sleeps without looking at the wall clock again (so a clock
@@ -339,7 +339,7 @@ async fn run_once(runtime: Runtime) -> Result<(), DaemonError> {
                 .acquire_owned()
                 .await
                 .expect("semaphore is never closed");
-            let result = engine.reconcile(&secret, false).await;
+            let result = engine.reconcile(&secret, Attempt::Only).await;
             if let Err(error) = &result {
                 // As the scheduler does: the operator sees why, not only how many.
                 tracing::error!(secret = %secret.name, error = %error, "not brought up to date");
@@ -551,10 +551,15 @@ impl Scheduler {
             // A cheap copy: the name's text and the settings are shared.
             let secret = self.secret(position).clone();
             let engine = Arc::clone(&self.runtime.engine);
+            let attempt = if self.failures.contains_key(&position) {
+                Attempt::Retry
+            } else {
+                Attempt::First
+            };
             self.in_flight.insert(position);
             let handle = self
                 .tasks
-                .spawn(async move { engine.reconcile(&secret, true).await });
+                .spawn(async move { engine.reconcile(&secret, attempt).await });
             self.task_secrets
                 .insert(handle.id(), (Some(position), self.generation));
         }

@@ -75,6 +75,12 @@ struct Times {
 }
 
 impl Times {
+    /// The backend the policy gives a secret, if the secret is in it.
+    fn backend_of(&self, name: &str) -> Option<String> {
+        let position = self.position(name)?;
+        Some(self.policy.as_ref()?.secrets[position].backend.clone())
+    }
+
     fn position(&self, name: &str) -> Option<usize> {
         let policy = self.policy.as_ref()?;
         self.by_name
@@ -372,12 +378,17 @@ impl Metrics {
     /// counted, so metrics and the log cannot disagree.
     pub fn observe(&self, event: &crate::audit::AuditEvent) {
         use crate::audit::AuditEvent as E;
+        // The backend a rotation started on; else (a failure before any rotation
+        // started, such as `describe`) the one the policy names.
         let backend = |secret: &str| {
-            self.backend_of
+            let started = self
+                .backend_of
                 .lock()
                 .expect("metrics lock")
                 .get(secret)
-                .cloned()
+                .cloned();
+            started
+                .or_else(|| self.times.lock().expect("metrics lock").backend_of(secret))
                 .unwrap_or_else(|| "unknown".to_owned())
         };
         match event {
@@ -695,6 +706,28 @@ mod tests {
             !text.contains("rekeyd_secret_rotation_failures"),
             "the success cleared the failure: {text}"
         );
+    }
+
+    #[test]
+    fn a_describe_failure_counts_against_the_backend_the_policy_names() {
+        use crate::audit::AuditEvent;
+        let m = Metrics::new();
+        m.adopt(&policy_of(&["a"]));
+        // No rotation started: the backend could not be asked about the secret.
+        m.observe(&AuditEvent::RotationFailed {
+            secret: "a".into(),
+            version: None,
+            step: "describe".into(),
+            error: "connection refused".into(),
+            will_retry: true,
+        });
+        let text = m.render(Utc::now(), 0, 0);
+        for line in [
+            "rekeyd_backend_errors_total{backend=\"local\",step=\"describe\"} 1",
+            "rekeyd_secret_rotation_failures{secret=\"a\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
     }
 
     #[test]

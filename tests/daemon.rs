@@ -327,3 +327,50 @@ schedule = { every = "30d" }
     let log = std::fs::read_to_string(&log).unwrap();
     assert_eq!(log.matches("every secret planned").count(), 1, "{log}");
 }
+
+/// A secret the store cannot read (its file damaged) is retried with backoff; the audit
+/// log records the outage once, with the store's reason, not once per retry.
+#[test]
+fn a_secret_the_store_cannot_read_is_audited_once_while_it_is_retried() {
+    let sandbox = Sandbox::raw(&format!(
+        "{}\n[[secrets]]\nname = \"damaged\"\nschedule = {{ every = \"30d\" }}\n",
+        common::HEADER.replace(
+            "concurrency = 4",
+            "concurrency = 4\nmax_retry_backoff = \"1s\""
+        )
+    ));
+    sandbox.ok(&["run", "--once"]);
+    assert_eq!(sandbox.events("rotation_succeeded", "damaged").len(), 1);
+    let file = sandbox.path("state/store-local/damaged.json");
+    std::fs::write(&file, b"not a store record\n").expect("damage the store file");
+
+    let log = sandbox.path("daemon.log");
+    let child = sandbox
+        .command(&["run", "--log", "debug"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .map(Daemon)
+        .expect("start daemon");
+    wait_for("three tries of the damaged secret", LIMIT, || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tries = text
+            .lines()
+            .filter(|l| l.contains("will retry") && l.contains("damaged"))
+            .count();
+        (tries >= 3).then_some(())
+    });
+    let mut child = child;
+    signal(&child, "TERM");
+    let status = wait_for("the daemon to exit", LIMIT, || {
+        child.try_wait().expect("wait")
+    });
+    assert!(status.success(), "daemon exit status {status:?}");
+
+    let failures = sandbox.events("rotation_failed", "damaged");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0]["step"], "describe");
+    assert_eq!(failures[0]["will_retry"], true);
+    let error = failures[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("not a valid store file"), "{error}");
+}

@@ -29,6 +29,25 @@ use crate::policy::SecretPolicy;
 use crate::secret::{Stage, VersionId};
 use plan::{Due, Plan};
 
+/// Which try of a secret's reconcile this is. Failure entries say whether it will be
+/// retried, and a secret whose backend cannot even be asked about it is audited once per
+/// run of failures, not at every retry of a long outage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// The one try (`run --once`): a failure is not retried.
+    Only,
+    /// The first try, or the first since the last success: retried if it fails.
+    First,
+    /// A retry after a failure that is already on record.
+    Retry,
+}
+
+impl Attempt {
+    fn will_retry(self) -> bool {
+        self != Attempt::Only
+    }
+}
+
 /// Why a rotation step failed. Messages never contain values.
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
@@ -182,7 +201,7 @@ impl Engine {
     }
 
     /// Brings one secret up to date: recovers a leftover, then rotates if due. Returns the
-    /// plan that remains (normally `Wait`). `will_retry` only labels failure entries.
+    /// plan that remains (normally `Wait`). `attempt` labels failure entries.
     ///
     /// Describes the secret once; after each action the description is updated from what
     /// the action did, so a scheduled rotation costs describe + put + promote and nothing
@@ -190,11 +209,15 @@ impl Engine {
     pub async fn reconcile(
         &self,
         secret: &SecretPolicy,
-        will_retry: bool,
+        attempt: Attempt,
     ) -> Result<Plan, RotationError> {
+        let will_retry = attempt.will_retry();
         let _serial = serialize(&secret.name).await;
         self.close_deferred_interrupted(secret).await?;
-        let mut state = self.describe(secret).await?;
+        let mut state = match self.describe(secret).await {
+            Ok(state) => state,
+            Err(error) => return Err(self.describe_failed(secret, error, attempt).await),
+        };
         // Recover, then rotate, then report the wait: three passes at most.
         for _ in 0..3 {
             let outcome = match plan::plan(secret, state.as_ref(), Utc::now()) {
@@ -211,6 +234,31 @@ impl Engine {
             state = Some(after(secret, state, &outcome));
         }
         Ok(plan::plan(secret, state.as_ref(), Utc::now()))
+    }
+
+    /// Audits a secret the backend could not be asked about: no rotation can start, due
+    /// or not, and without the entry an outage would leave nothing on record but late
+    /// rotations. A retry's failure is the same outage, already on record.
+    async fn describe_failed(
+        &self,
+        secret: &SecretPolicy,
+        error: RotationError,
+        attempt: Attempt,
+    ) -> RotationError {
+        if attempt != Attempt::Retry {
+            // Best effort, as for a failed rotation: the caller sees the backend's error.
+            let _ = self
+                .audit
+                .append(AuditEvent::RotationFailed {
+                    secret: secret.name.to_string(),
+                    version: None,
+                    step: error.step().to_owned(),
+                    error: error.to_string(),
+                    will_retry: attempt.will_retry(),
+                })
+                .await;
+        }
+        error
     }
 
     /// Finishes (`resume`) or discards a pending version left by an interrupted rotation.

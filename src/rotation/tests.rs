@@ -132,14 +132,20 @@ async fn a_scheduled_rotation_costs_describe_put_promote_and_nothing_else() {
     let engine = engine(dir.path(), "audit.jsonl", counting.clone()).await;
     let secret = policy(bytes());
     // Creating the secret and a later rotation cost the same.
-    let plan = engine.reconcile(&secret, true).await.expect("create");
+    let plan = engine
+        .reconcile(&secret, Attempt::First)
+        .await
+        .expect("create");
     assert!(matches!(plan, Plan::Wait { .. }), "{plan:?}");
     assert_eq!(
         counting.counts(),
         [1, 1, 1, 0],
         "describe, put, promote; no reads"
     );
-    let again = engine.reconcile(&secret, true).await.expect("nothing due");
+    let again = engine
+        .reconcile(&secret, Attempt::First)
+        .await
+        .expect("nothing due");
     assert!(matches!(again, Plan::Wait { .. }));
     assert_eq!(
         counting.counts(),
@@ -189,11 +195,11 @@ async fn two_replicas_rotating_one_slot_make_one_version_and_log_the_same_value(
     let (ra, rb) = tokio::join!(
         {
             let (a, s) = (a.clone(), secret.clone());
-            async move { a.reconcile(&s, true).await }
+            async move { a.reconcile(&s, Attempt::First).await }
         },
         {
             let (b, s) = (b.clone(), secret.clone());
-            async move { b.reconcile(&s, true).await }
+            async move { b.reconcile(&s, Attempt::First).await }
         }
     );
     ra.expect("replica a");
@@ -267,7 +273,10 @@ async fn operations_on_one_secret_take_turns() {
     let memory = Arc::new(MemoryBackend::new("local"));
     let engine = Arc::new(engine(dir.path(), "audit.jsonl", memory.clone()).await);
     let secret = Arc::new(policy(bytes()));
-    engine.reconcile(&secret, true).await.expect("create");
+    engine
+        .reconcile(&secret, Attempt::First)
+        .await
+        .expect("create");
     // Eight manual rotations at once: each sees the version the previous one made, so
     // none loses a compare-and-swap and every one succeeds.
     let mut tasks = Vec::new();
@@ -318,4 +327,64 @@ async fn per_secret_locks_serialize_and_are_forgotten_when_free() {
     assert!(entry().is_some(), "kept while the second caller holds it");
     drop(second);
     assert!(entry().is_none(), "forgotten once free");
+}
+
+/// A secret the backend cannot be asked about (here: a damaged store file) leaves one
+/// failure entry per run of failures, not one per retry, and says whether it is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_the_backend_cannot_describe_is_audited_once_per_run_of_failures() {
+    use crate::backend::file::{FileBackend, secret_file};
+    use crate::policy::FileBackendConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = FileBackendConfig {
+        path: dir.path().join("store"),
+        key_file: dir.path().join("store.key"),
+        key_env: None,
+    };
+    let store = Arc::new(FileBackend::open("local", &config).expect("store"));
+    let engine = engine(dir.path(), "audit.jsonl", store).await;
+    let secret = policy(bytes());
+    engine
+        .reconcile(&secret, Attempt::First)
+        .await
+        .expect("create");
+    std::fs::write(secret_file(&config.path, &secret.name), b"not a record\n").unwrap();
+
+    let describe_failures = || {
+        events(dir.path(), "audit.jsonl")
+            .into_iter()
+            .filter_map(|e| match e {
+                AuditEvent::RotationFailed {
+                    secret: name,
+                    version,
+                    step,
+                    error,
+                    will_retry,
+                } if step == "describe" => Some((name, version, error, will_retry)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = engine.reconcile(&secret, Attempt::First).await;
+    assert_eq!(first.expect_err("damaged file").step(), "describe");
+    let recorded = describe_failures();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let (name, version, error, will_retry) = &recorded[0];
+    assert_eq!(name, secret.name.as_str());
+    assert_eq!(*version, None, "no rotation got as far as a version");
+    assert!(error.contains("not a valid store file"), "{error}");
+    assert!(will_retry);
+
+    // Retries of the same outage fail the same way without a new entry.
+    for _ in 0..3 {
+        assert!(engine.reconcile(&secret, Attempt::Retry).await.is_err());
+    }
+    assert_eq!(describe_failures().len(), 1);
+
+    // `run --once` does not retry, and says so.
+    assert!(engine.reconcile(&secret, Attempt::Only).await.is_err());
+    let recorded = describe_failures();
+    assert_eq!(recorded.len(), 2);
+    assert!(!recorded[1].3, "run --once does not retry");
 }
