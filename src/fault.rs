@@ -19,7 +19,7 @@ pub const POINTS: [&str; 6] = [
 
 /// Crash points that only notifications reach: a rotation of a secret with notify targets
 /// (and, for the gate points, with `confirm`), and the delivery worker.
-pub const NOTIFY_POINTS: [&str; 9] = [
+pub const NOTIFY_POINTS: [&str; 10] = [
     // The pending event is in the outbox; the gate has not been waited on.
     "after_pending_notified",
     // Every required target confirmed; the version is not promoted yet.
@@ -39,6 +39,9 @@ pub const NOTIFY_POINTS: [&str; 9] = [
     "notify_after_answer_recorded",
     // A consumer's answer is audited; the confirmations store has not recorded it yet.
     "after_confirmation_audited",
+    // A batch is in the outbox and its parts are closed into it; `notifications_coalesced`
+    // is not audited yet.
+    "notify_after_batch_stored",
 ];
 
 /// Crash points inside the file store's writes.

@@ -642,10 +642,9 @@ notify = ["hooks"]
     }
 }
 
-#[test]
-fn rotations_within_a_window_are_coalesced_into_one_signed_batch() {
-    let k = key(19);
-    let rx = Receiver::start(&[&k]);
+/// Secrets `a`, `b` and `c` notifying one receiver that coalesces within 2 s.
+fn coalescing(k: &str) -> (Receiver, Sandbox) {
+    let rx = Receiver::start(&[k]);
     let mut policy = format!(
         "\n[notify.hooks]\nurl = \"{}\"\nsecret_file = \"k.whsec\"\nwindow = \"2s\"\n",
         rx.url("/hooks")
@@ -655,7 +654,13 @@ fn rotations_within_a_window_are_coalesced_into_one_signed_batch() {
             "\n[[secrets]]\nname = \"{name}\"\nschedule = {{ every = \"30d\" }}\nnotify = [\"hooks\"]\n"
         ));
     }
-    let sandbox = sandbox(&policy, &[("k.whsec", &k)]);
+    let sandbox = sandbox(&policy, &[("k.whsec", k)]);
+    (rx, sandbox)
+}
+
+#[test]
+fn rotations_within_a_window_are_coalesced_into_one_signed_batch() {
+    let (rx, sandbox) = coalescing(&key(19));
     sandbox.ok(&["run", "--once"]);
 
     let requests = rx.requests();
@@ -697,6 +702,54 @@ fn rotations_within_a_window_are_coalesced_into_one_signed_batch() {
         }
     }
     assert!(!audit_of(&sandbox, "notifications_coalesced").is_empty());
+}
+
+/// A crash after a batch replaced its parts in the outbox, before the link was audited:
+/// the restart sends the batch and the audit log still says which messages it carries.
+#[test]
+fn a_crash_before_a_batch_is_audited_still_links_it_to_its_parts() {
+    let (rx, sandbox) = coalescing(&key(23));
+    let out = sandbox
+        .command(&["run", "--once"])
+        .env("REKEYD_CRASH_AT", "notify_after_batch_stored")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(6), "expected an abort");
+    assert!(audit_of(&sandbox, "notifications_coalesced").is_empty());
+    sandbox.ok(&["run", "--once"]);
+
+    assert!(queued_files(&sandbox).is_empty(), "left in the outbox");
+    let links: BTreeMap<String, BTreeSet<String>> = audit_of(&sandbox, "notifications_coalesced")
+        .iter()
+        .map(|e| {
+            let parts = e["parts"].as_array().unwrap();
+            let parts = parts.iter().map(|p| p.as_str().unwrap().to_owned());
+            (e["id"].as_str().unwrap().to_owned(), parts.collect())
+        })
+        .collect();
+    let requests = rx.requests();
+    let batches: Vec<&Request> = requests
+        .iter()
+        .filter(|r| r.kind == "secret.batch")
+        .collect();
+    assert!(!batches.is_empty(), "{requests:#?}");
+    for batch in batches {
+        assert_eq!(batch.verified, [true]);
+        let carried: BTreeSet<String> = batch.json()["data"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            links.get(&batch.id),
+            Some(&carried),
+            "batch {} is audited with the parts it carries",
+            batch.id
+        );
+    }
+    let out = sandbox.run(&["audit", "verify", sandbox.audit_log().to_str().unwrap()]);
+    assert!(out.status.success());
 }
 
 /// A gated secret: `payments` must confirm before promotion.

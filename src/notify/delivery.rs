@@ -516,6 +516,11 @@ impl Worker {
                 answered.push(message);
                 continue;
             }
+            if orphan && !message.parts.is_empty() && message.attempts == 0 {
+                // The stopped process closed the parts into this batch but may have stopped
+                // before auditing the link; audit it (again, at worst) before sending.
+                self.audit_coalesced(&message).await;
+            }
             self.queue.insert(message.id.clone(), message);
         }
         self.close_answered(answered).await;
@@ -851,19 +856,26 @@ impl Worker {
             );
             return None;
         }
+        crate::fault::point("notify_after_batch_stored");
         for part in &parts {
             self.queue.remove(&part.id);
         }
         self.inner
             .metrics
             .add(target, |c| c.coalesced += parts.len() as u64);
+        self.audit_coalesced(&batch).await;
+        Some(batch)
+    }
+
+    /// Links a batch to the messages it replaced: the parts' own ids are what the audit
+    /// log and the receivers saw queued.
+    async fn audit_coalesced(&self, batch: &Message) {
         self.audit(AuditEvent::NotificationsCoalesced {
             id: batch.id.clone(),
-            target: target.to_owned(),
+            target: batch.target.clone(),
             parts: batch.parts.clone(),
         })
         .await;
-        Some(batch)
     }
 
     fn start(&mut self, message: Message, target: Arc<Target>) {
