@@ -636,6 +636,23 @@ mod tests {
             .collect()
     }
 
+    /// A new log in `dir`, and its file's lock held from another open file description
+    /// (as another process would hold it): commits wait until the holder lets go.
+    async fn log_locked_elsewhere(dir: &Path) -> (AuditLog, PathBuf, File) {
+        let path = dir.join("audit.jsonl");
+        let log = AuditLog::open(&path).await.unwrap();
+        let holder = File::open(&path).unwrap();
+        holder.lock().unwrap();
+        (log, path, holder)
+    }
+
+    /// Returns once `n` appends have been handed to the log.
+    async fn until_submitted(log: &AuditLog, n: u64) {
+        while log.stats().submitted < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test]
     async fn round_trip_verifies_and_head_is_the_last_receipt() {
         let dir = tempfile::tempdir().unwrap();
@@ -695,23 +712,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_appends_share_fsyncs_and_form_one_chain() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path).await.unwrap();
-
-        // Hold the file's lock from another open file description (as another process
-        // would) so the writer's first commit waits while all 64 appends queue up behind it.
-        let blocker = File::open(&path).unwrap();
-        blocker.lock().unwrap();
+        // The first commit waits for the lock while all 64 appends queue up behind it.
+        let (log, path, holder) = log_locked_elsewhere(dir.path()).await;
         let tasks: Vec<_> = (0..64)
             .map(|n| {
                 let log = log.clone();
                 tokio::spawn(async move { log.append(started(n)).await.unwrap() })
             })
             .collect();
-        while log.stats().submitted < 64 {
-            tokio::task::yield_now().await;
-        }
-        blocker.unlock().unwrap();
+        until_submitted(&log, 64).await;
+        holder.unlock().unwrap();
 
         let mut seqs = Vec::new();
         for task in tasks {
@@ -734,29 +744,21 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_waiter_that_goes_away_does_not_stall_the_queue() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path).await.unwrap();
-
         // The first append leads and waits for the file's lock; two more queue behind it.
-        let blocker = File::open(&path).unwrap();
-        blocker.lock().unwrap();
+        let (log, path, holder) = log_locked_elsewhere(dir.path()).await;
         let spawn = |n| {
             let log = log.clone();
             tokio::spawn(async move { log.append(started(n)).await })
         };
         let leader = spawn(1);
-        while log.stats().submitted < 1 {
-            tokio::task::yield_now().await;
-        }
+        until_submitted(&log, 1).await;
         let gone = spawn(2);
         let next = spawn(3);
-        while log.stats().submitted < 3 {
-            tokio::task::yield_now().await;
-        }
+        until_submitted(&log, 3).await;
         // The first waiter in line is cancelled: the lead must pass to the one after it.
         gone.abort();
         assert!(gone.await.unwrap_err().is_cancelled());
-        blocker.unlock().unwrap();
+        holder.unlock().unwrap();
 
         assert_eq!(leader.await.unwrap().unwrap().seq, 1);
         // The cancelled append was queued before it went away, so it is written with the
