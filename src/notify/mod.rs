@@ -806,29 +806,63 @@ mod tests {
         .unwrap()
     }
 
+    /// A notifier (not started) for [`hooks_policy`] with `extra`, its audit log, and a
+    /// [`server`] answering `statuses`.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        policy: Policy,
+        audit: AuditLog,
+        notifier: Notifier,
+        requests: Arc<AtomicU64>,
+    }
+
+    impl Fixture {
+        async fn new(statuses: Vec<u16>, extra: &str) -> Self {
+            let (port, requests) = server(statuses).await;
+            let dir = tempfile::tempdir().unwrap();
+            let policy = hooks_policy(dir.path(), port, extra);
+            let audit = AuditLog::open(&dir.path().join("audit.jsonl"))
+                .await
+                .unwrap();
+            let notifier = Notifier::open(&policy, audit.clone()).unwrap();
+            Self {
+                _dir: dir,
+                policy,
+                audit,
+                notifier,
+                requests,
+            }
+        }
+    }
+
+    /// The data of `secret.rotated` for version `version` of `app`.
+    fn rotated(version: &str) -> SecretEvent {
+        SecretEvent {
+            secret: "app".into(),
+            backend: "local".into(),
+            version: version.into(),
+            stage: "current".into(),
+            trigger: "manual".into(),
+            ..SecretEvent::default()
+        }
+    }
+
     #[tokio::test]
     async fn the_worker_delivers_counts_every_outcome_and_drains() {
-        let (port, requests) = server(vec![500]).await;
-        let dir = tempfile::tempdir().unwrap();
-        let policy = hooks_policy(dir.path(), port, "backoff = \"10ms\"\n");
-        let audit = AuditLog::open(&dir.path().join("audit.jsonl"))
-            .await
-            .unwrap();
-        let notifier = Notifier::open(&policy, audit.clone()).unwrap();
+        let Fixture {
+            _dir,
+            policy,
+            audit,
+            notifier,
+            requests,
+        } = Fixture::new(vec![500], "backoff = \"10ms\"\n").await;
         notifier.start(Mode::OwnOnly).await.unwrap();
         assert!(matches!(
             notifier.start(Mode::OwnOnly).await,
             Err(NotifyError::AlreadyStarted)
         ));
         let secret = policy.secret("app").unwrap();
-        let data = SecretEvent {
-            secret: "app".into(),
-            backend: "local".into(),
-            version: "v1".into(),
-            stage: "current".into(),
-            trigger: "manual".into(),
-            ..SecretEvent::default()
-        };
+        let data = rotated("v1");
         let ids = notifier
             .enqueue(secret, EventType::Rotated, &data, IdKey::Derived(""))
             .await
@@ -867,24 +901,17 @@ mod tests {
     /// as it delivers: every one still goes out, once, and drain waits for all of them.
     #[tokio::test]
     async fn messages_past_the_hold_limit_wait_in_the_outbox_and_all_go_out() {
-        let (port, requests) = server(Vec::new()).await;
-        let dir = tempfile::tempdir().unwrap();
-        let policy = hooks_policy(dir.path(), port, "");
-        let audit = AuditLog::open(&dir.path().join("audit.jsonl"))
-            .await
-            .unwrap();
-        let notifier = Notifier::open(&policy, audit.clone()).unwrap();
+        let Fixture {
+            _dir,
+            policy,
+            audit,
+            notifier,
+            requests,
+        } = Fixture::new(Vec::new(), "").await;
         let secret = policy.secret("app").unwrap();
         let mut ids = Vec::new();
         for i in 0..12 {
-            let data = SecretEvent {
-                secret: "app".into(),
-                backend: "local".into(),
-                version: format!("v{i}"),
-                stage: "current".into(),
-                trigger: "manual".into(),
-                ..SecretEvent::default()
-            };
+            let data = rotated(&format!("v{i}"));
             ids.extend(
                 notifier
                     .enqueue(secret, EventType::Rotated, &data, IdKey::Derived(""))
