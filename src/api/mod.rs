@@ -79,12 +79,18 @@ impl ApiState {
     }
 }
 
-/// Resolves the bearer token to a [`Caller`] for the `/v1` routes.
+/// Resolves the bearer token to a [`Caller`] for anything under `/v1`. It runs before
+/// routing, so a caller without a token learns nothing about `/v1` (not which paths exist,
+/// nor which methods they take): every answer is 401.
 async fn authenticate(
     State(state): State<ApiState>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let path = request.uri().path();
+    if path != "/v1" && !path.starts_with("/v1/") {
+        return Ok(next.run(request).await);
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -102,18 +108,16 @@ async fn authenticate(
 
 /// The routes, with authentication on `/v1` and a request timeout on everything.
 pub fn router(state: ApiState, request_timeout: std::time::Duration) -> Router {
-    let v1 = Router::new()
-        .route("/v1/secrets", get(handlers::list))
-        .route("/v1/secrets/{name}", get(handlers::one))
-        .route("/v1/secrets/{name}/rotate", post(handlers::rotate))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
-        .merge(v1)
+        .route("/v1/secrets", get(handlers::list))
+        .route("/v1/secrets/{name}", get(handlers::one))
+        .route("/v1/secrets/{name}/rotate", post(handlers::rotate))
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .fallback(handlers::fallback)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,

@@ -227,7 +227,7 @@ async fn a_wrong_method_gets_405_in_the_error_shape_with_allow() {
     let f = fixture(5).await;
     for (method, uri, token, allow) in [
         ("DELETE", "/v1/secrets/app%2Fdb", ROTATE, "GET,HEAD"),
-        ("GET", "/v1/secrets/app%2Fdb/rotate", None, "POST"),
+        ("GET", "/v1/secrets/app%2Fdb/rotate", READ, "POST"),
         ("POST", "/healthz", None, "GET,HEAD"),
     ] {
         let request = Request::builder()
@@ -259,4 +259,34 @@ async fn a_wrong_method_gets_405_in_the_error_shape_with_allow() {
         assert!(body["message"].is_string());
         assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
     }
+}
+
+/// Without a valid token nothing under `/v1` says what exists: not which paths, not which
+/// methods they take. Outside `/v1` routing answers as usual.
+#[tokio::test]
+async fn without_a_token_everything_under_v1_is_401() {
+    let f = fixture(50).await;
+    for (method, uri) in [
+        ("GET", "/v1/secrets"),
+        ("DELETE", "/v1/secrets/app%2Fdb"),
+        ("GET", "/v1/secrets/app%2Fdb/rotate"),
+        ("GET", "/v1/no-such-thing"),
+        ("GET", "/v1"),
+    ] {
+        for token in [None, Some("not-a-token-0123456789")] {
+            let (status, body, _) = call(&f.app, method, uri, token).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} {token:?}");
+            assert_eq!(body["code"], "unauthorized", "{method} {uri}: {body}");
+        }
+    }
+    // With a token, the same requests get their real answers.
+    let (status, _, _) = call(&f.app, "GET", "/v1/no-such-thing", READ).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = call(&f.app, "DELETE", "/v1/secrets/app%2Fdb", READ).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    // Outside /v1: probes need no token, and an unknown path is a 404.
+    let (status, _, _) = call(&f.app, "POST", "/healthz", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _, _) = call(&f.app, "GET", "/v1x", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
