@@ -1255,3 +1255,58 @@ fn a_running_daemon_takes_over_what_a_cli_rotate_left_without_waiting_for_a_time
 /// Longer than a takeover needs (the watch reacts within a second, a live owner is
 /// looked at again every 5 s), shorter than the minute an unwatched queue could wait.
 const TAKE_OVER: Duration = Duration::from_secs(20);
+
+/// `rekeyd rollback` tells consumers, signed, which version is current again; with the
+/// webhook key unreadable it still rolls back, and says that nobody was told.
+#[test]
+fn a_rollback_is_announced_and_does_not_depend_on_the_webhook_key() {
+    let k = key(29);
+    let rx = Receiver::start(&[&k]);
+    let sandbox = sandbox(
+        &format!(
+            "\n[notify.hooks]\nurl = \"{}\"\nsecret_file = \"k.whsec\"\n\n\
+             [[secrets]]\nname = \"app\"\nschedule = {{ every = \"30d\" }}\nnotify = [\"hooks\"]\n",
+            rx.url("/hooks")
+        ),
+        &[("k.whsec", &k)],
+    );
+    sandbox.ok(&["rotate", "app"]);
+    let first = current_id(&sandbox, "app");
+    sandbox.ok(&["rotate", "app", "--force"]);
+    let second = current_id(&sandbox, "app");
+
+    sandbox.ok(&["rollback", "app", "--by", "alice"]);
+    assert_eq!(current_id(&sandbox, "app"), first);
+    let requests = rx.requests();
+    let rolled: Vec<&Request> = requests
+        .iter()
+        .filter(|r| r.kind == "secret.rolled_back")
+        .collect();
+    assert_eq!(rolled.len(), 1, "{requests:#?}");
+    assert_eq!(rolled[0].verified, [true]);
+    let data = &assert_envelope(rolled[0])["data"];
+    assert_eq!(data["secret"], "app");
+    assert_eq!(data["version"], first.as_str());
+    assert_eq!(data["previous"], second.as_str());
+    assert_eq!(data["stage"], "current");
+    let delivered = audit_of(&sandbox, "notification_delivered");
+    assert!(delivered.iter().any(|e| e["id"] == rolled[0].id.as_str()));
+
+    // With the key gone, rolling back again (to `second`) still happens; the operator is
+    // warned that nobody was told.
+    std::fs::remove_file(sandbox.path("k.whsec")).unwrap();
+    let out = sandbox.run(&["rollback", "app", "--by", "bob"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rolling back without telling hooks"),
+        "{out:?}"
+    );
+    assert_eq!(current_id(&sandbox, "app"), second);
+    assert_eq!(audit_of(&sandbox, "rolled_back").len(), 2);
+    let rolled_again = rx
+        .requests()
+        .iter()
+        .filter(|r| r.kind == "secret.rolled_back")
+        .count();
+    assert_eq!(rolled_again, 1, "nothing could be signed without the key");
+}

@@ -380,8 +380,39 @@ async fn rollback(path: &Path, name: &str, by: Option<String>) -> CliResult {
     let policy = policy::load(path)?;
     let secret = secret_of(&policy, name)?.clone();
     let by = by.unwrap_or_else(rotation::local_actor);
-    let (_, engine) = daemon::open_runtime(policy, None, daemon::Notifications::Off).await?;
-    let (from, to) = engine.rollback(&secret, &by).await?;
+    // Consumers are told, but a rollback is an emergency: it must work even when the
+    // webhook keys cannot be read.
+    let engine = if secret.notify.is_empty() {
+        daemon::open_runtime(policy, None, daemon::Notifications::Off)
+            .await?
+            .1
+    } else {
+        match daemon::open_runtime(policy.clone(), None, daemon::Notifications::Open).await {
+            Ok((_, engine)) => engine,
+            Err(e) => {
+                eprintln!(
+                    "warning: notifications unavailable ({e}); rolling back without telling {}",
+                    secret.notify.join(", ")
+                );
+                daemon::open_runtime(policy, None, daemon::Notifications::Off)
+                    .await?
+                    .1
+            }
+        }
+    };
+    let notifier = engine.notifier().filter(|_| !secret.notify.is_empty());
+    if let Some(notifier) = notifier {
+        notifier
+            .start(notify::Mode::OwnOnly)
+            .await
+            .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+    }
+    let rolled_back = engine.rollback(&secret, &by).await;
+    if let Some(notifier) = notifier {
+        daemon::drain_notifications(&engine).await;
+        notifier.stop().await;
+    }
+    let (from, to) = rolled_back?;
     println!("rolled back {}: current {to} (was {from})", secret.name);
     Ok(())
 }

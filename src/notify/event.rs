@@ -22,6 +22,10 @@ pub enum EventType {
     /// untouched.
     #[serde(rename = "secret.rotation.failed")]
     RotationFailed,
+    /// An operator rolled the secret back: the previous version is current again and the
+    /// version that was current is previous.
+    #[serde(rename = "secret.rolled_back")]
+    RolledBack,
     /// Several events for one target, coalesced within its `window`.
     #[serde(rename = "secret.batch")]
     Batch,
@@ -34,6 +38,7 @@ impl EventType {
             EventType::RotationPending => "secret.rotation.pending",
             EventType::Rotated => "secret.rotated",
             EventType::RotationFailed => "secret.rotation.failed",
+            EventType::RolledBack => "secret.rolled_back",
             EventType::Batch => "secret.batch",
         }
     }

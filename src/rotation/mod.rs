@@ -518,7 +518,7 @@ impl Engine {
             EventType::RotationPending => crate::fault::point("after_pending_notified"),
             EventType::Rotated => crate::fault::point("after_rotated_notified"),
             EventType::RotationFailed => crate::fault::point("after_failed_notified"),
-            EventType::Batch => {}
+            EventType::RolledBack | EventType::Batch => {}
         }
         Ok(())
     }
@@ -640,6 +640,25 @@ impl Engine {
             })
             .await?;
         tracing::warn!(secret = %secret.name, %from, %to, by, "rolled back to the previous version");
+        // After the audit entry: the rollback is done and on record whatever happens to the
+        // notification (an operator undoing a bad version must not be stopped by an
+        // outbox). A fresh id: rolling back to the same version twice is two events.
+        let told = self
+            .notify(secret, EventType::RolledBack, IdKey::Random, || {
+                SecretEvent {
+                    secret: secret.name.to_string(),
+                    backend: secret.backend.clone(),
+                    version: to.to_string(),
+                    stage: "current".to_owned(),
+                    previous: Some(from.to_string()),
+                    trigger: "manual".to_owned(),
+                    ..SecretEvent::default()
+                }
+            })
+            .await;
+        if let Err(e) = told {
+            tracing::error!(secret = %secret.name, error = %e, "rolled back, but consumers could not be notified");
+        }
         Ok((from, to))
     }
 
