@@ -39,6 +39,12 @@ impl Drop for Daemon {
 }
 
 fn start(rotate_burst: u32) -> Daemon {
+    start_with(rotate_burst, "", "", &[])
+}
+
+/// A daemon serving the API, with `app/db` and `app/cache` created; `policy` and `tokens`
+/// are added to the sandbox's policy and tokens file, `files` written beside them.
+fn start_with(rotate_burst: u32, policy: &str, tokens: &str, files: &[(&str, &str)]) -> Daemon {
     let port = free_port();
     let sandbox = Sandbox::new(&format!(
         r#"
@@ -54,17 +60,21 @@ schedule = {{ every = "30d" }}
 [[secrets]]
 name = "app/cache"
 schedule = {{ every = "30d" }}
-"#
+{policy}"#
     ));
-    let tokens = sandbox.path("tokens.toml");
+    for (file, text) in files {
+        std::fs::write(sandbox.path(file), text).unwrap();
+    }
+    let tokens_file = sandbox.path("tokens.toml");
     std::fs::write(
-        &tokens,
+        &tokens_file,
         format!(
             "[[token]]\nname = \"dashboard\"\nrole = \"read\"\ntoken = \"{READ_TOKEN}\"\n\n\
-             [[token]]\nname = \"runbook-bot\"\nrole = \"rotate\"\ntoken = \"{ROTATE_TOKEN}\"\n"
+             [[token]]\nname = \"runbook-bot\"\nrole = \"rotate\"\ntoken = \"{ROTATE_TOKEN}\"\n{tokens}"
         ),
     )
     .unwrap();
+    let tokens = tokens_file;
     std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
     let child = sandbox
         .command(&["run"])
@@ -104,6 +114,11 @@ schedule = {{ every = "30d" }}
 
 /// A minimal HTTP/1.1 client: the test checks the server, not a client library.
 fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    http_with(port, method, path, token, "")
+}
+
+/// [`http`] with a JSON `body`.
+fn http_with(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -113,7 +128,9 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, Value
         .unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = Vec::new();
@@ -257,7 +274,7 @@ fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
         String::from_utf8_lossy(&out.stderr)
     );
     // It really exercised every operation with many cases (not a vacuous pass).
-    assert!(report.contains("6 selected / 6 total"), "{report}");
+    assert!(report.contains("7 selected / 7 total"), "{report}");
     let generated: u32 = report
         .split_once("Test cases:")
         .and_then(|(_, rest)| rest.split_whitespace().next())
@@ -354,4 +371,115 @@ fn the_api_serves_https_when_a_certificate_is_configured() {
     wait_for("exit", Duration::from_secs(30), || {
         child.try_wait().unwrap()
     });
+}
+
+/// A consumer confirms a gated rotation through the API with its own token: only for its
+/// target, only the pending version, and the rotation (started through the API too, and
+/// waiting on the gate) then promotes it.
+#[test]
+fn a_consumer_confirms_a_gated_rotation_through_the_api() {
+    use common::receiver::Receiver;
+    const PAYMENTS_TOKEN: &str = "payments-token-5a7c3e9d1b2f";
+    let key = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let rx = Receiver::start(&[key]);
+    let d = start_with(
+        1000,
+        &format!(
+            "\n[notify.payments]\nurl = \"{}\"\nsecret_file = \"k.whsec\"\nbackoff = \"100ms\"\n\
+             max_backoff = \"200ms\"\nbreaker_failures = 1000\n\n\
+             [[secrets]]\nname = \"pay/key\"\nschedule = {{ every = \"30d\" }}\n\
+             notify = [\"payments\"]\nconfirm = [\"payments\"]\nconfirm_timeout = \"60s\"\n",
+            rx.url("/payments")
+        ),
+        &format!(
+            "\n[[token]]\nname = \"payments\"\nrole = \"read\"\nconfirms = [\"payments\"]\n\
+             token = \"{PAYMENTS_TOKEN}\"\n"
+        ),
+        &[("k.whsec", &format!("{key}\n"))],
+    );
+    // Created at start, confirmed by a plain 2xx.
+    wait_for("pay/key created", Duration::from_secs(30), || {
+        (!d.sandbox.events("rotation_succeeded", "pay/key").is_empty()).then_some(())
+    });
+    let first = d.sandbox.status("pay/key")["current"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // From now on the consumer answers its webhook 503: only an explicit answer opens the gate.
+    rx.script(serde_json::json!({
+        "rules": [{"type": "secret.rotation.pending", "status": 503}],
+        "default": {"status": 200}
+    }));
+    let port = d.port;
+    let rotation = std::thread::spawn(move || {
+        http(
+            port,
+            "POST",
+            "/v1/secrets/pay%2Fkey/rotate?force=true",
+            Some(ROTATE_TOKEN),
+        )
+    });
+    let pending = wait_for("the pending event", Duration::from_secs(30), || {
+        rx.requests()
+            .iter()
+            .filter(|r| r.kind == "secret.rotation.pending")
+            .map(|r| r.json()["data"]["version"].as_str().unwrap().to_owned())
+            .find(|v| *v != first)
+    });
+    let confirm = |token: &str, body: String| {
+        http_with(
+            port,
+            "POST",
+            "/v1/secrets/pay%2Fkey/confirm",
+            Some(token),
+            &body,
+        )
+    };
+    let answer = |version: &str, target: &str| {
+        format!(r#"{{"version": "{version}", "target": "{target}", "decision": "confirm"}}"#)
+    };
+    // A token that may not answer for the target; the current (not pending) version; a
+    // target the secret does not wait on; a body that is not an answer.
+    let (status, body) = confirm(READ_TOKEN, answer(&pending, "payments"));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let (status, body) = confirm(PAYMENTS_TOKEN, answer(&first, "payments"));
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("not pending"),
+        "{body}"
+    );
+    let (status, body) = confirm(PAYMENTS_TOKEN, answer(&pending, "billing"));
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = confirm(PAYMENTS_TOKEN, r#"{"version": 1}"#.to_owned());
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    assert_eq!(d.sandbox.status("pay/key")["current"]["id"], first.as_str());
+
+    let (status, body) = confirm(PAYMENTS_TOKEN, answer(&pending, "payments"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decision"], "confirmed");
+    assert_eq!(body["by"], "api:payments");
+    let (status, rotated) = rotation.join().unwrap();
+    assert_eq!(status, 200, "{rotated}");
+    assert_eq!(rotated["version"], pending.as_str());
+    assert_eq!(
+        d.sandbox.status("pay/key")["current"]["id"],
+        pending.as_str()
+    );
+    let recorded: Vec<Value> = d
+        .sandbox
+        .events("confirmation_recorded", "pay/key")
+        .into_iter()
+        .filter(|e| e["version"] == pending.as_str())
+        .collect();
+    assert_eq!(recorded.len(), 1, "only the accepted answer: {recorded:?}");
+    assert_eq!(recorded[0]["via"], "api");
+    assert_eq!(recorded[0]["by"], "api:payments");
 }

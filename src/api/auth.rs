@@ -2,7 +2,8 @@
 //!
 //! The file (a Kubernetes Secret or a 0600 file) is TOML:
 //! `[[token]] name = "runbook-bot"  role = "rotate"  token = "…"` — or `sha256 = "<hex>"`
-//! instead of `token`, so the file need not hold the token itself. Tokens are kept only as
+//! instead of `token`, so the file need not hold the token itself. `confirms = ["payments"]`
+//! lets a token answer gated rotations for those notify targets (a consumer's own token). Tokens are kept only as
 //! SHA-256 digests in memory; a presented token is hashed and compared in constant time.
 
 use std::path::Path;
@@ -27,11 +28,14 @@ pub struct Caller {
     pub name: String,
     /// Its role.
     pub role: Role,
+    /// The notify targets it may confirm or refuse pending versions for.
+    pub confirms: Vec<String>,
 }
 
 struct Entry {
     name: String,
     role: Role,
+    confirms: Vec<String>,
     digest: [u8; 32],
 }
 
@@ -56,6 +60,8 @@ impl std::fmt::Debug for Tokens {
 struct FileEntry {
     name: String,
     role: Role,
+    #[serde(default)]
+    confirms: Vec<String>,
     token: Option<String>,
     sha256: Option<String>,
 }
@@ -139,6 +145,7 @@ impl Tokens {
             entries.push(Entry {
                 name: entry.name,
                 role: entry.role,
+                confirms: entry.confirms,
                 digest,
             });
         }
@@ -156,6 +163,7 @@ impl Tokens {
                 found = Some(Caller {
                     name: entry.name.clone(),
                     role: entry.role,
+                    confirms: entry.confirms.clone(),
                 });
             }
         }
@@ -181,6 +189,12 @@ token = "read-token-0123456789"
 name = "runbook-bot"
 role = "rotate"
 sha256 = "REPLACE"
+
+[[token]]
+name = "payments"
+role = "read"
+confirms = ["payments", "payments-canary"]
+token = "payments-token-0123456789"
 "#;
 
     fn tokens() -> Tokens {
@@ -195,8 +209,14 @@ sha256 = "REPLACE"
             t.authenticate("read-token-0123456789"),
             Some(Caller {
                 name: "dashboard".into(),
-                role: Role::Read
+                role: Role::Read,
+                confirms: Vec::new(),
             })
+        );
+        assert_eq!(
+            t.authenticate("payments-token-0123456789")
+                .map(|c| c.confirms),
+            Some(vec!["payments".to_owned(), "payments-canary".to_owned()])
         );
         assert_eq!(
             t.authenticate("rotate-token-0123456789").map(|c| c.role),

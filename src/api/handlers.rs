@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -192,6 +192,103 @@ pub(super) async fn rotate(
         version: version.to_string(),
         previous: previous.map(|p| p.to_string()),
         requested_by: by,
+    }))
+}
+
+/// The body of `POST /v1/secrets/{name}/confirm`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Answer {
+    version: String,
+    target: String,
+    decision: AnswerDecision,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AnswerDecision {
+    Confirm,
+    Refuse,
+}
+
+#[derive(Serialize)]
+pub(super) struct Answered {
+    secret: String,
+    version: String,
+    target: String,
+    decision: &'static str,
+    by: String,
+}
+
+/// `POST /v1/secrets/{name}/confirm`: a consumer confirms (or refuses) the pending version
+/// for its notify target, as a 2xx to the pending webhook or `rekeyd confirm` would. Only a
+/// token listing the target in `confirms` may; audited as `api:<token name>`.
+pub(super) async fn confirm(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<Answer>, JsonRejection>,
+) -> Result<Json<Answered>, ApiError> {
+    state
+        .limiter()
+        .check(&caller.name, Instant::now())
+        .map_err(ApiError::rate_limited)?;
+    let name = secret_name(path)?;
+    // Not the parser's message: it may quote the body back.
+    let Json(answer) = body.map_err(|_| {
+        ApiError::bad_request(
+            "the body must be JSON: {\"version\": …, \"target\": …, \"decision\": \"confirm\" or \"refuse\"}",
+        )
+    })?;
+    if !caller.confirms.contains(&answer.target) {
+        return Err(ApiError::forbidden(format!(
+            "token {:?} may not answer for target {:?} (see `confirms` in the tokens file)",
+            caller.name, answer.target
+        )));
+    }
+    let live = state.live();
+    let secret = live
+        .policy
+        .secret(&name)
+        .ok_or_else(|| ApiError::not_found(format!("secret {name:?} is not in the policy")))?;
+    let unanswerable = |e: crate::notify::answer::Unanswerable| ApiError::conflict(e.to_string());
+    crate::notify::answer::check_target(secret, &answer.target).map_err(unanswerable)?;
+    let Some(notifier) = live.engine.notifier() else {
+        return Err(ApiError::unavailable(
+            "notifications are not running, so no gate is waiting",
+        ));
+    };
+    let described = live.engine.describe(secret).await.map_err(|e| match e {
+        RotationError::Backend { .. } => ApiError::backend(&e),
+        e => ApiError::internal(&e),
+    })?;
+    crate::notify::answer::check_pending(secret, &answer.version, described.as_ref())
+        .map_err(unanswerable)?;
+    let by = format!("api:{}", caller.name);
+    let confirmation = crate::notify::Confirmation {
+        secret: secret.name.to_string(),
+        version: answer.version,
+        target: answer.target,
+        decision: match answer.decision {
+            AnswerDecision::Confirm => crate::notify::Decision::Confirmed,
+            AnswerDecision::Refuse => crate::notify::Decision::Refused,
+        },
+        via: "api".to_owned(),
+        by,
+        at: Utc::now(),
+        // Checked against the backend just now: the answer is for the version pending now.
+        fingerprint: None,
+    };
+    notifier
+        .record_confirmation(&confirmation)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(Answered {
+        secret: confirmation.secret,
+        version: confirmation.version,
+        target: confirmation.target,
+        decision: confirmation.decision.as_str(),
+        by: confirmation.by,
     }))
 }
 

@@ -115,6 +115,7 @@ pub fn router(state: ApiState, request_timeout: std::time::Duration) -> Router {
         .route("/v1/secrets", get(handlers::list))
         .route("/v1/secrets/{name}", get(handlers::one))
         .route("/v1/secrets/{name}/rotate", post(handlers::rotate))
+        .route("/v1/secrets/{name}/confirm", post(handlers::confirm))
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .fallback(handlers::fallback)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))

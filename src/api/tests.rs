@@ -21,6 +21,12 @@ token = "read-token-0123456789"
 name = "runbook-bot"
 role = "rotate"
 token = "rotate-token-0123456789"
+
+[[token]]
+name = "payments"
+role = "read"
+confirms = ["payments"]
+token = "payments-token-0123456789"
 "#;
 
 struct Fixture {
@@ -289,4 +295,78 @@ async fn without_a_token_everything_under_v1_is_401() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     let (status, _, _) = call(&f.app, "GET", "/v1x", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Answers for a gated rotation: what the request itself gets wrong is refused before
+/// anything is read or written (the whole flow runs against a daemon in tests/api.rs).
+#[tokio::test]
+async fn an_answer_names_a_target_the_token_may_answer_for_and_a_gated_secret() {
+    let f = fixture(50).await;
+    let post = |uri: &'static str, token: &'static str, body: &'static str| {
+        let app = f.app.clone();
+        async move {
+            let request = Request::builder()
+                .method("POST")
+                .uri(uri)
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap();
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let answer = r#"{"version": "v1", "target": "payments", "decision": "confirm"}"#;
+    let payments = "payments-token-0123456789";
+    for (uri, token, body, status, code) in [
+        // A rotate token is not a consumer's token.
+        (
+            "/v1/secrets/app%2Fdb/confirm",
+            ROTATE.unwrap(),
+            answer,
+            403,
+            "forbidden",
+        ),
+        (
+            "/v1/secrets/app%2Fdb/confirm",
+            payments,
+            "not json",
+            400,
+            "bad_request",
+        ),
+        (
+            "/v1/secrets/app%2Fdb/confirm",
+            payments,
+            r#"{"version": "v1", "target": "payments", "decision": "maybe"}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "/v1/secrets/nope/confirm",
+            payments,
+            answer,
+            404,
+            "not_found",
+        ),
+        // app/db has no `confirm`: nothing waits for an answer.
+        (
+            "/v1/secrets/app%2Fdb/confirm",
+            payments,
+            answer,
+            409,
+            "conflict",
+        ),
+    ] {
+        let (got, body) = post(uri, token, body).await;
+        assert_eq!(got.as_u16(), status, "{uri}: {body}");
+        assert_eq!(body["code"], code, "{uri}: {body}");
+    }
+    assert!(
+        !std::fs::read_to_string(&f.audit)
+            .unwrap_or_default()
+            .contains("confirmation_recorded"),
+        "nothing was recorded"
+    );
 }

@@ -429,23 +429,15 @@ async fn confirm(
 ) -> CliResult {
     let policy = policy::load(path)?;
     let secret = secret_of(&policy, name)?;
-    let Some(gate) = &secret.confirm else {
-        return Err(Failure::new(
-            exit::REFUSED,
-            format!("{name} does not require confirmation (it has no `confirm` in the policy)"),
-        ));
+    let refused = |e: notify::answer::Unanswerable| {
+        let code = if e.is_policy() {
+            exit::REFUSED
+        } else {
+            exit::NOT_FOUND
+        };
+        Failure::new(code, e.to_string())
     };
-    if !gate.targets.iter().any(|t| t == target) {
-        return Err(Failure::new(
-            exit::REFUSED,
-            format!(
-                "{target} is not one of the targets that confirm {name}: {}",
-                gate.targets.join(", ")
-            ),
-        ));
-    }
-    // Only the pending version can be answered for: an answer to anything else would wait
-    // to be mistaken for one later.
+    notify::answer::check_target(secret, target).map_err(refused)?;
     let config = policy.backends.get(&secret.backend).ok_or_else(|| {
         Failure::new(
             exit::FAILED,
@@ -454,24 +446,7 @@ async fn confirm(
     })?;
     let backend = backend::open(&secret.backend, config).await?;
     let state = backend.describe(&secret.name).await?;
-    match state.stage(Stage::Pending) {
-        Some(pending) if pending.id.as_str() == version => {}
-        Some(pending) => {
-            return Err(Failure::new(
-                exit::NOT_FOUND,
-                format!(
-                    "{version} is not pending for {name}; the pending version is {}",
-                    pending.id
-                ),
-            ));
-        }
-        None => {
-            return Err(Failure::new(
-                exit::NOT_FOUND,
-                format!("{name} has no pending version: nothing waits for confirmation"),
-            ));
-        }
-    }
+    notify::answer::check_pending(secret, version, Some(&state)).map_err(refused)?;
     let audit = audit::AuditLog::open(&policy.daemon.audit_log)
         .await
         .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;

@@ -12,6 +12,7 @@
 //!   coalescing);
 //! - `gate`: confirmation records and the bounded wait for them.
 
+pub mod answer;
 pub mod delivery;
 pub mod event;
 pub mod gate;
