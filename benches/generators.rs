@@ -76,7 +76,7 @@ fn main() {
     })
     .expect("a valid spec");
     let password = GeneratorSpec::Password(password);
-    // Random bytes each generator consumes per value: the password's 32 characters of 94
+    // Random bytes each generator consumes per value: the password's 32 characters of 90
     // take four 8-byte words, plus a redraw for the ~3% that miss a class minimum; the
     // floor uses the minimum.
     let cases: [(&str, GeneratorSpec, usize); 4] = [
