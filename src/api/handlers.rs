@@ -262,8 +262,11 @@ pub(super) async fn confirm(
         RotationError::Backend { .. } => ApiError::backend(&e),
         e => ApiError::internal(&e),
     })?;
-    crate::notify::answer::check_pending(secret, &answer.version, described.as_ref())
-        .map_err(unanswerable)?;
+    let pending = described
+        .as_ref()
+        .and_then(|d| d.stage(crate::secret::Stage::Pending))
+        .map(|v| v.id.as_str());
+    crate::notify::answer::check_pending(secret, &answer.version, pending).map_err(unanswerable)?;
     let by = format!("api:{}", caller.name);
     let confirmation = crate::notify::Confirmation {
         secret: secret.name.to_string(),

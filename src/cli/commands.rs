@@ -446,7 +446,8 @@ async fn confirm(
     })?;
     let backend = backend::open(&secret.backend, config).await?;
     let state = backend.describe(&secret.name).await?;
-    notify::answer::check_pending(secret, version, Some(&state)).map_err(refused)?;
+    let pending = state.stage(Stage::Pending).map(|v| v.id.as_str());
+    notify::answer::check_pending(secret, version, pending).map_err(refused)?;
     let audit = audit::AuditLog::open(&policy.daemon.audit_log)
         .await
         .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;

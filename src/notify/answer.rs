@@ -3,9 +3,7 @@
 //! target the secret waits on; an answer to anything else would lie in the store until it
 //! was mistaken for one later.
 
-use crate::backend::SecretDescription;
 use crate::policy::SecretPolicy;
-use crate::secret::Stage;
 
 /// Why an answer cannot be taken.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -69,21 +67,46 @@ pub fn check_target(secret: &SecretPolicy, target: &str) -> Result<(), Unanswera
     }
 }
 
-/// Checks that `version` is the pending version in `state` (the secret as described now).
+/// Checks that `version` is `pending`, the secret's pending version as its backend
+/// describes it now (`None`: nothing is pending).
 pub fn check_pending(
     secret: &SecretPolicy,
     version: &str,
-    state: Option<&SecretDescription>,
+    pending: Option<&str>,
 ) -> Result<(), Unanswerable> {
-    match state.and_then(|s| s.stage(Stage::Pending)) {
-        Some(pending) if pending.id.as_str() == version => Ok(()),
+    match pending {
+        Some(pending) if pending == version => Ok(()),
         Some(pending) => Err(Unanswerable::NotPending {
             secret: secret.name.to_string(),
             version: version.to_owned(),
-            pending: pending.id.to_string(),
+            pending: pending.to_owned(),
         }),
         None => Err(Unanswerable::NothingPending {
             secret: secret.name.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::GeneratorSpec;
+    use crate::schedule::Schedule;
+
+    #[test]
+    fn only_the_version_pending_now_can_be_answered_for() {
+        let secret = SecretPolicy::example(
+            Schedule::every(std::time::Duration::from_secs(86_400), "app/db"),
+            GeneratorSpec::Ed25519,
+        );
+        assert_eq!(check_pending(&secret, "v2", Some("v2")), Ok(()));
+        let other = check_pending(&secret, "v1", Some("v2")).unwrap_err();
+        assert!(matches!(&other, Unanswerable::NotPending { pending, .. } if pending == "v2"));
+        assert!(!other.is_policy());
+        let none = check_pending(&secret, "v1", None).unwrap_err();
+        assert!(matches!(none, Unanswerable::NothingPending { .. }));
+        // Without `confirm` in the policy nothing waits for an answer, whatever the target.
+        let ungated = check_target(&secret, "payments").unwrap_err();
+        assert!(matches!(ungated, Unanswerable::NotGated { .. }) && ungated.is_policy());
     }
 }
