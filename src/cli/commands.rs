@@ -203,20 +203,12 @@ async fn rotate(
     }
     let by = by.unwrap_or_else(rotation::local_actor);
     let (_, engine) = daemon::open_runtime(policy, None, daemon::Notifications::Open).await?;
-    let notifier = engine.notifier().filter(|_| !secret.notify.is_empty());
-    if let Some(notifier) = notifier {
-        // Deliver (and hear confirmations for) what this run queues; the daemon takes over
-        // whatever is left when it exits.
-        notifier
-            .start(notify::Mode::OwnOnly)
-            .await
-            .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
-    }
-    let rotated = engine.rotate_manually(&secret, &by, force).await;
-    if let Some(notifier) = notifier {
-        daemon::drain_notifications(&engine).await;
-        notifier.stop().await;
-    }
+    let rotated = delivering(
+        &engine,
+        &secret,
+        engine.rotate_manually(&secret, &by, force),
+    )
+    .await?;
     match rotated? {
         Outcome::Rotated { version, previous } => {
             println!(
@@ -233,6 +225,29 @@ async fn rotate(
         Outcome::Discarded { version } => println!("{}: discarded pending {version}", secret.name),
     }
     Ok(())
+}
+
+/// Runs `action` while this process delivers (and hears confirmations for) the secret's
+/// notifications: the notifier starts before it and is drained and stopped after it; the
+/// daemon takes over whatever is left when this process exits.
+async fn delivering<T>(
+    engine: &rotation::Engine,
+    secret: &SecretPolicy,
+    action: impl std::future::Future<Output = T>,
+) -> Result<T, Failure> {
+    let notifier = engine.notifier().filter(|_| !secret.notify.is_empty());
+    if let Some(notifier) = notifier {
+        notifier
+            .start(notify::Mode::OwnOnly)
+            .await
+            .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+    }
+    let done = action.await;
+    if let Some(notifier) = notifier {
+        daemon::drain_notifications(engine).await;
+        notifier.stop().await;
+    }
+    Ok(done)
 }
 
 /// Plain words for a generator, for dry runs (never a value).
@@ -400,19 +415,7 @@ async fn rollback(path: &Path, name: &str, by: Option<String>) -> CliResult {
             }
         }
     };
-    let notifier = engine.notifier().filter(|_| !secret.notify.is_empty());
-    if let Some(notifier) = notifier {
-        notifier
-            .start(notify::Mode::OwnOnly)
-            .await
-            .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
-    }
-    let rolled_back = engine.rollback(&secret, &by).await;
-    if let Some(notifier) = notifier {
-        daemon::drain_notifications(&engine).await;
-        notifier.stop().await;
-    }
-    let (from, to) = rolled_back?;
+    let (from, to) = delivering(&engine, &secret, engine.rollback(&secret, &by)).await??;
     println!("rolled back {}: current {to} (was {from})", secret.name);
     Ok(())
 }
