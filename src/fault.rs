@@ -44,6 +44,14 @@ pub const NOTIFY_POINTS: [&str; 10] = [
     "notify_after_batch_stored",
 ];
 
+/// Crash points of a rollback, in the order it passes them.
+pub const ROLLBACK_POINTS: [&str; 2] = [
+    // `rollback_started` is audited; the backend is untouched.
+    "rollback_after_started",
+    // The previous version is current again; `rolled_back` is not audited yet.
+    "rollback_after_promote",
+];
+
 /// Crash points inside the file store's writes.
 pub(crate) const STORE_POINTS: [&str; 1] = [
     // A record is appended to a secret's file (visible to readers) but not fdatasynced.
@@ -60,7 +68,9 @@ fn armed() -> Option<&'static str> {
 /// Aborts the process if `point` is the armed crash point.
 pub(crate) fn point(point: &str) {
     debug_assert!(
-        POINTS.contains(&point) || NOTIFY_POINTS.contains(&point) || STORE_POINTS.contains(&point),
+        [&POINTS[..], &NOTIFY_POINTS, &ROLLBACK_POINTS, &STORE_POINTS]
+            .iter()
+            .any(|points| points.contains(&point)),
         "unknown crash point {point}"
     );
     if armed() == Some(point) {

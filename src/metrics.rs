@@ -424,6 +424,7 @@ impl Metrics {
             E::NotificationAttemptFailed { target, .. } => self.webhook_delivery(target, "retried"),
             E::NotificationFailed { target, .. } => self.webhook_delivery(target, "failed"),
             E::PendingDiscarded { secret, .. } => self.rotation(secret, "discarded"),
+            E::RollbackFailed { secret, .. } => self.rotation(secret, "rollback_failed"),
             E::RolledBack { secret, .. } => {
                 self.rotation(secret, "rolled_back");
                 self.secret_times(secret, None, Some(Utc::now()));
@@ -433,7 +434,7 @@ impl Metrics {
     }
 
     /// A rotation ended with `outcome` (`succeeded`, `failed`, `already_done`, `discarded`,
-    /// `rolled_back`).
+    /// `rolled_back`, `rollback_failed`).
     pub fn rotation(&self, secret: &str, outcome: &str) {
         self.rotations
             .get_or_create(&OutcomeLabel {
@@ -692,8 +693,16 @@ mod tests {
             version: "v".into(),
             duration_ms: 1500,
         });
+        // A failed rollback is not a failed rotation: its own outcome, no failure streak.
+        m.observe(&AuditEvent::RollbackFailed {
+            secret: "s".into(),
+            from: "v".into(),
+            to: "u".into(),
+            error: "refused".into(),
+        });
         let text = m.render(Utc::now(), 0, 0);
         for line in [
+            "rekeyd_rotations_total{outcome=\"rollback_failed\"} 1",
             "rekeyd_rotations_total{outcome=\"failed\"} 1",
             "rekeyd_rotations_total{outcome=\"succeeded\"} 1",
             "rekeyd_backend_errors_total{backend=\"aws-prod\",step=\"put_pending\"} 1",

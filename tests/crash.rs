@@ -6,7 +6,7 @@ mod common;
 
 use chrono::Utc;
 use common::Sandbox;
-use rekeyd::rotation::CRASH_POINTS;
+use rekeyd::rotation::{CRASH_POINTS, ROLLBACK_CRASH_POINTS};
 use rekeyd::secret::VersionId;
 use serde_json::Value;
 use std::os::unix::process::ExitStatusExt;
@@ -215,6 +215,101 @@ fn a_crash_during_a_third_rotation_leaves_current_and_previous_only() {
             assert_eq!(sandbox.get("app", "previous"), second, "{point}");
         }
         assert_audit_intact(&sandbox, point);
+    }
+}
+
+/// A rollback killed after `rollback_started` (nothing changed yet) or after the backend
+/// made the previous version current (not audited yet), then closed by the next daemon
+/// start or by the operator running the rollback again: every start gets its end, the
+/// store shows the rollback exactly when the log says it happened, and a rollback that had
+/// taken effect is not swapped straight back by the rerun.
+#[test]
+fn a_crash_during_a_rollback_is_closed_by_the_next_start_or_the_next_rollback() {
+    for point in ROLLBACK_CRASH_POINTS {
+        for closer in [
+            &["run", "--once"][..],
+            &["rollback", "app", "--by", "carol"],
+        ] {
+            let case = format!("{point}, closed by {closer:?}");
+            let sandbox = Sandbox::new(POLICY);
+            sandbox.ok(&["rotate", "app"]);
+            sandbox.ok(&["rotate", "app", "--force"]);
+            let id = |stage: &str| {
+                sandbox.status("app")[stage]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            };
+            let (first_id, second_id) = (id("previous"), id("current"));
+
+            crash_at(&sandbox, point, &["rollback", "app", "--by", "bob"]);
+            let out = sandbox.run(closer);
+
+            let took_effect = point == "rollback_after_promote";
+            let rerun = closer[0] == "rollback";
+            if took_effect && rerun {
+                assert_eq!(out.status.code(), Some(6), "{case}: refused");
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    stderr.contains("had already taken effect") && stderr.contains("by bob"),
+                    "{case}: {stderr}"
+                );
+            } else {
+                assert!(out.status.success(), "{case}: {out:?}");
+            }
+            // Rolled back once: by the crashed command if it got that far, else by the rerun.
+            let rolled_back = took_effect || rerun;
+            let (current, previous) = if rolled_back {
+                (&first_id, &second_id)
+            } else {
+                (&second_id, &first_id)
+            };
+            assert_eq!(
+                (id("current"), id("previous")),
+                (current.clone(), previous.clone()),
+                "{case}"
+            );
+
+            let done = sandbox.events("rolled_back", "app");
+            let failed = sandbox.events("rollback_failed", "app");
+            let started = sandbox.events("rollback_started", "app");
+            assert_eq!(
+                started.len(),
+                done.len() + failed.len(),
+                "{case}: an end per start"
+            );
+            assert_eq!(done.len(), usize::from(rolled_back), "{case}");
+            assert_eq!(failed.len(), usize::from(!took_effect), "{case}");
+            if let Some(done) = done.first() {
+                assert_eq!(
+                    (done["from"].as_str(), done["to"].as_str()),
+                    (Some(second_id.as_str()), Some(first_id.as_str())),
+                    "{case}"
+                );
+                let by = if took_effect { "bob" } else { "carol" };
+                assert_eq!(done["by"], by, "{case}: who asked stays on record");
+            }
+            if let Some(failed) = failed.first() {
+                assert!(
+                    failed["error"].as_str().unwrap().contains(&format!(
+                        "stopped before the backend made {first_id} current"
+                    )),
+                    "{case}: {failed}"
+                );
+            }
+            let recorded: Vec<_> = sandbox
+                .events("recovery_found", "app")
+                .iter()
+                .map(|e| e["action"].as_str().unwrap().to_owned())
+                .collect();
+            let expected: &[&str] = if took_effect {
+                &["record_rollback"]
+            } else {
+                &[]
+            };
+            assert_eq!(recorded, expected, "{case}");
+            assert_audit_intact(&sandbox, &case);
+        }
     }
 }
 

@@ -1310,3 +1310,50 @@ fn a_rollback_is_announced_and_does_not_depend_on_the_webhook_key() {
         .count();
     assert_eq!(rolled_again, 1, "nothing could be signed without the key");
 }
+
+/// A rollback killed after the backend made the previous version current, before it was
+/// audited or announced: the next start records it and tells consumers once, signed.
+#[test]
+fn a_rollback_a_crash_left_unrecorded_is_announced_by_the_next_start() {
+    let k = key(31);
+    let rx = Receiver::start(&[&k]);
+    let sandbox = sandbox(
+        &format!(
+            "\n[notify.hooks]\nurl = \"{}\"\nsecret_file = \"k.whsec\"\n\n\
+             [[secrets]]\nname = \"app\"\nschedule = {{ every = \"30d\" }}\nnotify = [\"hooks\"]\n",
+            rx.url("/hooks")
+        ),
+        &[("k.whsec", &k)],
+    );
+    sandbox.ok(&["rotate", "app"]);
+    let first = current_id(&sandbox, "app");
+    sandbox.ok(&["rotate", "app", "--force"]);
+    let second = current_id(&sandbox, "app");
+    let out = sandbox
+        .command(&["rollback", "app", "--by", "alice"])
+        .env("REKEYD_CRASH_AT", "rollback_after_promote")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(6), "expected an abort");
+    let rolled = |rx: &Receiver| -> Vec<Request> {
+        rx.requests()
+            .into_iter()
+            .filter(|r| r.kind == "secret.rolled_back")
+            .collect()
+    };
+    assert!(rolled(&rx).is_empty(), "stopped before announcing");
+
+    sandbox.ok(&["run", "--once"]);
+    sandbox.ok(&["run", "--once"]);
+
+    assert_eq!(current_id(&sandbox, "app"), first);
+    let rolled = rolled(&rx);
+    assert_eq!(rolled.len(), 1, "announced once: {rolled:#?}");
+    assert_eq!(rolled[0].verified, [true]);
+    let data = &assert_envelope(&rolled[0])["data"];
+    assert_eq!(data["version"], first.as_str());
+    assert_eq!(data["previous"], second.as_str());
+    let done = audit_of(&sandbox, "rolled_back");
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["by"], "alice");
+}

@@ -136,6 +136,31 @@ pub enum AuditEvent {
         /// `resume` (finish it) or `discard` (roll it back).
         action: String,
     },
+    /// An operator asked to make the previous version current again. Written before the
+    /// backend is touched, so a crash in between is found and closed at the next start:
+    /// `rolled_back` or `rollback_failed` ends it.
+    RollbackStarted {
+        /// The secret.
+        secret: String,
+        /// The version that was current.
+        from: String,
+        /// The version to make current.
+        to: String,
+        /// Who asked.
+        by: String,
+    },
+    /// A rollback did not happen: the backend refused it, or the process stopped before
+    /// the backend made `to` current. `from` is still current.
+    RollbackFailed {
+        /// The secret.
+        secret: String,
+        /// The version that stays current.
+        from: String,
+        /// The version that was to be made current.
+        to: String,
+        /// Why, without any value.
+        error: String,
+    },
     /// A secret was rolled back: its previous version made current again.
     RolledBack {
         /// The secret.
@@ -261,6 +286,8 @@ impl AuditEvent {
             AuditEvent::RotationFailed { .. } => "rotation_failed",
             AuditEvent::PendingDiscarded { .. } => "pending_discarded",
             AuditEvent::RecoveryFound { .. } => "recovery_found",
+            AuditEvent::RollbackStarted { .. } => "rollback_started",
+            AuditEvent::RollbackFailed { .. } => "rollback_failed",
             AuditEvent::RolledBack { .. } => "rolled_back",
             AuditEvent::SlotAlreadyDone { .. } => "slot_already_done",
             AuditEvent::NotificationDelivered { .. } => "notification_delivered",
@@ -284,6 +311,8 @@ impl AuditEvent {
             | AuditEvent::RotationFailed { secret, .. }
             | AuditEvent::PendingDiscarded { secret, .. }
             | AuditEvent::RecoveryFound { secret, .. }
+            | AuditEvent::RollbackStarted { secret, .. }
+            | AuditEvent::RollbackFailed { secret, .. }
             | AuditEvent::RolledBack { secret, .. }
             | AuditEvent::SlotAlreadyDone { secret, .. }
             | AuditEvent::ConfirmationRecorded { secret, .. } => Some(secret),

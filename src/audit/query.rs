@@ -84,8 +84,8 @@ pub struct QueryResult {
 /// | outcome       | events                                                                     |
 /// |---------------|----------------------------------------------------------------------------|
 /// | `succeeded`   | `rotation_succeeded`                                                       |
-/// | `failed`      | `rotation_failed`, `policy_rejected`                                       |
-/// | `manual`      | every event of a rotation started with a manual trigger (matched by secret and version), and `rolled_back` |
+/// | `failed`      | `rotation_failed`, `rollback_failed`, `policy_rejected`                    |
+/// | `manual`      | every event of a rotation started with a manual trigger (matched by secret and version), and every rollback event |
 /// | `rolled_back` | `rolled_back`                                                              |
 /// | `discarded`   | `pending_discarded`                                                        |
 /// | `skipped`     | `slot_already_done`                                                        |
@@ -94,9 +94,9 @@ pub struct QueryResult {
 pub enum Outcome {
     /// A rotation finished.
     Succeeded,
-    /// A rotation failed, or a policy was refused.
+    /// A rotation or a rollback failed, or a policy was refused.
     Failed,
-    /// Someone asked for it: manual rotations and rollbacks.
+    /// Someone asked for it: manual rotations and rollbacks (started, failed or done).
     Manual,
     /// A rollback.
     RolledBack,
@@ -213,18 +213,23 @@ fn has_outcome(event: &AuditEvent, outcome: Outcome, manual: &HashSet<(String, S
     use AuditEvent as E;
     match outcome {
         Outcome::Succeeded => matches!(event, E::RotationSucceeded { .. }),
-        Outcome::Failed => matches!(event, E::RotationFailed { .. } | E::PolicyRejected { .. }),
+        Outcome::Failed => matches!(
+            event,
+            E::RotationFailed { .. } | E::RollbackFailed { .. } | E::PolicyRejected { .. }
+        ),
         Outcome::RolledBack => matches!(event, E::RolledBack { .. }),
         Outcome::Discarded => matches!(event, E::PendingDiscarded { .. }),
         Outcome::Skipped => matches!(event, E::SlotAlreadyDone { .. }),
         Outcome::Manual => {
-            matches!(event, E::RolledBack { .. })
-                || match (event.secret(), version_of(event)) {
-                    (Some(secret), Some(version)) => {
-                        manual.contains(&(secret.to_string(), version.to_string()))
-                    }
-                    _ => false,
+            matches!(
+                event,
+                E::RollbackStarted { .. } | E::RollbackFailed { .. } | E::RolledBack { .. }
+            ) || match (event.secret(), version_of(event)) {
+                (Some(secret), Some(version)) => {
+                    manual.contains(&(secret.to_string(), version.to_string()))
                 }
+                _ => false,
+            }
         }
     }
 }
@@ -331,7 +336,8 @@ fn parse(bytes: &[u8]) -> Result<Entry, String> {
     })
 }
 
-/// The version an event is about, if any (for `rolled_back`, the one made current).
+/// The version an event is about, if any (for a rollback's events, the one to be made
+/// current).
 fn version_of(event: &AuditEvent) -> Option<&str> {
     use AuditEvent as E;
     match event {
@@ -343,7 +349,9 @@ fn version_of(event: &AuditEvent) -> Option<&str> {
         | E::RecoveryFound { version, .. }
         | E::SlotAlreadyDone { version, .. } => Some(version),
         E::RotationFailed { version, .. } => version.as_deref(),
-        E::RolledBack { to, .. } => Some(to),
+        E::RollbackStarted { to, .. } | E::RollbackFailed { to, .. } | E::RolledBack { to, .. } => {
+            Some(to)
+        }
         E::ConfirmationRecorded { version, .. } => Some(version),
         E::NotificationDelivered { .. }
         | E::NotificationAttemptFailed { .. }
@@ -421,6 +429,8 @@ fn detail_of(event: &AuditEvent) -> String {
         }
         E::PendingDiscarded { reason, .. } => reason.clone(),
         E::RecoveryFound { action, .. } => action.clone(),
+        E::RollbackStarted { from, by, .. } => format!("from {from}, by {by}"),
+        E::RollbackFailed { from, error, .. } => format!("{from} stays current: {error}"),
         E::RolledBack { from, by, .. } => format!("from {from}, by {by}"),
         E::SlotAlreadyDone { .. } => "slot already done".to_string(),
         E::NotificationDelivered {
@@ -644,6 +654,79 @@ mod tests {
             started("db", "v1", Trigger::Schedule)
         );
         assert!(result.unreadable.is_empty());
+    }
+
+    #[test]
+    fn every_rollback_event_is_manual_and_a_failed_rollback_is_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to, by) = ("v1".to_owned(), "v0".to_owned(), "ana@laptop".to_owned());
+        let secret = "db".to_owned();
+        let path = log(
+            &dir,
+            "a.jsonl",
+            "replica-a",
+            &[
+                (
+                    0,
+                    AuditEvent::RollbackStarted {
+                        secret: secret.clone(),
+                        from: from.clone(),
+                        to: to.clone(),
+                        by: by.clone(),
+                    },
+                ),
+                (
+                    1,
+                    AuditEvent::RollbackFailed {
+                        secret: secret.clone(),
+                        from: from.clone(),
+                        to: to.clone(),
+                        error: "refused".into(),
+                    },
+                ),
+                (
+                    2,
+                    AuditEvent::RollbackStarted {
+                        secret: secret.clone(),
+                        from: from.clone(),
+                        to: to.clone(),
+                        by: by.clone(),
+                    },
+                ),
+                (
+                    3,
+                    AuditEvent::RolledBack {
+                        secret,
+                        from,
+                        to,
+                        by,
+                    },
+                ),
+            ],
+        );
+        let outcome = |o: Outcome| {
+            let filter = Filter {
+                outcome: Some(o),
+                ..Filter::default()
+            };
+            let result = query(&[&path], &filter).unwrap();
+            result
+                .entries
+                .iter()
+                .map(|e| e.event.name())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(outcome(Outcome::Failed), ["rollback_failed"]);
+        assert_eq!(outcome(Outcome::RolledBack), ["rolled_back"]);
+        assert_eq!(
+            outcome(Outcome::Manual),
+            [
+                "rollback_started",
+                "rollback_failed",
+                "rollback_started",
+                "rolled_back"
+            ]
+        );
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct Failure {
     pub error: String,
 }
 
+/// The `step` of a failure that was a rollback's, not a rotation's.
+const ROLLBACK_STEP: &str = "rollback";
+
 /// A rollback.
 #[derive(Clone, Debug, Serialize)]
 pub struct Rollback {
@@ -277,6 +280,11 @@ fn secret_report(
                 step: step.clone(),
                 error: error.clone(),
             }),
+            AuditEvent::RollbackFailed { error, .. } => failures.push(Failure {
+                at: entry.ts,
+                step: ROLLBACK_STEP.to_owned(),
+                error: error.clone(),
+            }),
             AuditEvent::RolledBack { from, to, by, .. } => rollbacks.push(Rollback {
                 at: entry.ts,
                 from: from.clone(),
@@ -313,10 +321,12 @@ fn secret_report(
             cursor = slot;
         }
     }
-    // A failure counts against compliance only if no later success recovered from it.
+    // A rotation's failure counts against compliance only if no later success recovered
+    // from it. A failed rollback is listed but leaves the rotation history as it was.
     let last_success = rotations.last().map(|r| r.at);
     let unrecovered = failures
         .iter()
+        .filter(|f| f.step != ROLLBACK_STEP)
         .any(|f| last_success.is_none_or(|s| s < f.at));
     let compliant = missed.is_empty()
         && !unrecovered

@@ -159,6 +159,29 @@ fn a_failure_counts_only_until_a_later_success_recovers_it() {
 }
 
 #[test]
+fn a_failed_rollback_is_listed_but_is_not_a_missed_rotation() {
+    let mut entries = rotation(&slot(20), Trigger::Initial, at(20, 9, 0));
+    entries.extend(rotation(&slot(21), Trigger::Schedule, at(21, 2, 31)));
+    entries.push(entry(
+        at(21, 11, 0),
+        AuditEvent::RollbackFailed {
+            secret: "app/db".into(),
+            from: slot(21).to_string(),
+            to: slot(20).to_string(),
+            error: "current version changed".into(),
+        },
+    ));
+    let report = build(&policy(), &entries, Vec::new(), at(20, 0, 0), at(21, 12, 0));
+    let failures = &report.secrets[0].failures;
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        (failures[0].step.as_str(), failures[0].error.as_str()),
+        ("rollback", "current version changed")
+    );
+    assert!(report.secrets[0].compliant, "its rotations were on time");
+}
+
+#[test]
 fn a_broken_chain_is_reported() {
     let logs = vec![LogCheck {
         path: "a.jsonl".into(),

@@ -1,46 +1,106 @@
-//! Closing rotations the audit log shows as started but never finished.
+//! Closing rotations and rollbacks the audit log shows as started but never finished.
 //!
 //! A crash after `promote` but before its audit entries leaves a rotation that is complete
 //! in the backend yet has no outcome in the log; a crash before the value was stored leaves
 //! one with nothing in the backend. At start-up, before scheduling, each such rotation gets
-//! its outcome recorded, so an auditor sees an end for every start. Only rotations started by
-//! a process of this host that no longer runs are touched: a live `rekeyd rotate` sharing
+//! its outcome recorded, so an auditor sees an end for every start. Only work started by
+//! a process of this host that no longer runs is touched: a live `rekeyd rotate` sharing
 //! the log is left alone. A rotation recorded as succeeded here also gets its `secret.rotated`
 //! notification queued, under the id the interrupted process would have used (so it is
 //! queued once whether or not that process got as far as queuing it).
+//!
+//! A rollback is closed the same way, from which version is current now: `rolled_back` when
+//! the version it was to restore is current, `rollback_failed` when the one it started from
+//! still is. Its `secret.rolled_back` notification (never queued by a process that stopped
+//! before auditing the rollback) is queued then, under an id derived from the start entry.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
 use super::plan::Due;
-use super::{Engine, RotationError, rotated_data};
+use super::{Engine, RotationError, rolled_back_data, rotated_data};
 use crate::audit::{self, AuditEvent, Entry, Trigger};
+use crate::backend::SecretDescription;
 use crate::notify::{EventType, IdKey};
 use crate::policy::{Policy, SecretPolicy};
 use crate::secret::{Stage, VersionId};
 
-/// A rotation with a start entry and no end entry.
+/// Work with a start entry and no end entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Open {
     secret: String,
-    version: String,
     host: String,
     pid: u32,
-    slot: Option<DateTime<Utc>>,
-    trigger: Trigger,
+    /// When it started (the start entry's time).
+    at: DateTime<Utc>,
+    work: Work,
+}
+
+impl std::fmt::Display for Open {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.work {
+            Work::Rotation { version, .. } => write!(f, "rotation to {version}")?,
+            Work::Rollback { from, to, by } => write!(f, "rollback from {from} to {to} by {by}")?,
+        }
+        write!(f, ", process {} at {}", self.pid, self.at.to_rfc3339())
+    }
+}
+
+/// What an open start began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Work {
+    Rotation {
+        version: String,
+        slot: Option<DateTime<Utc>>,
+        trigger: Trigger,
+    },
+    Rollback {
+        from: String,
+        to: String,
+        by: String,
+    },
+}
+
+/// How closing an open start ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Closed {
+    /// The rotation's version is still pending: the planner's recovery finishes or
+    /// discards it and records the outcome then.
+    LeftToRecovery,
+    /// A rotation's outcome is recorded.
+    Rotation,
+    /// The rollback had taken effect; `rolled_back` is recorded.
+    RolledBack,
+    /// The rollback had not taken effect; `rollback_failed` is recorded.
+    NotRolledBack,
 }
 
 /// The latest start per secret that no later entry ended, fed one entry at a time so the
-/// log is never held whole. Only open rotations are kept: one per secret at most, and
-/// normally none.
+/// log is never held whole. Only open work is kept: one rotation and one rollback per
+/// secret at most, and normally none.
 #[derive(Default)]
-struct OpenRotations {
-    latest: HashMap<String, Open>,
+struct OpenWork {
+    rotations: HashMap<String, (u64, Open)>,
+    rollbacks: HashMap<String, (u64, Open)>,
+    /// Entries seen, to close one secret's work in log order.
+    seen: u64,
 }
 
-impl OpenRotations {
+impl OpenWork {
     fn see(&mut self, entry: &Entry) {
+        self.seen += 1;
+        let seen = self.seen;
+        let open = |secret: &String, work: Work| {
+            let open = Open {
+                secret: secret.clone(),
+                host: entry.host.clone(),
+                pid: entry.pid,
+                at: entry.ts,
+                work,
+            };
+            (seen, open)
+        };
         match &entry.event {
             AuditEvent::RotationStarted {
                 secret,
@@ -49,17 +109,25 @@ impl OpenRotations {
                 trigger,
                 ..
             } => {
-                self.latest.insert(
-                    secret.clone(),
-                    Open {
-                        secret: secret.clone(),
-                        version: version.clone(),
-                        host: entry.host.clone(),
-                        pid: entry.pid,
-                        slot: *slot,
-                        trigger: trigger.clone(),
-                    },
-                );
+                let work = Work::Rotation {
+                    version: version.clone(),
+                    slot: *slot,
+                    trigger: trigger.clone(),
+                };
+                self.rotations.insert(secret.clone(), open(secret, work));
+            }
+            AuditEvent::RollbackStarted {
+                secret,
+                from,
+                to,
+                by,
+            } => {
+                let work = Work::Rollback {
+                    from: from.clone(),
+                    to: to.clone(),
+                    by: by.clone(),
+                };
+                self.rollbacks.insert(secret.clone(), open(secret, work));
             }
             AuditEvent::RotationSucceeded {
                 secret, version, ..
@@ -72,27 +140,39 @@ impl OpenRotations {
                 secret,
                 version: Some(version),
                 ..
-            } if self
-                .latest
-                .get(secret.as_str())
-                .is_some_and(|o| &o.version == version) =>
+            } if self.rotations.get(secret.as_str()).is_some_and(
+                |(_, o)| matches!(&o.work, Work::Rotation { version: v, .. } if v == version),
+            ) =>
             {
-                self.latest.remove(secret.as_str());
+                self.rotations.remove(secret.as_str());
+            }
+            AuditEvent::RolledBack {
+                secret, from, to, ..
+            }
+            | AuditEvent::RollbackFailed {
+                secret, from, to, ..
+            } if self.rollbacks.get(secret.as_str()).is_some_and(|(_, o)| {
+                matches!(&o.work, Work::Rollback { from: f, to: t, .. } if f == from && t == to)
+            }) =>
+            {
+                self.rollbacks.remove(secret.as_str());
             }
             _ => {}
         }
     }
 
+    /// By secret, and one secret's work in the order it started.
     fn finish(self) -> Vec<Open> {
-        let mut open: Vec<Open> = self.latest.into_values().collect();
-        open.sort_by(|a, b| a.secret.cmp(&b.secret));
-        open
+        let mut open: Vec<(u64, Open)> = self.rotations.into_values().collect();
+        open.extend(self.rollbacks.into_values());
+        open.sort_by(|(a_seen, a), (b_seen, b)| (&a.secret, a_seen).cmp(&(&b.secret, b_seen)));
+        open.into_iter().map(|(_, open)| open).collect()
     }
 }
 
 #[cfg(test)]
-fn open_rotations(entries: &[Entry]) -> Vec<Open> {
-    let mut open = OpenRotations::default();
+fn open_work(entries: &[Entry]) -> Vec<Open> {
+    let mut open = OpenWork::default();
     for entry in entries {
         open.see(entry);
     }
@@ -112,38 +192,48 @@ fn is_dead_local_process(open: &Open, host: &str) -> bool {
 }
 
 impl Engine {
-    /// Records an outcome for every rotation a dead process left open. Returns how many.
-    ///
-    /// A rotation whose backend cannot be reached now (it may be down at the very moment
-    /// rekeyd starts) is not a reason to stay down: it is remembered and closed before
-    /// anything else is done to that secret (see [`Engine::close_deferred_interrupted`]).
-    pub async fn close_interrupted(&self, policy: &Policy) -> Result<usize, RotationError> {
+    /// Open work of dead processes of this host, read from the whole log: of every secret,
+    /// or of `only` one.
+    async fn open_work_of_the_dead(&self, only: Option<&str>) -> Result<Vec<Open>, RotationError> {
         let path = self.audit().path().to_owned();
         let open = tokio::task::spawn_blocking(move || {
-            let mut open = OpenRotations::default();
+            let mut open = OpenWork::default();
             audit::for_each_entry(&path, |entry| open.see(&entry)).map(|()| open.finish())
         })
         .await
         .map_err(|e| RotationError::Refused(format!("reading the audit log: {e}")))?
         .map_err(RotationError::Audit)?;
         let host = hostname();
+        Ok(open
+            .into_iter()
+            .filter(|o| only.is_none_or(|secret| o.secret == secret))
+            .filter(|o| is_dead_local_process(o, &host))
+            .collect())
+    }
+
+    /// Records an outcome for every rotation and rollback a dead process left open.
+    /// Returns how many.
+    ///
+    /// Work whose backend cannot be reached now (it may be down at the very moment
+    /// rekeyd starts) is not a reason to stay down: it is remembered and closed before
+    /// anything else is done to that secret (see [`Engine::close_deferred_interrupted`]).
+    pub async fn close_interrupted(&self, policy: &Policy) -> Result<usize, RotationError> {
         let mut closed = 0;
-        for open in open {
+        for open in self.open_work_of_the_dead(None).await? {
             let Some(secret) = policy.secret(&open.secret) else {
                 continue;
             };
-            if !is_dead_local_process(&open, &host) {
+            if self.has_deferred(&open.secret) {
+                // Its secret's earlier work is deferred: this one waits behind it.
+                self.defer(open);
                 continue;
             }
             match self.close_open(secret, &open).await {
-                Ok(true) => closed += 1,
-                Ok(false) => {}
+                Ok(Closed::LeftToRecovery) => {}
+                Ok(_) => closed += 1,
                 Err(error @ RotationError::Backend { .. }) => {
-                    tracing::warn!(secret = %open.secret, version = %open.version, %error, "cannot close an interrupted rotation yet; it is closed before the secret's next rotation");
-                    self.deferred_interrupted
-                        .lock()
-                        .expect("deferred map lock")
-                        .insert(open.secret.clone(), open);
+                    tracing::warn!(secret = %open.secret, %error, "cannot close interrupted work yet; it is closed before anything else is done to the secret");
+                    self.defer(open);
                 }
                 Err(error) => return Err(error),
             }
@@ -151,79 +241,203 @@ impl Engine {
         Ok(closed)
     }
 
-    /// Closes the rotation start-up had to leave open for `secret`, if any. Called under
-    /// the secret's lock before every rotation, so the log shows that start's end before
-    /// the next start.
+    /// Closes what a rollback by the `rekeyd rollback` command needs closed first: work a
+    /// stopped process left open on this secret, read from the log (the command does not
+    /// run start-up's pass). Returns how each was closed.
+    pub(super) async fn close_interrupted_of(
+        &self,
+        secret: &SecretPolicy,
+    ) -> Result<Vec<(Open, Closed)>, RotationError> {
+        let mut closed = Vec::new();
+        for open in self
+            .open_work_of_the_dead(Some(secret.name.as_str()))
+            .await?
+        {
+            let how = self.close_open(secret, &open).await?;
+            closed.push((open, how));
+        }
+        Ok(closed)
+    }
+
+    fn has_deferred(&self, secret: &str) -> bool {
+        self.deferred_interrupted
+            .lock()
+            .expect("deferred map lock")
+            .contains_key(secret)
+    }
+
+    fn defer(&self, open: Open) {
+        self.deferred_interrupted
+            .lock()
+            .expect("deferred map lock")
+            .entry(open.secret.clone())
+            .or_default()
+            .push(open);
+    }
+
+    /// Closes the work start-up had to leave open for `secret`, if any, in log order.
+    /// Called under the secret's lock before every rotation and rollback, so the log shows
+    /// that start's end before the next start.
     pub(super) async fn close_deferred_interrupted(
         &self,
         secret: &SecretPolicy,
     ) -> Result<(), RotationError> {
-        let open = self
-            .deferred_interrupted
-            .lock()
-            .expect("deferred map lock")
-            .get(secret.name.as_str())
-            .cloned();
-        let Some(open) = open else {
-            return Ok(());
-        };
-        self.close_open(secret, &open).await?;
-        self.deferred_interrupted
-            .lock()
-            .expect("deferred map lock")
-            .remove(secret.name.as_str());
-        Ok(())
+        loop {
+            let open = self
+                .deferred_interrupted
+                .lock()
+                .expect("deferred map lock")
+                .get(secret.name.as_str())
+                .and_then(|open| open.first().cloned());
+            let Some(open) = open else {
+                return Ok(());
+            };
+            self.close_open(secret, &open).await?;
+            let mut deferred = self.deferred_interrupted.lock().expect("deferred map lock");
+            if let Some(left) = deferred.get_mut(secret.name.as_str()) {
+                left.remove(0);
+                if left.is_empty() {
+                    deferred.remove(secret.name.as_str());
+                }
+            }
+        }
     }
 
-    /// Records the outcome of one open rotation from what the backend holds. `false` when
-    /// the version is still pending: the planner's recovery finishes or discards it and
-    /// records the outcome then.
-    async fn close_open(&self, secret: &SecretPolicy, open: &Open) -> Result<bool, RotationError> {
-        let version = VersionId::new(open.version.clone());
+    /// Records the outcome of one open start from what the backend holds.
+    async fn close_open(
+        &self,
+        secret: &SecretPolicy,
+        open: &Open,
+    ) -> Result<Closed, RotationError> {
         let state = self.describe(secret).await?;
-        let stored = state.as_ref().and_then(|s| s.version(&version));
+        match &open.work {
+            Work::Rotation {
+                version,
+                slot,
+                trigger,
+            } => {
+                let due = Due {
+                    version: VersionId::new(version.clone()),
+                    slot: *slot,
+                    trigger: trigger.clone(),
+                };
+                self.close_rotation(secret, open, &due, state.as_ref())
+                    .await
+            }
+            Work::Rollback { from, to, by } => {
+                let (from, to) = (VersionId::new(from.clone()), VersionId::new(to.clone()));
+                self.close_rollback(secret, open, (&from, &to, by), state.as_ref())
+                    .await
+            }
+        }
+    }
+
+    async fn close_rotation(
+        &self,
+        secret: &SecretPolicy,
+        open: &Open,
+        due: &Due,
+        state: Option<&SecretDescription>,
+    ) -> Result<Closed, RotationError> {
+        let version = &due.version;
+        let stored = state.and_then(|s| s.version(version));
         let event = match stored {
-            Some(v) if v.stages.contains(&Stage::Pending) => return Ok(false),
+            Some(v) if v.stages.contains(&Stage::Pending) => return Ok(Closed::LeftToRecovery),
             Some(v) => {
                 self.audit()
                     .append(AuditEvent::RecoveryFound {
                         secret: open.secret.clone(),
-                        version: open.version.clone(),
+                        version: version.to_string(),
                         action: "record_success".to_owned(),
                     })
                     .await?;
                 if v.stages.contains(&Stage::Current) {
                     let previous = state
-                        .as_ref()
                         .and_then(|s| s.stage(Stage::Previous))
                         .map(|p| p.id.clone());
-                    let due = Due {
-                        version: version.clone(),
-                        slot: open.slot,
-                        trigger: open.trigger.clone(),
-                    };
                     self.notify(secret, EventType::Rotated, IdKey::Derived(""), || {
-                        rotated_data(secret, &due, previous.as_ref())
+                        rotated_data(secret, due, previous.as_ref())
                     })
                     .await?;
                 }
                 AuditEvent::RotationSucceeded {
                     secret: open.secret.clone(),
-                    version: open.version.clone(),
+                    version: version.to_string(),
                     duration_ms: 0,
                 }
             }
             None => AuditEvent::RotationFailed {
                 secret: open.secret.clone(),
-                version: Some(open.version.clone()),
+                version: Some(version.to_string()),
                 step: "interrupted".to_owned(),
                 error: format!("process {} stopped before the version was stored", open.pid),
                 will_retry: true,
             },
         };
-        tracing::warn!(secret = %open.secret, version = %open.version, outcome = event.name(), "closing a rotation a stopped process left open");
+        tracing::warn!(secret = %open.secret, %version, outcome = event.name(), "closing a rotation a stopped process left open");
         self.audit().append(event).await?;
-        Ok(true)
+        Ok(Closed::Rotation)
+    }
+
+    /// A rollback took effect if the version it restores is current, or (when the secret
+    /// has rotated since) is the previous one: a rotation after it moved it there.
+    async fn close_rollback(
+        &self,
+        secret: &SecretPolicy,
+        open: &Open,
+        (from, to, by): (&VersionId, &VersionId, &str),
+        state: Option<&SecretDescription>,
+    ) -> Result<Closed, RotationError> {
+        let current = state.and_then(|s| s.stage(Stage::Current)).map(|v| &v.id);
+        let previous = state.and_then(|s| s.stage(Stage::Previous)).map(|v| &v.id);
+        let took_effect = current == Some(to) || (current != Some(from) && previous == Some(to));
+        let closed = if took_effect {
+            self.audit()
+                .append(AuditEvent::RecoveryFound {
+                    secret: open.secret.clone(),
+                    version: to.to_string(),
+                    action: "record_rollback".to_owned(),
+                })
+                .await?;
+            // One id per interrupted start, so a second crash here queues it once.
+            let start = format!(
+                "rollback from {from} by {} at {}",
+                open.pid,
+                open.at.to_rfc3339()
+            );
+            self.notify(
+                secret,
+                EventType::RolledBack,
+                IdKey::Derived(&start),
+                || rolled_back_data(secret, from, to),
+            )
+            .await?;
+            self.audit()
+                .append(AuditEvent::RolledBack {
+                    secret: open.secret.clone(),
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    by: by.to_owned(),
+                })
+                .await?;
+            Closed::RolledBack
+        } else {
+            self.audit()
+                .append(AuditEvent::RollbackFailed {
+                    secret: open.secret.clone(),
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    error: if current == Some(from) {
+                        format!("process {} stopped before the backend made {to} current", open.pid)
+                    } else {
+                        format!("process {} stopped during the rollback and the secret has changed since; {to} is neither current nor previous", open.pid)
+                    },
+                })
+                .await?;
+            Closed::NotRolledBack
+        };
+        tracing::warn!(secret = %open.secret, %from, %to, ?closed, "closing a rollback a stopped process left open");
+        Ok(closed)
     }
 }
 
@@ -254,6 +468,50 @@ mod tests {
         })
     }
 
+    fn rollback(event: fn(String, String, String) -> AuditEvent, secret: &str, to: &str) -> Entry {
+        entry(event(secret.into(), "cur".into(), to.into()))
+    }
+
+    fn rollback_started(secret: String, from: String, to: String) -> AuditEvent {
+        AuditEvent::RollbackStarted {
+            secret,
+            from,
+            to,
+            by: "bob".into(),
+        }
+    }
+
+    fn rolled_back(secret: String, from: String, to: String) -> AuditEvent {
+        AuditEvent::RolledBack {
+            secret,
+            from,
+            to,
+            by: "bob".into(),
+        }
+    }
+
+    fn rollback_failed(secret: String, from: String, to: String) -> AuditEvent {
+        AuditEvent::RollbackFailed {
+            secret,
+            from,
+            to,
+            error: "x".into(),
+        }
+    }
+
+    /// (secret, what) of each open start, in the order they would be closed.
+    fn summary(open: &[Open]) -> Vec<(&str, String)> {
+        open.iter()
+            .map(|o| {
+                let what = match &o.work {
+                    Work::Rotation { version, .. } => format!("rotation {version}"),
+                    Work::Rollback { to, .. } => format!("rollback {to}"),
+                };
+                (o.secret.as_str(), what)
+            })
+            .collect()
+    }
+
     #[test]
     fn only_the_latest_unfinished_start_per_secret_is_open() {
         let entries = vec![
@@ -274,11 +532,42 @@ mod tests {
                 will_retry: true,
             }),
         ];
-        let open = open_rotations(&entries);
-        assert_eq!(open.len(), 1, "{open:?}");
         assert_eq!(
-            (open[0].secret.as_str(), open[0].version.as_str()),
-            ("b", "b2")
+            summary(&open_work(&entries)),
+            [("b", "rotation b2".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_rollback_is_open_until_its_own_end_and_beside_a_rotation() {
+        let entries = vec![
+            // Ended by its own outcome.
+            rollback(rollback_started, "a", "a0"),
+            rollback(rolled_back, "a", "a0"),
+            rollback(rollback_started, "b", "b0"),
+            rollback(rollback_failed, "b", "b0"),
+            // A rotation left open, then a rollback left open: both, in that order.
+            started("c", "c2"),
+            rollback(rollback_started, "c", "c1"),
+            // Another rollback's end does not close this one.
+            rollback(rollback_started, "d", "d1"),
+            rollback(rolled_back, "d", "d9"),
+            // A rotation's end does not close a rollback.
+            rollback(rollback_started, "e", "e1"),
+            entry(AuditEvent::RotationSucceeded {
+                secret: "e".into(),
+                version: "e1".into(),
+                duration_ms: 1,
+            }),
+        ];
+        assert_eq!(
+            summary(&open_work(&entries)),
+            [
+                ("c", "rotation c2".to_owned()),
+                ("c", "rollback c1".to_owned()),
+                ("d", "rollback d1".to_owned()),
+                ("e", "rollback e1".to_owned()),
+            ]
         );
     }
 
@@ -286,11 +575,14 @@ mod tests {
     fn live_or_remote_processes_are_left_alone() {
         let mine = Open {
             secret: "s".into(),
-            version: "v".into(),
             host: "here".into(),
             pid: std::process::id(),
-            slot: None,
-            trigger: Trigger::Initial,
+            at: Utc::now(),
+            work: Work::Rotation {
+                version: "v".into(),
+                slot: None,
+                trigger: Trigger::Initial,
+            },
         };
         assert!(!is_dead_local_process(&mine, "here"));
         let remote = Open {

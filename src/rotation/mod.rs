@@ -13,6 +13,7 @@ pub mod status;
 
 pub use crate::fault::NOTIFY_POINTS as NOTIFY_CRASH_POINTS;
 pub use crate::fault::POINTS as CRASH_POINTS;
+pub use crate::fault::ROLLBACK_POINTS as ROLLBACK_CRASH_POINTS;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -135,9 +136,11 @@ pub struct Engine {
     fingerprinter: Fingerprinter,
     rng: SystemRandom,
     notifier: Option<Arc<Notifier>>,
-    /// Rotations a dead process left open that start-up could not close (their backend
-    /// was unreachable), by secret: closed before that secret's next rotation.
-    deferred_interrupted: std::sync::Mutex<std::collections::HashMap<String, interrupted::Open>>,
+    /// Rotations and rollbacks a dead process left open that start-up could not close
+    /// (their backend was unreachable), by secret, in log order: closed before anything
+    /// else is done to that secret.
+    deferred_interrupted:
+        std::sync::Mutex<std::collections::HashMap<String, Vec<interrupted::Open>>>,
 }
 
 impl Engine {
@@ -608,6 +611,17 @@ impl Engine {
     ) -> Result<(VersionId, VersionId), RotationError> {
         let _serial = serialize(&secret.name).await;
         let backend = self.backend(&secret.backend)?;
+        self.close_deferred_interrupted(secret).await?;
+        // A rollback a stopped process left in effect but unrecorded: doing it again would
+        // swap straight back, which is not what the operator (re)asked for.
+        for (open, closed) in self.close_interrupted_of(secret).await? {
+            if closed == interrupted::Closed::RolledBack {
+                return Err(RotationError::Refused(format!(
+                    "{}: an interrupted rollback ({open}) had already taken effect and is now recorded; run rollback again to swap back",
+                    secret.name
+                )));
+            }
+        }
         let state = backend
             .describe(&secret.name)
             .await
@@ -627,10 +641,32 @@ impl Engine {
             )));
         }
         let (from, to) = (current.id.clone(), previous.id.clone());
-        backend
-            .promote(&secret.name, &to, Some(&from))
-            .await
-            .map_err(step("promote"))?;
+        // On record before the backend changes: a crash after the promote would otherwise
+        // leave a rollback no entry mentions (the next start closes it, see `interrupted`).
+        self.audit
+            .append(AuditEvent::RollbackStarted {
+                secret: secret.name.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+                by: by.to_owned(),
+            })
+            .await?;
+        crate::fault::point("rollback_after_started");
+        if let Err(error) = backend.promote(&secret.name, &to, Some(&from)).await {
+            let error = step("promote")(error);
+            // Best effort, as for a failed rotation: the caller sees the backend's error.
+            let _ = self
+                .audit
+                .append(AuditEvent::RollbackFailed {
+                    secret: secret.name.to_string(),
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    error: error.to_string(),
+                })
+                .await;
+            return Err(error);
+        }
+        crate::fault::point("rollback_after_promote");
         self.audit
             .append(AuditEvent::RolledBack {
                 secret: secret.name.to_string(),
@@ -645,15 +681,7 @@ impl Engine {
         // outbox). A fresh id: rolling back to the same version twice is two events.
         let told = self
             .notify(secret, EventType::RolledBack, IdKey::Random, || {
-                SecretEvent {
-                    secret: secret.name.to_string(),
-                    backend: secret.backend.clone(),
-                    version: to.to_string(),
-                    stage: "current".to_owned(),
-                    previous: Some(from.to_string()),
-                    trigger: "manual".to_owned(),
-                    ..SecretEvent::default()
-                }
+                rolled_back_data(secret, &from, &to)
             })
             .await;
         if let Err(e) = told {
@@ -774,6 +802,23 @@ pub(crate) fn rotated_data(
     let mut data = event_data(secret, due, "current");
     data.previous = previous.map(ToString::to_string);
     data
+}
+
+/// What `secret.rolled_back` says: `to` is current again, rolled back from `from`.
+pub(crate) fn rolled_back_data(
+    secret: &SecretPolicy,
+    from: &VersionId,
+    to: &VersionId,
+) -> SecretEvent {
+    SecretEvent {
+        secret: secret.name.to_string(),
+        backend: secret.backend.clone(),
+        version: to.to_string(),
+        stage: "current".to_owned(),
+        previous: Some(from.to_string()),
+        trigger: "manual".to_owned(),
+        ..SecretEvent::default()
+    }
 }
 
 fn trigger_name(trigger: &Trigger) -> &'static str {

@@ -25,6 +25,8 @@ struct Counting {
     promote: AtomicUsize,
     read: AtomicUsize,
     other: AtomicUsize,
+    /// Promotes answer as if another writer had moved the current version.
+    promote_races: std::sync::atomic::AtomicBool,
 }
 
 impl Counting {
@@ -36,6 +38,7 @@ impl Counting {
             promote: AtomicUsize::new(0),
             read: AtomicUsize::new(0),
             other: AtomicUsize::new(0),
+            promote_races: std::sync::atomic::AtomicBool::new(false),
         }
     }
     fn counts(&self) -> [usize; 4] {
@@ -76,6 +79,14 @@ impl Backend for Counting {
         expected: Option<&VersionId>,
     ) -> BackendResult<()> {
         self.promote.fetch_add(1, Ordering::SeqCst);
+        if self.promote_races.load(Ordering::SeqCst) {
+            return Err(crate::backend::Error::CurrentChanged {
+                backend: self.name().to_owned(),
+                secret: name.clone(),
+                expected: expected.map_or("none".to_owned(), ToString::to_string),
+                found: "elsewhere".to_owned(),
+            });
+        }
         self.inner.promote(name, version, expected).await
     }
     async fn discard_pending(&self, name: &SecretName, version: &VersionId) -> BackendResult<()> {
@@ -264,6 +275,41 @@ async fn rollback_swaps_current_and_previous_and_refuses_without_history() {
         events(dir.path(), "audit.jsonl")
             .iter()
             .any(|e| matches!(e, AuditEvent::RolledBack { by, .. } if by == "bob"))
+    );
+}
+
+#[tokio::test]
+async fn a_rollback_the_backend_refuses_is_audited_as_started_and_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = Arc::new(MemoryBackend::new("local"));
+    let counting = Arc::new(Counting::over(memory.clone()));
+    let engine = engine(dir.path(), "audit.jsonl", counting.clone()).await;
+    let secret = policy(bytes());
+    for _ in 0..2 {
+        engine
+            .rotate_manually(&secret, "alice", true)
+            .await
+            .unwrap();
+    }
+    let before = memory.describe(&secret.name).await.unwrap();
+    counting.promote_races.store(true, Ordering::SeqCst);
+
+    let err = engine.rollback(&secret, "bob").await.expect_err("refused");
+    assert_eq!(err.step(), "promote", "{err}");
+    assert_eq!(memory.describe(&secret.name).await.unwrap(), before);
+    let rollback: Vec<AuditEvent> = events(dir.path(), "audit.jsonl")
+        .into_iter()
+        .filter(|e| e.name().starts_with("roll"))
+        .collect();
+    let current = before.stage(Stage::Current).unwrap().id.to_string();
+    let previous = before.stage(Stage::Previous).unwrap().id.to_string();
+    assert!(
+        matches!(&rollback[..], [
+            AuditEvent::RollbackStarted { from, to, by, .. },
+            AuditEvent::RollbackFailed { from: f2, to: t2, error, .. },
+        ] if *from == current && *to == previous && by == "bob"
+            && f2 == from && t2 == to && error.contains("another writer changed it")),
+        "{rollback:?}"
     );
 }
 
