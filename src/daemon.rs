@@ -397,12 +397,42 @@ struct Scheduler {
     /// reload dropped it) and the generation it was dispatched under, so a finished or
     /// panicked task's secret is found.
     task_secrets: HashMap<tokio::task::Id, (Option<u32>, u64)>,
-    failures: HashMap<u32, u32>,
+    /// Secrets being retried.
+    failures: HashMap<u32, Failing>,
     tasks: JoinSet<JobResult>,
     rng: SystemRandom,
     /// Set when a policy is adopted; cleared (and logged) once every secret has had its
     /// first look and nothing is due, so an operator sees when start-up work has ended.
     settling: bool,
+}
+
+/// A secret whose last look failed (or did not settle), being retried with backoff.
+#[derive(Clone, Copy, Debug, Default)]
+struct Failing {
+    /// Failed looks in a row, for the backoff.
+    tries: u32,
+    /// The last look could not describe the secret, and the engine audited that: the
+    /// next look's same failure is the same outage, not audited again. Any other failure
+    /// leaves this false, so a describe failure after it is on record.
+    outage_on_record: bool,
+}
+
+impl Failing {
+    /// How the next look at a secret counts: a retry (not audited again) only while the
+    /// outage that failed its last look is on record.
+    fn next_attempt(failing: Option<&Failing>) -> Attempt {
+        if failing.is_some_and(|f| f.outage_on_record) {
+            Attempt::Retry
+        } else {
+            Attempt::First
+        }
+    }
+
+    /// Counts a failed look; `error` is `None` when the look did not settle or panicked.
+    fn failed(&mut self, error: Option<&RotationError>) {
+        self.tries += 1;
+        self.outage_on_record = error.is_some_and(|e| e.step() == "describe");
+    }
 }
 
 impl Scheduler {
@@ -551,11 +581,7 @@ impl Scheduler {
             // A cheap copy: the name's text and the settings are shared.
             let secret = self.secret(position).clone();
             let engine = Arc::clone(&self.runtime.engine);
-            let attempt = if self.failures.contains_key(&position) {
-                Attempt::Retry
-            } else {
-                Attempt::First
-            };
+            let attempt = Failing::next_attempt(self.failures.get(&position));
             self.in_flight.insert(position);
             let handle = self
                 .tasks
@@ -583,7 +609,7 @@ impl Scheduler {
             Ok((_, result)) => result,
             Err(e) => {
                 tracing::error!(secret = %self.secret(position).name, error = %e, "a rotation task panicked; will retry");
-                self.retry(position, now);
+                self.retry(position, now, None);
                 return;
             }
         };
@@ -607,20 +633,21 @@ impl Scheduler {
             }
             Ok(other) => {
                 tracing::warn!(secret = %name, plan = ?other, "still not settled after a reconcile; retrying");
-                self.retry(position, now);
+                self.retry(position, now, None);
             }
             Err(error) => {
                 tracing::warn!(secret = %name, error = %error, "will retry");
-                self.retry(position, now);
+                self.retry(position, now, Some(&error));
             }
         }
     }
 
-    fn retry(&mut self, position: u32, now: DateTime<Utc>) {
-        let attempt = self.failures.entry(position).or_insert(0);
-        *attempt += 1;
+    /// Looks again after a backoff; `error` as for [`Failing::failed`].
+    fn retry(&mut self, position: u32, now: DateTime<Utc>, error: Option<&RotationError>) {
+        let failing = self.failures.entry(position).or_default();
+        failing.failed(error);
         let delay = backoff(
-            *attempt,
+            failing.tries,
             self.runtime.policy.daemon.max_retry_backoff,
             &self.rng,
         );
@@ -751,6 +778,32 @@ pub fn forward_signals(controls: mpsc::Sender<Control>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_describe_failure_on_record_makes_the_next_look_a_retry() {
+        let failed_at = |step| RotationError::Backend {
+            step,
+            source: crate::backend::Error::Generic {
+                backend: "local".into(),
+                message: "down".into(),
+                status: crate::backend::ErrorStatus::Temporary,
+                source: None,
+            },
+        };
+        assert_eq!(Failing::next_attempt(None), Attempt::First);
+        let mut failing = Failing::default();
+        // A rotation's failure is audited as such; a describe failure after it is news.
+        failing.failed(Some(&failed_at("put_pending")));
+        assert_eq!(Failing::next_attempt(Some(&failing)), Attempt::First);
+        failing.failed(Some(&failed_at("describe")));
+        assert_eq!(Failing::next_attempt(Some(&failing)), Attempt::Retry);
+        failing.failed(Some(&failed_at("describe")));
+        assert_eq!(Failing::next_attempt(Some(&failing)), Attempt::Retry);
+        // A look that did not settle (or panicked) ends the outage on record.
+        failing.failed(None);
+        assert_eq!(Failing::next_attempt(Some(&failing)), Attempt::First);
+        assert_eq!(failing.tries, 4, "every failure backs off further");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

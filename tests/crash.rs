@@ -313,6 +313,47 @@ fn a_crash_during_a_rollback_is_closed_by_the_next_start_or_the_next_rollback() 
     }
 }
 
+/// A rotation a crash left open, found while the store cannot read the secret: start-up
+/// defers closing it, the outage is audited, and once the store reads again the next
+/// run closes it before anything else.
+#[test]
+fn an_interrupted_rotation_found_during_an_outage_is_closed_once_the_store_reads_again() {
+    let sandbox = Sandbox::new(POLICY);
+    sandbox.ok(&["rotate", "app"]);
+    crash_at(&sandbox, "after_started", &["rotate", "app", "--force"]);
+    let crashed = sandbox.events("rotation_started", "app").last().unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let file = sandbox.path("state/store-local/app.json");
+    let healthy = std::fs::read(&file).unwrap();
+    std::fs::write(&file, b"not a store record\n").unwrap();
+
+    let out = sandbox.run(&["run", "--once"]);
+    assert!(!out.status.success(), "the secret cannot be looked at");
+    let failed = sandbox.events("rotation_failed", "app");
+    assert_eq!(failed.len(), 1, "the outage, on record: {failed:?}");
+    assert_eq!(failed[0]["step"], "describe");
+    assert!(failed[0]["version"].is_null(), "{failed:?}");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid store file")
+    );
+
+    std::fs::write(&file, healthy).unwrap();
+    sandbox.ok(&["run", "--once"]);
+    let failed = sandbox.events("rotation_failed", "app");
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(
+        (failed[1]["step"].as_str(), failed[1]["version"].as_str()),
+        (Some("interrupted"), Some(crashed.as_str())),
+        "the crashed start is closed"
+    );
+    assert_audit_intact(&sandbox, "after the outage");
+}
+
 /// Format 2 (ADR 0006): killed between a store append and its fdatasync. As the process
 /// left it, the record is whole (the kernel holds it) and the restart finishes the
 /// rotation. Had the machine lost power instead, only part of the record might be on disk

@@ -216,10 +216,18 @@ impl Engine {
     ) -> Result<Plan, RotationError> {
         let will_retry = attempt.will_retry();
         let _serial = serialize(&secret.name).await;
-        self.close_deferred_interrupted(secret).await?;
-        let mut state = match self.describe(secret).await {
+        let looked = match self.close_deferred_interrupted(secret).await {
+            Ok(()) => self.describe(secret).await,
+            Err(error) => Err(error),
+        };
+        let mut state = match looked {
             Ok(state) => state,
-            Err(error) => return Err(self.describe_failed(secret, error, attempt).await),
+            // Closing deferred work describes the secret first: an outage there is the
+            // same outage, and must be on record too.
+            Err(error) if error.step() == "describe" => {
+                return Err(self.describe_failed(secret, error, attempt).await);
+            }
+            Err(error) => return Err(error),
         };
         // Recover, then rotate, then report the wait: three passes at most.
         for _ in 0..3 {
