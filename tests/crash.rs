@@ -313,6 +313,50 @@ fn a_crash_during_a_rollback_is_closed_by_the_next_start_or_the_next_rollback() 
     }
 }
 
+/// A killed rollback closed only after rotations have replaced both of its versions: the
+/// log's next `promoted` entry, not the backend's state now, tells whether it had taken
+/// effect.
+#[test]
+fn a_killed_rollback_is_judged_by_the_next_promotion_after_it() {
+    for point in ROLLBACK_CRASH_POINTS {
+        let sandbox = Sandbox::new(POLICY);
+        sandbox.ok(&["rotate", "app"]);
+        sandbox.ok(&["rotate", "app", "--force"]);
+        let id = |stage: &str| {
+            sandbox.status("app")[stage]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let (first_id, second_id) = (id("previous"), id("current"));
+        crash_at(&sandbox, point, &["rollback", "app"]);
+        // Two manual rotations (which do not look at the log) move both versions out.
+        sandbox.ok(&["rotate", "app", "--force"]);
+        sandbox.ok(&["rotate", "app", "--force"]);
+        assert!(
+            ![id("current"), id("previous")].contains(&first_id),
+            "{point}"
+        );
+        assert!(
+            ![id("current"), id("previous")].contains(&second_id),
+            "{point}"
+        );
+
+        sandbox.ok(&["run", "--once"]);
+        let took_effect = point == "rollback_after_promote";
+        let (done, failed) = (
+            sandbox.events("rolled_back", "app"),
+            sandbox.events("rollback_failed", "app"),
+        );
+        assert_eq!(
+            (done.len(), failed.len()),
+            (usize::from(took_effect), usize::from(!took_effect)),
+            "{point}: {done:?} {failed:?}"
+        );
+        assert_audit_intact(&sandbox, point);
+    }
+}
+
 /// A rotation a crash left open, found while the store cannot read the secret: start-up
 /// defers closing it, the outage is audited, and once the store reads again the next
 /// run closes it before anything else.

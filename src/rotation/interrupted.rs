@@ -41,7 +41,9 @@ impl std::fmt::Display for Open {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.work {
             Work::Rotation { version, .. } => write!(f, "rotation to {version}")?,
-            Work::Rollback { from, to, by } => write!(f, "rollback from {from} to {to} by {by}")?,
+            Work::Rollback { from, to, by, .. } => {
+                write!(f, "rollback from {from} to {to} by {by}")?
+            }
         }
         write!(f, ", process {} at {}", self.pid, self.at.to_rfc3339())
     }
@@ -59,6 +61,10 @@ enum Work {
         from: String,
         to: String,
         by: String,
+        /// What the first later `promoted` entry of the secret replaced (its `previous`):
+        /// the version current after the rollback stopped, which tells whether it took
+        /// effect even when rotations have moved both versions out since.
+        then_current: Option<String>,
     },
 }
 
@@ -70,8 +76,9 @@ pub(super) enum Closed {
     LeftToRecovery,
     /// A rotation's outcome is recorded.
     Rotation,
-    /// The rollback had taken effect; `rolled_back` is recorded.
-    RolledBack,
+    /// The rollback had taken effect; `rolled_back` is recorded. `still_current`: the
+    /// version it restored is current now (no rotation has replaced it since).
+    RolledBack { still_current: bool },
     /// The rollback had not taken effect; `rollback_failed` is recorded.
     NotRolledBack,
 }
@@ -126,6 +133,7 @@ impl OpenWork {
                     from: from.clone(),
                     to: to.clone(),
                     by: by.clone(),
+                    then_current: None,
                 };
                 self.rollbacks.insert(secret.clone(), open(secret, work));
             }
@@ -145,6 +153,21 @@ impl OpenWork {
             ) =>
             {
                 self.rotations.remove(secret.as_str());
+            }
+            AuditEvent::Promoted {
+                secret, previous, ..
+            } => {
+                if let Some((
+                    _,
+                    Open {
+                        work: Work::Rollback { then_current, .. },
+                        ..
+                    },
+                )) = self.rollbacks.get_mut(secret.as_str())
+                    && then_current.is_none()
+                {
+                    then_current.clone_from(previous);
+                }
             }
             AuditEvent::RolledBack {
                 secret, from, to, ..
@@ -324,10 +347,33 @@ impl Engine {
                 self.close_rotation(secret, open, &due, state.as_ref())
                     .await
             }
-            Work::Rollback { from, to, by } => {
+            Work::Rollback {
+                from,
+                to,
+                by,
+                then_current,
+            } => {
                 let (from, to) = (VersionId::new(from.clone()), VersionId::new(to.clone()));
-                self.close_rollback(secret, open, (&from, &to, by), state.as_ref())
-                    .await
+                // Read from the log when a rotation has replaced it since, else from
+                // the backend now.
+                let current = state
+                    .as_ref()
+                    .and_then(|s| s.stage(Stage::Current))
+                    .map(|v| &v.id);
+                let took_effect = match then_current {
+                    Some(then) => then == to.as_str(),
+                    None => current == Some(&to),
+                };
+                let closed = if took_effect {
+                    Closed::RolledBack {
+                        still_current: current == Some(&to),
+                    }
+                } else {
+                    Closed::NotRolledBack
+                };
+                self.close_rollback(secret, open, (&from, &to, by), closed)
+                    .await?;
+                Ok(closed)
             }
         }
     }
@@ -379,19 +425,15 @@ impl Engine {
         Ok(Closed::Rotation)
     }
 
-    /// A rollback took effect if the version it restores is current, or (when the secret
-    /// has rotated since) is the previous one: a rotation after it moved it there.
+    /// Records a stopped rollback as `closed` says.
     async fn close_rollback(
         &self,
         secret: &SecretPolicy,
         open: &Open,
         (from, to, by): (&VersionId, &VersionId, &str),
-        state: Option<&SecretDescription>,
-    ) -> Result<Closed, RotationError> {
-        let current = state.and_then(|s| s.stage(Stage::Current)).map(|v| &v.id);
-        let previous = state.and_then(|s| s.stage(Stage::Previous)).map(|v| &v.id);
-        let took_effect = current == Some(to) || (current != Some(from) && previous == Some(to));
-        let closed = if took_effect {
+        closed: Closed,
+    ) -> Result<(), RotationError> {
+        if let Closed::RolledBack { still_current } = closed {
             self.audit()
                 .append(AuditEvent::RecoveryFound {
                     secret: open.secret.clone(),
@@ -399,19 +441,23 @@ impl Engine {
                     action: "record_rollback".to_owned(),
                 })
                 .await?;
-            // One id per interrupted start, so a second crash here queues it once.
-            let start = format!(
-                "rollback from {from} by {} at {}",
-                open.pid,
-                open.at.to_rfc3339()
-            );
-            self.notify(
-                secret,
-                EventType::RolledBack,
-                IdKey::Derived(&start),
-                || rolled_back_data(secret, from, to),
-            )
-            .await?;
+            // Only while it holds: once a rotation has replaced it, consumers have been told
+            // of that, and "current again" would be false. One id per interrupted start,
+            // so a second crash here queues it once.
+            if still_current {
+                let start = format!(
+                    "rollback from {from} by {} at {}",
+                    open.pid,
+                    open.at.to_rfc3339()
+                );
+                self.notify(
+                    secret,
+                    EventType::RolledBack,
+                    IdKey::Derived(&start),
+                    || rolled_back_data(secret, from, to),
+                )
+                .await?;
+            }
             self.audit()
                 .append(AuditEvent::RolledBack {
                     secret: open.secret.clone(),
@@ -420,24 +466,21 @@ impl Engine {
                     by: by.to_owned(),
                 })
                 .await?;
-            Closed::RolledBack
         } else {
             self.audit()
                 .append(AuditEvent::RollbackFailed {
                     secret: open.secret.clone(),
                     from: from.to_string(),
                     to: to.to_string(),
-                    error: if current == Some(from) {
-                        format!("process {} stopped before the backend made {to} current", open.pid)
-                    } else {
-                        format!("process {} stopped during the rollback and the secret has changed since; {to} is neither current nor previous", open.pid)
-                    },
+                    error: format!(
+                        "process {} stopped before the backend made {to} current",
+                        open.pid
+                    ),
                 })
                 .await?;
-            Closed::NotRolledBack
-        };
+        }
         tracing::warn!(secret = %open.secret, %from, %to, ?closed, "closing a rollback a stopped process left open");
-        Ok(closed)
+        Ok(())
     }
 }
 
@@ -568,6 +611,29 @@ mod tests {
                 ("d", "rollback d1".to_owned()),
                 ("e", "rollback e1".to_owned()),
             ]
+        );
+    }
+
+    #[test]
+    fn the_first_promotion_after_an_open_rollback_says_what_was_current() {
+        let promoted = |secret: &str, version: &str, previous: &str| {
+            entry(AuditEvent::Promoted {
+                secret: secret.into(),
+                version: version.into(),
+                previous: Some(previous.into()),
+            })
+        };
+        let entries = vec![
+            promoted("a", "a1", "a0"),
+            rollback(rollback_started, "a", "a0"),
+            promoted("b", "b5", "b4"),
+            promoted("a", "a2", "a0"),
+            promoted("a", "a3", "a2"),
+        ];
+        let open = open_work(&entries);
+        assert!(
+            matches!(&open[..], [Open { work: Work::Rollback { then_current: Some(then), .. }, .. }] if then == "a0"),
+            "{open:?}"
         );
     }
 

@@ -621,9 +621,14 @@ impl Engine {
         let backend = self.backend(&secret.backend)?;
         self.close_deferred_interrupted(secret).await?;
         // A rollback a stopped process left in effect but unrecorded: doing it again would
-        // swap straight back, which is not what the operator (re)asked for.
+        // swap straight back, which is not what the operator (re)asked for. Once a rotation
+        // has replaced it, a new rollback is a new request.
         for (open, closed) in self.close_interrupted_of(secret).await? {
-            if closed == interrupted::Closed::RolledBack {
+            if closed
+                == (interrupted::Closed::RolledBack {
+                    still_current: true,
+                })
+            {
                 return Err(RotationError::Refused(format!(
                     "{}: an interrupted rollback ({open}) had already taken effect and is now recorded; run rollback again to swap back",
                     secret.name
