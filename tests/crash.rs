@@ -5,11 +5,12 @@
 mod common;
 
 use chrono::Utc;
-use common::Sandbox;
+use common::{Sandbox, wait_for};
 use rekeyd::rotation::{CRASH_POINTS, ROLLBACK_CRASH_POINTS};
 use rekeyd::secret::VersionId;
 use serde_json::Value;
 use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
 
 const POLICY: &str = r#"
 [[secrets]]
@@ -311,6 +312,71 @@ fn a_crash_during_a_rollback_is_closed_by_the_next_start_or_the_next_rollback() 
             assert_audit_intact(&sandbox, &case);
         }
     }
+}
+
+/// Processes waiting for a `flock` on the file with inode `inode`, from `/proc/locks`
+/// (a waiter's line carries `->`).
+fn flock_waiters(inode: u64) -> usize {
+    let locks = std::fs::read_to_string("/proc/locks").expect("/proc/locks");
+    let suffix = format!(":{inode}");
+    locks
+        .lines()
+        .filter(|line| line.contains("->"))
+        .filter(|line| line.split_whitespace().any(|f| f.ends_with(&suffix)))
+        .count()
+}
+
+/// A starting daemon and a rerun of `rekeyd rollback` both find the same killed rollback
+/// open. Released at the same moment, they take turns: it is closed once, and every
+/// rollback start has exactly one end.
+#[test]
+fn two_processes_finding_one_killed_rollback_close_it_once() {
+    use std::os::unix::fs::MetadataExt;
+
+    let sandbox = Sandbox::new(POLICY);
+    sandbox.ok(&["rotate", "app"]);
+    sandbox.ok(&["rotate", "app", "--force"]);
+    crash_at(&sandbox, "rollback_after_promote", &["rollback", "app"]);
+
+    // Hold the lock both must take, so both are waiting before either reads the log.
+    let lock_path = sandbox.path("state/audit.jsonl.closing.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    lock.lock().unwrap();
+    let inode = std::fs::metadata(&lock_path).unwrap().ino();
+    let mut daemon = sandbox.command(&["run", "--once"]).spawn().unwrap();
+    let mut rerun = sandbox
+        .command(&["rollback", "app", "--by", "carol"])
+        .spawn()
+        .unwrap();
+    wait_for("both to wait for the lock", Duration::from_secs(60), || {
+        (flock_waiters(inode) == 2).then_some(())
+    });
+    drop(lock);
+    let (daemon, rerun) = (daemon.wait().unwrap(), rerun.wait().unwrap());
+    assert!(daemon.success(), "{daemon:?}");
+    // Refused if it closed the killed rollback itself, done if the daemon had.
+    assert!(matches!(rerun.code(), Some(0 | 6)), "{rerun:?}");
+
+    let started = sandbox.events("rollback_started", "app");
+    let done = sandbox.events("rolled_back", "app");
+    let failed = sandbox.events("rollback_failed", "app");
+    assert_eq!(
+        started.len(),
+        done.len() + failed.len(),
+        "one end per start: {done:?} {failed:?}"
+    );
+    let killed = (&started[0]["from"], &started[0]["to"]);
+    let ends_of_killed = done
+        .iter()
+        .filter(|e| (&e["from"], &e["to"]) == killed)
+        .count();
+    assert_eq!(ends_of_killed, 1, "{done:?}");
+    assert_audit_intact(&sandbox, "two closers");
 }
 
 /// A killed rollback closed only after rotations have replaced both of its versions: the

@@ -2,14 +2,16 @@
 //! for `REKEYD_SOAK_SECS` seconds (10 minutes unless set), while the backend and the two
 //! webhook receivers fail and recover at random. Beside the daemon that runs throughout
 //! (whose memory is sampled), a second one is killed with SIGKILL at random moments and
-//! restarted, again and again.
+//! restarted, again and again, while an operator rolls its secrets back with the CLI, some
+//! of those commands aborting part way.
 //!
 //! Afterwards, for both: the daemon that ran throughout stops cleanly; one `run --once`
 //! finishes whatever the last kill left; then every secret has one value per version (one
 //! version per slot) and its current version is the last one the audit log says was
-//! promoted, nothing is pending, every rotation has an outcome, every notification was
-//! delivered (the receiver saw it, signature checked by the reference verifier) or given
-//! up with a reason, the audit log verifies, and the steady daemon's memory did not grow.
+//! promoted (or rolled back to), nothing is pending, every rotation and rollback has an
+//! outcome, every notification was delivered (the receiver saw it, signature checked by
+//! the reference verifier) or given up with a reason, the audit log verifies, and the
+//! steady daemon's memory did not grow.
 //!
 //! The faults are real: the file store's directory and its files are made immutable
 //! (`chattr -R +i`, so every write, append included, fails with EPERM, as on a read-only
@@ -308,6 +310,50 @@ fn kill_repeatedly(
     })
 }
 
+/// An operator rolling secrets of `sandbox` back with the CLI while its daemon runs (and
+/// is killed): a third of the commands abort at a random rollback crash point. Returns
+/// the commands run and how many were made to abort.
+fn roll_back_repeatedly(
+    sandbox: Arc<Sandbox>,
+    secrets: Vec<String>,
+    deadline: Instant,
+    mut rng: Rng,
+) -> thread::JoinHandle<(usize, usize)> {
+    thread::spawn(move || {
+        let (mut ran, mut aborted) = (0, 0);
+        loop {
+            let wait = rng.millis(500, 3_000);
+            if Instant::now() + wait >= deadline {
+                break;
+            }
+            thread::sleep(wait);
+            let secret = &secrets[rng.below(secrets.len() as u64) as usize];
+            let mut command =
+                sandbox.command(&["rollback", secret.as_str(), "--by", "soak-operator"]);
+            let crash = (rng.below(3) == 0).then(|| {
+                let points = rekeyd::rotation::ROLLBACK_CRASH_POINTS;
+                points[rng.below(points.len() as u64) as usize]
+            });
+            if let Some(point) = crash {
+                command.env("REKEYD_CRASH_AT", point);
+            }
+            let out = command.output().expect("run rekeyd rollback");
+            ran += 1;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            match out.status.code() {
+                // Done, or refused (no previous version yet, a rotation in progress, the
+                // daemon's promote first): all fine for an operator's request.
+                Some(0 | 6) => {}
+                // A backend fault injected right then.
+                Some(_) if stderr.contains("rekeyd:") && !stderr.contains("panicked") => {}
+                None if crash.is_some() && stderr.contains("REKEYD_CRASH_AT") => aborted += 1,
+                _ => panic!("rekeyd rollback {secret}: {:?}: {stderr}", out.status),
+            }
+        }
+        (ran, aborted)
+    })
+}
+
 /// A component that can be made to fail and then recover.
 trait Faulty: Send {
     /// The failure kinds it knows.
@@ -447,6 +493,9 @@ fn inject_faults(
 #[derive(Debug, Default)]
 struct Tally {
     rotations: usize,
+    /// Rollbacks recorded as done, and as failed.
+    rolled_back: usize,
+    rollbacks_failed: usize,
     /// Failed rotation attempts, by the step that failed.
     failed_steps: BTreeMap<String, usize>,
     delivered: usize,
@@ -485,6 +534,9 @@ fn check_invariants(
     let mut succeeded: BTreeSet<(String, String)> = BTreeSet::new();
     let mut settled: BTreeMap<String, String> = BTreeMap::new();
     let mut open: BTreeSet<(String, String)> = BTreeSet::new();
+    // Open rollbacks by secret: (from, to, whether a promotion came after the start).
+    let mut rollbacks: BTreeMap<String, (String, String, bool)> = BTreeMap::new();
+    let field = |e: &Value, name: &str| e[name].as_str().unwrap_or_default().to_owned();
     for e in &entries {
         let secret = e["secret"].as_str().unwrap_or_default().to_owned();
         let version = e["version"].as_str().unwrap_or_default().to_owned();
@@ -513,6 +565,35 @@ fn check_invariants(
             "pending_discarded" => {
                 values.remove(&key);
                 open.remove(&key);
+            }
+            "promoted" => {
+                if let Some((_, _, promoted_since)) = rollbacks.get_mut(&secret) {
+                    *promoted_since = true;
+                }
+            }
+            "rollback_started" => {
+                let (from, to) = (field(e, "from"), field(e, "to"));
+                rollbacks.insert(secret, (from, to, false));
+            }
+            "rolled_back" | "rollback_failed" => {
+                let (from, to) = (field(e, "from"), field(e, "to"));
+                let started = rollbacks.remove(&secret);
+                assert!(
+                    started
+                        .as_ref()
+                        .is_some_and(|(f, t, _)| (f, t) == (&from, &to)),
+                    "{label}: a rollback ended that was not started: {e}"
+                );
+                if e["event"] == "rolled_back" {
+                    tally.rolled_back += 1;
+                    // The secret is `to` now, unless a rotation promoted after it (then
+                    // that rotation's own entries settle it, in log order).
+                    if started.is_some_and(|(_, _, promoted_since)| !promoted_since) {
+                        settled.insert(secret, to);
+                    }
+                } else {
+                    tally.rollbacks_failed += 1;
+                }
             }
             "rotation_succeeded" => {
                 assert!(
@@ -548,6 +629,10 @@ fn check_invariants(
     assert!(
         open.is_empty(),
         "{label}: rotations started but never ended: {open:?}"
+    );
+    assert!(
+        rollbacks.is_empty(),
+        "{label}: rollbacks started but never ended: {rollbacks:?}"
     );
 
     // The backend: each secret's current version is the last one the audit log settled,
@@ -709,6 +794,12 @@ impl Soak {
             deadline,
             Rng::seeded(&format!("{label} kills")),
         );
+        let operator = roll_back_repeatedly(
+            Arc::clone(&self.killed),
+            self.secrets[1].0.clone(),
+            deadline,
+            Rng::seeded(&format!("{label} rollbacks")),
+        );
         let mut parts: Vec<Box<dyn Faulty>> = vec![store_faults];
         for receiver in &self.receivers {
             parts.push(Box::new(FlakyReceiver(Arc::clone(receiver))));
@@ -717,6 +808,7 @@ impl Soak {
 
         let samples = memory.join().expect("memory sampler");
         let kills = kills.join().expect("killer");
+        let (rollbacks, aborted) = operator.join().expect("operator");
         let (parts, injected) = faults.join().expect("fault injector");
         drop(parts); // every component is healthy again
         if let Ok(Some(status)) = steady.try_wait() {
@@ -754,7 +846,7 @@ impl Soak {
         eprintln!(
             "soak {label}: {length:?}; faults injected {injected:?}; {kills} kills\n  \
              steady: {steady_tally:?}; RSS {warm} KiB after warm-up, {end} KiB at the end\n  \
-             killed: {killed_tally:?}"
+             killed: {killed_tally:?}; {rollbacks} rollback commands, {aborted} aborted"
         );
 
         // The soak did what it claims: thousands of rotations (over the full ten minutes),
@@ -774,6 +866,10 @@ impl Soak {
                 );
             }
             assert!(kills >= 10, "{label}: only {kills} kills");
+            assert!(
+                aborted > 0 && killed_tally.rolled_back > 0,
+                "{label}: no rollback was made, or none was interrupted"
+            );
             // A backend fault fails a rotation, or the look before one (`describe`): both
             // are audited as `rotation_failed`.
             assert!(

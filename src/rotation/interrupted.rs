@@ -214,9 +214,40 @@ fn is_dead_local_process(open: &Open, host: &str) -> bool {
         && !std::path::Path::new(&format!("/proc/{}", open.pid)).exists()
 }
 
+/// Held while open work is read from the log and closed, so that two processes (a
+/// starting daemon and a `rekeyd rollback`, say) never both close the same start: the
+/// second reads the log after the first has written its ends.
+struct ClosingLock {
+    /// Locked until dropped.
+    _file: std::fs::File,
+}
+
+impl ClosingLock {
+    /// Waits for the lock of the log at `audit`: a file beside it.
+    async fn take(audit: &std::path::Path) -> Result<Self, RotationError> {
+        let mut name = audit.file_name().unwrap_or_default().to_owned();
+        name.push(".closing.lock");
+        let path = audit.with_file_name(name);
+        let locked = tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            file.lock()?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(|e| RotationError::Refused(format!("locking the audit log's recovery: {e}")))?;
+        locked
+            .map(|file| Self { _file: file })
+            .map_err(|e| RotationError::Refused(format!("locking the audit log's recovery: {e}")))
+    }
+}
+
 impl Engine {
     /// Open work of dead processes of this host, read from the whole log: of every secret,
-    /// or of `only` one.
+    /// or of `only` one. Call with the [`ClosingLock`] held.
     async fn open_work_of_the_dead(&self, only: Option<&str>) -> Result<Vec<Open>, RotationError> {
         let path = self.audit().path().to_owned();
         let open = tokio::task::spawn_blocking(move || {
@@ -237,18 +268,19 @@ impl Engine {
     /// Records an outcome for every rotation and rollback a dead process left open.
     /// Returns how many.
     ///
-    /// Work whose backend cannot be reached now (it may be down at the very moment
-    /// rekeyd starts) is not a reason to stay down: it is remembered and closed before
-    /// anything else is done to that secret (see [`Engine::close_deferred_interrupted`]).
+    /// A secret whose backend cannot be reached now (it may be down at the very moment
+    /// rekeyd starts) is not a reason to stay down: it is remembered, and its open work is
+    /// closed before anything else is done to it (see
+    /// [`Engine::close_deferred_interrupted`]).
     pub async fn close_interrupted(&self, policy: &Policy) -> Result<usize, RotationError> {
+        let _closing = ClosingLock::take(self.audit().path()).await?;
         let mut closed = 0;
         for open in self.open_work_of_the_dead(None).await? {
             let Some(secret) = policy.secret(&open.secret) else {
                 continue;
             };
-            if self.has_deferred(&open.secret) {
-                // Its secret's earlier work is deferred: this one waits behind it.
-                self.defer(open);
+            if self.is_deferred(&open.secret) {
+                // Its earlier work is deferred: this one is closed after it.
                 continue;
             }
             match self.close_open(secret, &open).await {
@@ -256,7 +288,10 @@ impl Engine {
                 Ok(_) => closed += 1,
                 Err(error @ RotationError::Backend { .. }) => {
                     tracing::warn!(secret = %open.secret, %error, "cannot close interrupted work yet; it is closed before anything else is done to the secret");
-                    self.defer(open);
+                    self.deferred_interrupted
+                        .lock()
+                        .expect("deferred set lock")
+                        .insert(open.secret.clone());
                 }
                 Err(error) => return Err(error),
             }
@@ -264,13 +299,15 @@ impl Engine {
         Ok(closed)
     }
 
-    /// Closes what a rollback by the `rekeyd rollback` command needs closed first: work a
-    /// stopped process left open on this secret, read from the log (the command does not
-    /// run start-up's pass). Returns how each was closed.
+    /// Closes the work stopped processes left open on `secret`, read from the log again
+    /// (another process may have closed some since), in log order. Returns how each was
+    /// closed. Used by `rekeyd rollback`, which does not run start-up's pass, and for
+    /// secrets start-up had to defer.
     pub(super) async fn close_interrupted_of(
         &self,
         secret: &SecretPolicy,
     ) -> Result<Vec<(Open, Closed)>, RotationError> {
+        let _closing = ClosingLock::take(self.audit().path()).await?;
         let mut closed = Vec::new();
         for open in self
             .open_work_of_the_dead(Some(secret.name.as_str()))
@@ -279,51 +316,31 @@ impl Engine {
             let how = self.close_open(secret, &open).await?;
             closed.push((open, how));
         }
+        self.deferred_interrupted
+            .lock()
+            .expect("deferred set lock")
+            .remove(secret.name.as_str());
         Ok(closed)
     }
 
-    fn has_deferred(&self, secret: &str) -> bool {
+    fn is_deferred(&self, secret: &str) -> bool {
         self.deferred_interrupted
             .lock()
-            .expect("deferred map lock")
-            .contains_key(secret)
+            .expect("deferred set lock")
+            .contains(secret)
     }
 
-    fn defer(&self, open: Open) {
-        self.deferred_interrupted
-            .lock()
-            .expect("deferred map lock")
-            .entry(open.secret.clone())
-            .or_default()
-            .push(open);
-    }
-
-    /// Closes the work start-up had to leave open for `secret`, if any, in log order.
-    /// Called under the secret's lock before every rotation and rollback, so the log shows
-    /// that start's end before the next start.
+    /// Closes the work start-up had to leave open for `secret`, if any. Called under the
+    /// secret's lock before every rotation, so the log shows that start's end before the
+    /// next start.
     pub(super) async fn close_deferred_interrupted(
         &self,
         secret: &SecretPolicy,
     ) -> Result<(), RotationError> {
-        loop {
-            let open = self
-                .deferred_interrupted
-                .lock()
-                .expect("deferred map lock")
-                .get(secret.name.as_str())
-                .and_then(|open| open.first().cloned());
-            let Some(open) = open else {
-                return Ok(());
-            };
-            self.close_open(secret, &open).await?;
-            let mut deferred = self.deferred_interrupted.lock().expect("deferred map lock");
-            if let Some(left) = deferred.get_mut(secret.name.as_str()) {
-                left.remove(0);
-                if left.is_empty() {
-                    deferred.remove(secret.name.as_str());
-                }
-            }
+        if self.is_deferred(secret.name.as_str()) {
+            self.close_interrupted_of(secret).await?;
         }
+        Ok(())
     }
 
     /// Records the outcome of one open start from what the backend holds.

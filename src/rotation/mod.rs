@@ -136,11 +136,10 @@ pub struct Engine {
     fingerprinter: Fingerprinter,
     rng: SystemRandom,
     notifier: Option<Arc<Notifier>>,
-    /// Rotations and rollbacks a dead process left open that start-up could not close
-    /// (their backend was unreachable), by secret, in log order: closed before anything
-    /// else is done to that secret.
-    deferred_interrupted:
-        std::sync::Mutex<std::collections::HashMap<String, Vec<interrupted::Open>>>,
+    /// Secrets with rotations or rollbacks a dead process left open that start-up could
+    /// not close (their backend was unreachable): closed before anything else is done to
+    /// that secret.
+    deferred_interrupted: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Engine {
@@ -619,7 +618,6 @@ impl Engine {
     ) -> Result<(VersionId, VersionId), RotationError> {
         let _serial = serialize(&secret.name).await;
         let backend = self.backend(&secret.backend)?;
-        self.close_deferred_interrupted(secret).await?;
         // A rollback a stopped process left in effect but unrecorded: doing it again would
         // swap straight back, which is not what the operator (re)asked for. Once a rotation
         // has replaced it, a new rollback is a new request.
