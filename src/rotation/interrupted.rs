@@ -61,9 +61,11 @@ enum Work {
         from: String,
         to: String,
         by: String,
-        /// What the first later `promoted` entry of the secret replaced (its `previous`):
-        /// the version current after the rollback stopped, which tells whether it took
-        /// effect even when rotations have moved both versions out since.
+        /// The version current right after the rollback stopped, as the secret's first
+        /// later `promoted` entry shows: the version it replaced, or `to` itself when it
+        /// is a recovery finishing the rollback's own promote (a backend whose promote
+        /// takes several writes, such as Vault's, can stop half way). It tells whether
+        /// the rollback took effect even once rotations have moved both versions out.
         then_current: Option<String>,
     },
 }
@@ -155,18 +157,26 @@ impl OpenWork {
                 self.rotations.remove(secret.as_str());
             }
             AuditEvent::Promoted {
-                secret, previous, ..
+                secret,
+                version,
+                previous,
             } => {
                 if let Some((
                     _,
                     Open {
-                        work: Work::Rollback { then_current, .. },
+                        work: Work::Rollback {
+                            to, then_current, ..
+                        },
                         ..
                     },
                 )) = self.rollbacks.get_mut(secret.as_str())
                     && then_current.is_none()
                 {
-                    then_current.clone_from(previous);
+                    *then_current = if version == to {
+                        Some(to.clone())
+                    } else {
+                        previous.clone()
+                    };
                 }
             }
             AuditEvent::RolledBack {
@@ -646,10 +656,17 @@ mod tests {
             promoted("b", "b5", "b4"),
             promoted("a", "a2", "a0"),
             promoted("a", "a3", "a2"),
+            // A recovery finishing the rollback's own promote makes `to` current.
+            rollback(rollback_started, "c", "c0"),
+            promoted("c", "c0", "cur"),
+            promoted("c", "c1", "c0"),
         ];
         let open = open_work(&entries);
         assert!(
-            matches!(&open[..], [Open { work: Work::Rollback { then_current: Some(then), .. }, .. }] if then == "a0"),
+            matches!(&open[..], [
+                Open { work: Work::Rollback { then_current: Some(a), .. }, .. },
+                Open { work: Work::Rollback { then_current: Some(c), .. }, .. },
+            ] if a == "a0" && c == "c0"),
             "{open:?}"
         );
     }
