@@ -493,7 +493,9 @@ impl Worker {
         self.spilled = 0;
         let mut answered = Vec::new();
         for mut message in loaded {
-            if self.queue.contains_key(&message.id) || self.in_flight.contains_key(&message.id) {
+            // Announced ones are being queued by this process: their command brings them
+            // (counting them here as well would count them twice while the queue is full).
+            if self.holds(&message.id) {
                 continue;
             }
             if !self.mine(&message) {
@@ -1441,10 +1443,16 @@ mod tests {
         assert!(worker.queue.contains_key(&gated.id));
         assert_eq!(worker.spilled, 5);
 
-        // Cancelling a rotation reaches its pending event in the outbox too.
+        // A message this process is queuing, seen by a look before its command arrives,
+        // counts once. Cancelling a rotation then reaches it in the outbox too.
         let pending = message(22, EventType::RotationPending, "v22");
+        inner.announce([pending.id.as_str()]);
         assert!(inner.outbox.put(&pending).unwrap());
-        worker.admit(vec![pending.clone()]).await;
+        worker.rescan().await;
+        assert_eq!(worker.spilled, 5, "announced: left to its command");
+        worker
+            .commands(vec![Command::Queued(pending.clone())])
+            .await;
         assert_eq!(worker.spilled, 6);
         let (done, answered) = tokio::sync::oneshot::channel();
         worker
