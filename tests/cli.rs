@@ -172,6 +172,42 @@ fn dry_run_says_what_would_happen_and_changes_nothing() {
 }
 
 #[test]
+fn a_rollback_dry_run_names_the_swap_and_changes_nothing() {
+    let sandbox = Sandbox::new(ONE_SECRET);
+    sandbox.ok(&["rotate", "app/db"]);
+    let refused = sandbox.run(&["rollback", "app/db", "--dry-run"]);
+    assert_eq!(refused.status.code(), Some(6), "refused like the rollback");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no previous version"));
+
+    sandbox.ok(&["rotate", "app/db", "--force"]);
+    let id = |stage: &str| {
+        sandbox.status("app/db")[stage]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (previous, current) = (id("previous"), id("current"));
+    let value = sandbox.get("app/db", "current");
+    let audit_before = std::fs::read(sandbox.audit_log()).unwrap();
+
+    let out = sandbox.ok(&["rollback", "app/db", "--dry-run"]);
+    for needle in [
+        "dry run".to_owned(),
+        format!("{previous} becomes current again; {current} becomes previous"),
+        "audit:     rollback_started, rolled_back".to_owned(),
+    ] {
+        assert!(out.contains(&needle), "missing {needle:?}:\n{out}");
+    }
+    assert!(!out.contains(&value), "a dry run never prints a value");
+    assert_eq!((id("previous"), id("current")), (previous, current));
+    assert_eq!(
+        std::fs::read(sandbox.audit_log()).unwrap(),
+        audit_before,
+        "nothing audited"
+    );
+}
+
+#[test]
 fn get_prints_exactly_the_value_or_one_json_field() {
     let sandbox = Sandbox::new(
         r#"

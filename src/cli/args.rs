@@ -118,6 +118,9 @@ pub enum Command {
     Rollback {
         /// The secret's name.
         name: String,
+        /// Show which version would become current and who would be told; touch nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Who is asking (default: $SUDO_USER or $USER at this host).
         #[arg(long)]
         by: Option<String>,

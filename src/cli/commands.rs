@@ -40,7 +40,7 @@ pub async fn execute(cli: Cli) -> CliResult {
             force,
             by,
         } => rotate(&policy, &name, dry_run, force, by).await,
-        Command::Rollback { name, by } => rollback(&policy, &name, by).await,
+        Command::Rollback { name, dry_run, by } => rollback(&policy, &name, dry_run, by).await,
         Command::Confirm {
             name,
             version,
@@ -314,6 +314,21 @@ fn describe_generator(spec: &GeneratorSpec) -> String {
     }
 }
 
+/// A dry run's `notify:` lines: each target `event` would go to.
+fn print_notify_targets(policy: &Policy, secret: &SecretPolicy, event: &str) {
+    if secret.notify.is_empty() {
+        println!("notify:    no targets configured");
+    }
+    for target in &secret.notify {
+        let url = policy
+            .notify
+            .get(target)
+            .map(|t| t.url.as_str())
+            .unwrap_or("?");
+        println!("notify:    {target} ({url}): {event}");
+    }
+}
+
 async fn dry_run_report(
     policy: &Policy,
     secret: &SecretPolicy,
@@ -368,18 +383,12 @@ async fn dry_run_report(
         ),
         None => println!("promote:   {version} becomes current"),
     }
-    if secret.notify.is_empty() {
-        println!("notify:    no targets configured");
+    let events = if secret.confirm.is_some() {
+        "secret.rotation.pending, then secret.rotated"
     } else {
-        for target in &secret.notify {
-            let url = policy
-                .notify
-                .get(target)
-                .map(|t| t.url.as_str())
-                .unwrap_or("?");
-            println!("notify:    {target} ({url})");
-        }
-    }
+        "secret.rotated"
+    };
+    print_notify_targets(policy, secret, events);
     if let Some(confirm) = &secret.confirm {
         println!(
             "confirm:   promote only once {} confirm(s) within {}; otherwise discard",
@@ -391,9 +400,13 @@ async fn dry_run_report(
     Ok(())
 }
 
-async fn rollback(path: &Path, name: &str, by: Option<String>) -> CliResult {
+async fn rollback(path: &Path, name: &str, dry_run: bool, by: Option<String>) -> CliResult {
     let policy = policy::load(path)?;
     let secret = secret_of(&policy, name)?.clone();
+    if dry_run {
+        let backends = backend::open_all(&policy).await?;
+        return rollback_dry_run(&policy, &secret, &backends).await;
+    }
     let by = by.unwrap_or_else(rotation::local_actor);
     // Consumers are told, but a rollback is an emergency: it must work even when the
     // webhook keys cannot be read.
@@ -417,6 +430,30 @@ async fn rollback(path: &Path, name: &str, by: Option<String>) -> CliResult {
     };
     let (from, to) = delivering(&engine, &secret, engine.rollback(&secret, &by)).await??;
     println!("rolled back {}: current {to} (was {from})", secret.name);
+    Ok(())
+}
+
+/// What a rollback would do, touching nothing; refused as the rollback itself would be.
+async fn rollback_dry_run(
+    policy: &Policy,
+    secret: &SecretPolicy,
+    backends: &BTreeMap<String, Arc<dyn Backend>>,
+) -> CliResult {
+    let backend = backends.get(&secret.backend).ok_or_else(|| {
+        Failure::new(
+            exit::FAILED,
+            format!("backend {} is not open", secret.backend),
+        )
+    })?;
+    let state = backend.describe(&secret.name).await?;
+    let (from, to) = rotation::rollback_versions(secret, &state)?;
+    println!("dry run: nothing is written, notified or audited");
+    println!("secret:    {}", secret.name);
+    println!("backend:   {}", secret.backend);
+    println!("promote:   {to} becomes current again; {from} becomes previous");
+    println!("holds:     until the secret's next scheduled slot, which rotates to a fresh value");
+    print_notify_targets(policy, secret, "secret.rolled_back");
+    println!("audit:     rollback_started, rolled_back");
     Ok(())
 }
 

@@ -637,21 +637,7 @@ impl Engine {
             .describe(&secret.name)
             .await
             .map_err(step("describe"))?;
-        let (Some(current), Some(previous)) =
-            (state.stage(Stage::Current), state.stage(Stage::Previous))
-        else {
-            return Err(RotationError::Refused(format!(
-                "{} has no previous version to roll back to",
-                secret.name
-            )));
-        };
-        if let Some(pending) = state.stage(Stage::Pending) {
-            return Err(RotationError::Refused(format!(
-                "{} has a rotation in progress (pending version {}); let it finish first",
-                secret.name, pending.id
-            )));
-        }
-        let (from, to) = (current.id.clone(), previous.id.clone());
+        let (from, to) = rollback_versions(secret, &state)?;
         // On record before the backend changes: a crash after the promote would otherwise
         // leave a rollback no entry mentions (the next start closes it, see `interrupted`).
         self.audit
@@ -813,6 +799,29 @@ pub(crate) fn rotated_data(
     let mut data = event_data(secret, due, "current");
     data.previous = previous.map(ToString::to_string);
     data
+}
+
+/// The versions a rollback of `secret` in `state` would swap: (current, previous), or why
+/// it is refused (no previous version, or a rotation in progress).
+pub fn rollback_versions(
+    secret: &SecretPolicy,
+    state: &SecretDescription,
+) -> Result<(VersionId, VersionId), RotationError> {
+    let (Some(current), Some(previous)) =
+        (state.stage(Stage::Current), state.stage(Stage::Previous))
+    else {
+        return Err(RotationError::Refused(format!(
+            "{} has no previous version to roll back to",
+            secret.name
+        )));
+    };
+    if let Some(pending) = state.stage(Stage::Pending) {
+        return Err(RotationError::Refused(format!(
+            "{} has a rotation in progress (pending version {}); let it finish first",
+            secret.name, pending.id
+        )));
+    }
+    Ok((current.id.clone(), previous.id.clone()))
 }
 
 /// What `secret.rolled_back` says: `to` is current again, rolled back from `from`.
