@@ -52,6 +52,15 @@ pub const ROLLBACK_POINTS: [&str; 2] = [
     "rollback_after_promote",
 ];
 
+/// Crash points inside the Vault KV v1 backend's promote, which takes several writes.
+pub(crate) const VAULT_POINTS: [&str; 2] = [
+    // `meta.promoting` names the version being promoted; `previous` and the main path are
+    // not written yet.
+    "vault_promote_after_marked",
+    // `previous` holds the current value; the main path does not hold the new one yet.
+    "vault_promote_after_previous",
+];
+
 /// Crash points inside the file store's writes.
 pub(crate) const STORE_POINTS: [&str; 1] = [
     // A record is appended to a secret's file (visible to readers) but not fdatasynced.
@@ -68,9 +77,15 @@ fn armed() -> Option<&'static str> {
 /// Aborts the process if `point` is the armed crash point.
 pub(crate) fn point(point: &str) {
     debug_assert!(
-        [&POINTS[..], &NOTIFY_POINTS, &ROLLBACK_POINTS, &STORE_POINTS]
-            .iter()
-            .any(|points| points.contains(&point)),
+        [
+            &POINTS[..],
+            &NOTIFY_POINTS,
+            &ROLLBACK_POINTS,
+            &VAULT_POINTS,
+            &STORE_POINTS,
+        ]
+        .iter()
+        .any(|points| points.contains(&point)),
         "unknown crash point {point}"
     );
     if armed() == Some(point) {

@@ -719,7 +719,12 @@ fn vault_value(server: &RustyVault, secret: &str) -> String {
 #[test]
 fn a_crash_at_any_step_is_finished_on_restart_with_exactly_one_version() {
     let server = RustyVault::start();
-    for (i, point) in rekeyd::rotation::CRASH_POINTS.iter().enumerate() {
+    // Also inside the backend's own promote, after `meta.promoting` names the version (a
+    // first rotation has no `previous` to write; a rollback test covers that step).
+    let points = rekeyd::rotation::CRASH_POINTS
+        .iter()
+        .chain(&["vault_promote_after_marked"]);
+    for (i, point) in points.enumerate() {
         let secret = format!("crash/app-{i}");
         let sandbox = vault_sandbox(
             &server,
@@ -773,6 +778,89 @@ fn a_crash_at_any_step_is_finished_on_restart_with_exactly_one_version() {
         );
         let verify = sandbox.run(&["audit", "verify", sandbox.audit_log().to_str().unwrap()]);
         assert!(verify.status.success(), "{point}: audit log broken");
+    }
+}
+
+/// A rollback stopped inside Vault's promote. Before `previous` is overwritten nothing
+/// has changed for readers: the next start records it as not taken effect, and it can be
+/// run again. After, the version it restores survives only in its staged copy: the next
+/// start finishes it as the rollback it was (current and served, `rolled_back` on record,
+/// no rotation recorded for the old version).
+#[test]
+fn a_rollback_stopped_inside_the_promote_is_finished_or_left_as_it_was() {
+    let server = RustyVault::start();
+    for (i, point) in ["vault_promote_after_marked", "vault_promote_after_previous"]
+        .into_iter()
+        .enumerate()
+    {
+        let secret = format!("crash/rollback-{i}");
+        let sandbox = vault_sandbox(
+            &server,
+            &format!("[[secrets]]\nname = \"{secret}\"\nschedule = {{ every = \"30d\" }}\n"),
+        );
+        ok(&sandbox, &server, &["rotate", &secret]);
+        ok(&sandbox, &server, &["rotate", &secret, "--force"]);
+        let before = status(&sandbox, &server, &secret);
+        let id = |s: &Value, stage: &str| s[stage]["id"].as_str().unwrap_or("none").to_owned();
+        let (first, second) = (id(&before, "previous"), id(&before, "current"));
+        let first_value = ok(&sandbox, &server, &["get", &secret, "--stage", "previous"]);
+        let second_value = ok(&sandbox, &server, &["get", &secret]);
+
+        let out = rekeyd(&sandbox, &server, &["rollback", &secret, "--by", "alice"])
+            .env("REKEYD_CRASH_AT", point)
+            .output()
+            .expect("run rekeyd");
+        assert_eq!(
+            out.status.signal(),
+            Some(6),
+            "{point}: expected an abort: {out:?}"
+        );
+        ok(&sandbox, &server, &["run", "--once"]);
+
+        let after = status(&sandbox, &server, &secret);
+        assert!(after["pending"].is_null(), "{point}: {after}");
+        let (done, failed) = (
+            sandbox.events("rolled_back", &secret),
+            sandbox.events("rollback_failed", &secret),
+        );
+        if point == "vault_promote_after_marked" {
+            assert_eq!(
+                (id(&after, "current"), id(&after, "previous")),
+                (second.clone(), first.clone()),
+                "{point}: as it was"
+            );
+            assert_eq!(vault_value(&server, &secret), second_value, "{point}");
+            assert_eq!((done.len(), failed.len()), (0, 1), "{point}");
+            // And it can simply be run again.
+            ok(&sandbox, &server, &["rollback", &secret, "--by", "alice"]);
+            assert_eq!(id(&status(&sandbox, &server, &secret), "current"), first);
+        } else {
+            assert_eq!(
+                (id(&after, "current"), id(&after, "previous")),
+                (first.clone(), second.clone()),
+                "{point}: finished"
+            );
+            assert_eq!(
+                vault_value(&server, &secret),
+                first_value,
+                "{point}: served"
+            );
+            assert_eq!((done.len(), failed.len()), (1, 0), "{point}");
+            assert_eq!(done[0]["by"], "alice");
+            let recovered: Vec<_> = sandbox
+                .events("recovery_found", &secret)
+                .iter()
+                .map(|e| e["action"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(recovered, ["record_rollback"], "{point}");
+        }
+        assert_eq!(
+            sandbox.events("rotation_succeeded", &secret).len(),
+            2,
+            "{point}: only the two rotations"
+        );
+        let verify = sandbox.run(&["audit", "verify", sandbox.audit_log().to_str().unwrap()]);
+        assert!(verify.status.success(), "{point}");
     }
 }
 

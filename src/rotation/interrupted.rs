@@ -381,28 +381,55 @@ impl Engine {
                 then_current,
             } => {
                 let (from, to) = (VersionId::new(from.clone()), VersionId::new(to.clone()));
-                // Read from the log when a rotation has replaced it since, else from
-                // the backend now.
-                let current = state
-                    .as_ref()
-                    .and_then(|s| s.stage(Stage::Current))
-                    .map(|v| &v.id);
-                let took_effect = match then_current {
-                    Some(then) => then == to.as_str(),
-                    None => current == Some(&to),
-                };
-                let closed = if took_effect {
-                    Closed::RolledBack {
-                        still_current: current == Some(&to),
-                    }
-                } else {
-                    Closed::NotRolledBack
-                };
+                let closed = self
+                    .rollback_outcome(
+                        secret,
+                        state.as_ref(),
+                        (&from, &to),
+                        then_current.as_deref(),
+                    )
+                    .await?;
                 self.close_rollback(secret, open, (&from, &to, by), closed)
                     .await?;
                 Ok(closed)
             }
         }
+    }
+
+    /// Whether a stopped rollback from `from` to `to` took effect: read from the log when
+    /// a rotation has replaced it since (`then_current`), else from the backend now. A
+    /// backend showing `to` pending while `from` is still current stopped inside its
+    /// promote (Vault's KV v1 promote takes several writes): that promote is finished
+    /// here, as the rollback would have, rather than left for the planner to finish as if
+    /// it were a rotation.
+    async fn rollback_outcome(
+        &self,
+        secret: &SecretPolicy,
+        state: Option<&SecretDescription>,
+        (from, to): (&VersionId, &VersionId),
+        then_current: Option<&str>,
+    ) -> Result<Closed, RotationError> {
+        let stage = |stage| state.and_then(|s| s.stage(stage)).map(|v| &v.id);
+        let took_effect = match then_current {
+            Some(then) => then == to.as_str(),
+            None if stage(Stage::Current) == Some(from) && stage(Stage::Pending) == Some(to) => {
+                self.backend(&secret.backend)?
+                    .promote(&secret.name, to, Some(from))
+                    .await
+                    .map_err(super::step("promote"))?;
+                return Ok(Closed::RolledBack {
+                    still_current: true,
+                });
+            }
+            None => stage(Stage::Current) == Some(to),
+        };
+        Ok(if took_effect {
+            Closed::RolledBack {
+                still_current: stage(Stage::Current) == Some(to),
+            }
+        } else {
+            Closed::NotRolledBack
+        })
     }
 
     async fn close_rotation(

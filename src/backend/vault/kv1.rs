@@ -235,6 +235,9 @@ impl Kv1 {
             });
         let mut main: Option<Option<KvData>> = None;
         let mut current = None;
+        // The staged copy of the version a stopped promote was making current, when it is
+        // not the pending one.
+        let mut promoted_copy = None;
         // A promote that wrote `<name>` but not yet `meta`: the version it was promoting
         // is current.
         if let Some(promoting) = promoting_id
@@ -262,6 +265,7 @@ impl Kv1 {
                 }
                 main = Some(found);
             }
+            promoted_copy = record;
         }
         if current.is_none() {
             current = meta_current;
@@ -282,7 +286,10 @@ impl Kv1 {
         }
         let current_id = current.as_ref().map(|c| c.version.clone());
         let previous = previous.filter(|p| Some(&p.entry.version) != current_id.as_ref());
-        let pending = pending.filter(|p| {
+        // A rollback stopped after `previous` was overwritten with the current value (it
+        // has no pending version of its own) leaves the version it was restoring only in
+        // its staged copy: shown as pending, so that it is finished rather than lost.
+        let pending = pending.or(promoted_copy).filter(|p| {
             Some(&p.entry.version) != current_id.as_ref()
                 && previous
                     .as_ref()
@@ -467,12 +474,14 @@ impl Kv1 {
                 let meta = self.sibling(name, "meta");
                 self.put_json(&meta, state.meta(pending.as_ref(), Some(version)))
                     .await?;
+                crate::fault::point("vault_promote_after_marked");
                 if let Some(current) = &current {
                     match self.main_value(name, &mut state).await? {
                         Some(value) => {
                             held.check()?;
                             self.put_stored(&self.sibling(name, "previous"), current, &value)
                                 .await?;
+                            crate::fault::point("vault_promote_after_previous");
                         }
                         None => {
                             tracing::warn!(secret = %name, path = %self.main_path(name), "the current value is missing from Vault (deleted by hand?); promoting without a previous version");
