@@ -14,7 +14,6 @@ mod json;
 
 /// A JSON tree whose strings are wiped when it is dropped (for parsing secret JSON).
 pub(crate) use json::WipedValue;
-mod fields;
 mod keypair;
 mod password;
 mod radix;
@@ -158,12 +157,14 @@ mod tests {
         // ring seals SecureRandom; its own scripted implementation is the only fake that
         // can go through the public signature, and it hands out one slice per fill.
         use ring::test::rand::FixedSliceSequenceRandom;
-        // Three digits come from 8 bytes, two digits per 16-bit slot whose low 7 bits are
-        // the field; an 8-byte request is served from a 128-byte block. Slot 0 is 127,
-        // rejected (fields of 100 and above are); slots 1 and 2, 34 and 90, give "349".
-        let mut block = [0u8; 128];
-        block[..6].copy_from_slice(&[0x7f, 0x00, 0x22, 0x00, 0x5a, 0x00]);
-        let blocks: [&[u8]; 1] = [&block];
+        // Three digits come from one 8-byte word, read as 8 digits. An 8-byte request is
+        // served from a 128-byte block; word 0 is in the biased tail (2^64 mod 10^8 =
+        // 9551616 > 0 = 0 * 10^8 mod 2^64), so two replacement words are fetched in one
+        // 16-byte request. 0x5958106250000000 scales to 34900000 and is accepted.
+        let block = [0u8; 128];
+        let mut spare = [0u8; 16];
+        spare[..8].copy_from_slice(&0x5958_1062_5000_0000u64.to_be_bytes());
+        let blocks: [&[u8]; 2] = [&block, &spare];
         let fake = FixedSliceSequenceRandom {
             bytes: &blocks,
             current: std::cell::UnsafeCell::new(0),

@@ -13,7 +13,6 @@
 
 use zeroize::{Zeroize, Zeroizing};
 
-use super::fields::Fields;
 use super::radix::Radix;
 use super::random::{MAX_REJECTIONS, RandomSource, index_below, shuffle};
 use super::{CharClass, DEFAULT_SYMBOLS, GenerateError, PasswordSpec};
@@ -223,7 +222,9 @@ fn binomial_below(trials: usize, p: f64, min: usize) -> f64 {
 #[derive(Clone)]
 struct Uniform {
     length: usize,
-    draw: Draw,
+    radix: Radix<64>,
+    /// Words per password: the fewest that hold `length` digits.
+    words: usize,
     /// Each digit's character.
     chars: [u8; 256],
     /// Each digit's classes: a 1 in the 16-bit lane of every class holding its character,
@@ -231,37 +232,6 @@ struct Uniform {
     lanes: [u64; 256],
     /// Each lane's minimum.
     minimums: [u16; 4],
-}
-
-/// How the uniform method turns random bytes into digits.
-#[derive(Clone)]
-enum Draw {
-    /// Independent bit fields (`super::fields`), `fetch` random bytes up front.
-    Fields { fields: Fields, fetch: usize },
-    /// 64-bit words (`super::radix`), `words` of them up front. Kept for the alphabets and
-    /// lengths where fields would fetch more random bytes: sizes just above a power of
-    /// two (65 characters: half the fields of any size up to 32 bits are rejected) and
-    /// some short lengths.
-    Words { radix: Radix<64>, words: usize },
-}
-
-/// The chance, at most, that the fields fetched up front run out before a password is
-/// whole, so that more bytes are fetched: another system call, rare enough to cost
-/// little on average, where each spare field fetched up front costs a little every time.
-const FIELDS_RUN_OUT: f64 = 1.0 / 1024.0;
-
-/// Random bytes to fetch up front for `length` digits from `fields`: the fewest slots
-/// whose fields leave too few once the rejected ones are skipped with probability at
-/// most [`FIELDS_RUN_OUT`].
-fn fields_fetch(fields: &Fields, length: usize) -> usize {
-    let k = fields.digits();
-    let needed = length.div_ceil(k);
-    let p = fields.acceptance();
-    let mut slots = needed;
-    while binomial_below(fields.fields_in(slots * k), p, needed) > FIELDS_RUN_OUT {
-        slots += 1;
-    }
-    slots * k
 }
 
 impl Uniform {
@@ -277,15 +247,7 @@ impl Uniform {
         // (below n^k / 2^64) far smaller: 32 of 94 characters take 8 per word, not 9, 9,
         // 9 and 5. At least 8, which the in-place conversion in `generate` relies on.
         let per_word = length.div_ceil(words).max(8).min(most.per_word());
-        let fields =
-            Fields::new(alphabet.len()).map(|fields| (fields_fetch(&fields, length), fields));
-        let draw = match fields {
-            Some((fetch, fields)) if fetch <= words * 8 => Draw::Fields { fields, fetch },
-            _ => Draw::Words {
-                radix: most.with_digits(per_word),
-                words,
-            },
-        };
+        let radix = most.with_digits(per_word);
         let mut chars = [0u8; 256];
         let mut lanes = [0u64; 256];
         let mut minimums = [0u16; 4];
@@ -304,7 +266,8 @@ impl Uniform {
         }
         Some(Self {
             length,
-            draw,
+            radix,
+            words,
             chars,
             lanes,
             minimums,
@@ -312,61 +275,8 @@ impl Uniform {
     }
 
     fn generate(&self, source: &dyn RandomSource) -> Result<SecretValue, GenerateError> {
-        match &self.draw {
-            Draw::Fields { fields, fetch } => self.generate_fields(fields, *fetch, source),
-            Draw::Words { radix, words } => self.generate_words(radix, *words, source),
-        }
-    }
-
-    /// Whether the class counts summed from `lanes` meet every minimum.
-    fn meets_minimums(&self, counts: u64) -> bool {
-        (0..4).all(|lane| (counts >> (16 * lane)) as u16 >= self.minimums[lane])
-    }
-
-    /// The password: the first `length` bytes of `out`, the random bytes after them wiped.
-    fn finish(&self, mut out: WipedVec) -> SecretValue {
-        out[self.length..].zeroize();
-        out.truncate(self.length);
-        SecretValue::new(out.into_vec())
-    }
-
-    fn generate_fields(
-        &self,
-        fields: &Fields,
-        fetch: usize,
-        source: &dyn RandomSource,
-    ) -> Result<SecretValue, GenerateError> {
-        // The digits first (as many as whole fields give), then the random bytes: the
-        // digits become characters in the value's own buffer and the random bytes are
-        // wiped from it before it is handed over, so no other copy of either is left.
-        let digits = self.length.next_multiple_of(fields.digits());
-        let mut out = WipedVec::zeroed(digits + fetch);
-        for _ in 0..MAX_REJECTIONS {
-            let (chars, random) = out.split_at_mut(digits);
-            // A redraw overwrites the rejected password.
-            source.fill(random)?;
-            fields.fill(chars, random, |bytes| source.fill(bytes))?;
-            // Digits to characters in place, counting each class on the way.
-            let mut counts = 0u64;
-            for slot in chars[..self.length].iter_mut() {
-                let digit = usize::from(*slot);
-                counts += self.lanes[digit];
-                *slot = self.chars[digit];
-            }
-            if self.meets_minimums(counts) {
-                return Ok(self.finish(out));
-            }
-        }
-        Err(GenerateError::Rng)
-    }
-
-    fn generate_words(
-        &self,
-        radix: &Radix<64>,
-        words: usize,
-        source: &dyn RandomSource,
-    ) -> Result<SecretValue, GenerateError> {
-        let per_word = radix.per_word();
+        let per_word = self.radix.per_word();
+        let words = self.words;
         // The random words are fetched into the output buffer itself and turned into
         // characters in place, so no other copy of them is left to wipe.
         let room = self.length.max(words * 8);
@@ -392,8 +302,8 @@ impl Uniform {
                     // Eight characters a word is the common case (see `Uniform::new`): a
                     // fixed count lets the compiler unroll the digit loop.
                     let accepted = match <&mut [u8; 8]>::try_from(&mut *chars) {
-                        Ok(eight) => radix.split(word, eight, &mut emit),
-                        Err(_) => radix.split(word, chars, &mut emit),
+                        Ok(eight) => self.radix.split(word, eight, &mut emit),
+                        Err(_) => self.radix.split(word, chars, &mut emit),
                     };
                     if accepted {
                         break;
@@ -405,9 +315,12 @@ impl Uniform {
                     word = spare.next(source)?;
                 }
             }
-            if self.meets_minimums(counts) {
+            let met = (0..4).all(|lane| (counts >> (16 * lane)) as u16 >= self.minimums[lane]);
+            if met {
                 // Unused random bytes past the last character.
-                return Ok(self.finish(out));
+                out[self.length..].zeroize();
+                out.truncate(self.length);
+                return Ok(SecretValue::new(out.into_vec()));
             }
         }
         Err(GenerateError::Rng)
@@ -746,21 +659,19 @@ mod tests {
 
     #[test]
     fn tail_words_are_rejected_by_the_uniform_method() {
-        // Digits only: two per 16-bit slot, whose low 7 bits are the field (10^2 = 100 <=
-        // 128), fields of 100 and above rejected. Four slots are fetched (enough that
-        // running out is rare). Slot 0 is 127, rejected; slot 1 is 34, "34"; slot 2 is 90,
-        // of which the leading digit "9" is kept.
-        let script = [0x7f, 0x00, 0x22, 0x00, 0x5a, 0x00, 0xff, 0xff];
+        // Digits only: 8 per word (19 would fit; 8 make rejection rarer), and words whose
+        // low half of r * 10^8 is below 2^64 mod 10^8 = 9551616 are the biased tail. Word
+        // 0 is one; the replacement comes as two words in one 16-byte request, and
+        // 0x5958106250000000 scales to 34900000 (worked out with Python's integers).
+        let mut script = vec![0u8; 8];
+        script.extend_from_slice(&0x5958_1062_5000_0000u64.to_be_bytes());
+        script.extend_from_slice(&[0xff; 8]);
         let source = Scripted::new(&script);
         let password = compiled(&three_digits());
         assert!(password.is_uniform());
         let out = password.generate(&source).unwrap();
         assert_eq!(out.expose_str(), Some("349"));
-        assert_eq!(
-            source.calls.get(),
-            1,
-            "the spare slots replaced the rejected one"
-        );
+        assert_eq!(source.calls.get(), 2, "the word, then the replacements");
         assert_eq!(source.remaining(), 0, "every scripted byte was consumed");
     }
 
