@@ -786,82 +786,88 @@ fn a_crash_at_any_step_is_finished_on_restart_with_exactly_one_version() {
 /// run again. After, the version it restores survives only in its staged copy: the next
 /// start finishes it as the rollback it was (current and served, `rolled_back` on record,
 /// no rotation recorded for the old version).
+///
+/// Two tests, so that the 60 s lock lease each crash leaves is waited out side by side.
 #[test]
-fn a_rollback_stopped_inside_the_promote_is_finished_or_left_as_it_was() {
+fn a_rollback_stopped_before_previous_is_written_is_left_as_it_was() {
+    rollback_stopped_at("vault_promote_after_marked");
+}
+
+#[test]
+fn a_rollback_stopped_after_previous_is_written_is_finished() {
+    rollback_stopped_at("vault_promote_after_previous");
+}
+
+fn rollback_stopped_at(point: &str) {
     let server = RustyVault::start();
-    for (i, point) in ["vault_promote_after_marked", "vault_promote_after_previous"]
-        .into_iter()
-        .enumerate()
-    {
-        let secret = format!("crash/rollback-{i}");
-        let sandbox = vault_sandbox(
-            &server,
-            &format!("[[secrets]]\nname = \"{secret}\"\nschedule = {{ every = \"30d\" }}\n"),
-        );
-        ok(&sandbox, &server, &["rotate", &secret]);
-        ok(&sandbox, &server, &["rotate", &secret, "--force"]);
-        let before = status(&sandbox, &server, &secret);
-        let id = |s: &Value, stage: &str| s[stage]["id"].as_str().unwrap_or("none").to_owned();
-        let (first, second) = (id(&before, "previous"), id(&before, "current"));
-        let first_value = ok(&sandbox, &server, &["get", &secret, "--stage", "previous"]);
-        let second_value = ok(&sandbox, &server, &["get", &secret]);
+    let secret = format!("crash/rollback-{point}");
+    let sandbox = vault_sandbox(
+        &server,
+        &format!("[[secrets]]\nname = \"{secret}\"\nschedule = {{ every = \"30d\" }}\n"),
+    );
+    ok(&sandbox, &server, &["rotate", &secret]);
+    ok(&sandbox, &server, &["rotate", &secret, "--force"]);
+    let before = status(&sandbox, &server, &secret);
+    let id = |s: &Value, stage: &str| s[stage]["id"].as_str().unwrap_or("none").to_owned();
+    let (first, second) = (id(&before, "previous"), id(&before, "current"));
+    let first_value = ok(&sandbox, &server, &["get", &secret, "--stage", "previous"]);
+    let second_value = ok(&sandbox, &server, &["get", &secret]);
 
-        let out = rekeyd(&sandbox, &server, &["rollback", &secret, "--by", "alice"])
-            .env("REKEYD_CRASH_AT", point)
-            .output()
-            .expect("run rekeyd");
-        assert_eq!(
-            out.status.signal(),
-            Some(6),
-            "{point}: expected an abort: {out:?}"
-        );
-        ok(&sandbox, &server, &["run", "--once"]);
+    let out = rekeyd(&sandbox, &server, &["rollback", &secret, "--by", "alice"])
+        .env("REKEYD_CRASH_AT", point)
+        .output()
+        .expect("run rekeyd");
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "{point}: expected an abort: {out:?}"
+    );
+    ok(&sandbox, &server, &["run", "--once"]);
 
-        let after = status(&sandbox, &server, &secret);
-        assert!(after["pending"].is_null(), "{point}: {after}");
-        let (done, failed) = (
-            sandbox.events("rolled_back", &secret),
-            sandbox.events("rollback_failed", &secret),
-        );
-        if point == "vault_promote_after_marked" {
-            assert_eq!(
-                (id(&after, "current"), id(&after, "previous")),
-                (second.clone(), first.clone()),
-                "{point}: as it was"
-            );
-            assert_eq!(vault_value(&server, &secret), second_value, "{point}");
-            assert_eq!((done.len(), failed.len()), (0, 1), "{point}");
-            // And it can simply be run again.
-            ok(&sandbox, &server, &["rollback", &secret, "--by", "alice"]);
-            assert_eq!(id(&status(&sandbox, &server, &secret), "current"), first);
-        } else {
-            assert_eq!(
-                (id(&after, "current"), id(&after, "previous")),
-                (first.clone(), second.clone()),
-                "{point}: finished"
-            );
-            assert_eq!(
-                vault_value(&server, &secret),
-                first_value,
-                "{point}: served"
-            );
-            assert_eq!((done.len(), failed.len()), (1, 0), "{point}");
-            assert_eq!(done[0]["by"], "alice");
-            let recovered: Vec<_> = sandbox
-                .events("recovery_found", &secret)
-                .iter()
-                .map(|e| e["action"].as_str().unwrap().to_owned())
-                .collect();
-            assert_eq!(recovered, ["record_rollback"], "{point}");
-        }
+    let after = status(&sandbox, &server, &secret);
+    assert!(after["pending"].is_null(), "{point}: {after}");
+    let (done, failed) = (
+        sandbox.events("rolled_back", &secret),
+        sandbox.events("rollback_failed", &secret),
+    );
+    if point == "vault_promote_after_marked" {
         assert_eq!(
-            sandbox.events("rotation_succeeded", &secret).len(),
-            2,
-            "{point}: only the two rotations"
+            (id(&after, "current"), id(&after, "previous")),
+            (second.clone(), first.clone()),
+            "{point}: as it was"
         );
-        let verify = sandbox.run(&["audit", "verify", sandbox.audit_log().to_str().unwrap()]);
-        assert!(verify.status.success(), "{point}");
+        assert_eq!(vault_value(&server, &secret), second_value, "{point}");
+        assert_eq!((done.len(), failed.len()), (0, 1), "{point}");
+        // And it can simply be run again.
+        ok(&sandbox, &server, &["rollback", &secret, "--by", "alice"]);
+        assert_eq!(id(&status(&sandbox, &server, &secret), "current"), first);
+    } else {
+        assert_eq!(
+            (id(&after, "current"), id(&after, "previous")),
+            (first.clone(), second.clone()),
+            "{point}: finished"
+        );
+        assert_eq!(
+            vault_value(&server, &secret),
+            first_value,
+            "{point}: served"
+        );
+        assert_eq!((done.len(), failed.len()), (1, 0), "{point}");
+        assert_eq!(done[0]["by"], "alice");
+        let recovered: Vec<_> = sandbox
+            .events("recovery_found", &secret)
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(recovered, ["record_rollback"], "{point}");
     }
+    assert_eq!(
+        sandbox.events("rotation_succeeded", &secret).len(),
+        2,
+        "{point}: only the two rotations"
+    );
+    let verify = sandbox.run(&["audit", "verify", sandbox.audit_log().to_str().unwrap()]);
+    assert!(verify.status.success(), "{point}");
 }
 
 #[test]
