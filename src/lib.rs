@@ -17,6 +17,7 @@ pub mod hex;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
+mod process;
 pub mod report;
 pub mod rotation;
 pub mod schedule;

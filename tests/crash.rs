@@ -34,6 +34,26 @@ fn crash_at(sandbox: &Sandbox, point: &str, args: &[&str]) {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("REKEYD_CRASH_AT={point}")));
 }
 
+/// The id of `app`'s version in `stage`.
+fn version_id(sandbox: &Sandbox, stage: &str) -> String {
+    sandbox.status("app")[stage]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A sandbox whose `app` was rotated twice, and the two versions' ids: (previous, current).
+fn rotated_twice() -> (Sandbox, String, String) {
+    let sandbox = Sandbox::new(POLICY);
+    sandbox.ok(&["rotate", "app"]);
+    sandbox.ok(&["rotate", "app", "--force"]);
+    let (first, second) = (
+        version_id(&sandbox, "previous"),
+        version_id(&sandbox, "current"),
+    );
+    (sandbox, first, second)
+}
+
 fn versions(record: &Value) -> Vec<(String, Vec<String>)> {
     record["versions"]
         .as_array()
@@ -175,16 +195,7 @@ fn a_crash_during_a_third_rotation_leaves_current_and_previous_only() {
     // The third rotation is the first whose promote drops a version (the old previous),
     // in the same atomic write that moves the stages: no crash point sees it half done.
     for point in CRASH_POINTS {
-        let sandbox = Sandbox::new(POLICY);
-        sandbox.ok(&["rotate", "app"]);
-        sandbox.ok(&["rotate", "app", "--force"]);
-        let id = |stage: &str| {
-            sandbox.status("app")[stage]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        };
-        let (first_id, second_id) = (id("previous"), id("current"));
+        let (sandbox, first_id, second_id) = rotated_twice();
         let second = sandbox.get("app", "current");
 
         crash_at(&sandbox, point, &["rotate", "app", "--force"]);
@@ -232,16 +243,8 @@ fn a_crash_during_a_rollback_is_closed_by_the_next_start_or_the_next_rollback() 
             &["rollback", "app", "--by", "carol"],
         ] {
             let case = format!("{point}, closed by {closer:?}");
-            let sandbox = Sandbox::new(POLICY);
-            sandbox.ok(&["rotate", "app"]);
-            sandbox.ok(&["rotate", "app", "--force"]);
-            let id = |stage: &str| {
-                sandbox.status("app")[stage]["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            };
-            let (first_id, second_id) = (id("previous"), id("current"));
+            let (sandbox, first_id, second_id) = rotated_twice();
+            let id = |stage: &str| version_id(&sandbox, stage);
 
             crash_at(&sandbox, point, &["rollback", "app", "--by", "bob"]);
             let out = sandbox.run(closer);
@@ -333,9 +336,7 @@ fn flock_waiters(inode: u64) -> usize {
 fn two_processes_finding_one_killed_rollback_close_it_once() {
     use std::os::unix::fs::MetadataExt;
 
-    let sandbox = Sandbox::new(POLICY);
-    sandbox.ok(&["rotate", "app"]);
-    sandbox.ok(&["rotate", "app", "--force"]);
+    let (sandbox, _, _) = rotated_twice();
     crash_at(&sandbox, "rollback_after_promote", &["rollback", "app"]);
 
     // Hold the lock both must take, so both are waiting before either reads the log.
@@ -385,16 +386,8 @@ fn two_processes_finding_one_killed_rollback_close_it_once() {
 #[test]
 fn a_killed_rollback_is_judged_by_the_next_promotion_after_it() {
     for point in ROLLBACK_CRASH_POINTS {
-        let sandbox = Sandbox::new(POLICY);
-        sandbox.ok(&["rotate", "app"]);
-        sandbox.ok(&["rotate", "app", "--force"]);
-        let id = |stage: &str| {
-            sandbox.status("app")[stage]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        };
-        let (first_id, second_id) = (id("previous"), id("current"));
+        let (sandbox, first_id, second_id) = rotated_twice();
+        let id = |stage: &str| version_id(&sandbox, stage);
         crash_at(&sandbox, point, &["rollback", "app"]);
         // Two manual rotations (which do not look at the log) move both versions out.
         sandbox.ok(&["rotate", "app", "--force"]);

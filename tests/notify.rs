@@ -1256,11 +1256,10 @@ fn a_running_daemon_takes_over_what_a_cli_rotate_left_without_waiting_for_a_time
 /// looked at again every 5 s), shorter than the minute an unwatched queue could wait.
 const TAKE_OVER: Duration = Duration::from_secs(20);
 
-/// `rekeyd rollback` tells consumers, signed, which version is current again; with the
-/// webhook key unreadable it still rolls back, and says that nobody was told.
-#[test]
-fn a_rollback_is_announced_and_does_not_depend_on_the_webhook_key() {
-    let k = key(29);
+/// A receiver, and a sandbox whose `app` notifies it (signing with `key(seed)`) and was
+/// rotated twice: the two versions' ids, (previous, current).
+fn notified_app_rotated_twice(seed: u8) -> (Receiver, Sandbox, String, String) {
+    let k = key(seed);
     let rx = Receiver::start(&[&k]);
     let sandbox = sandbox(
         &format!(
@@ -1274,6 +1273,14 @@ fn a_rollback_is_announced_and_does_not_depend_on_the_webhook_key() {
     let first = current_id(&sandbox, "app");
     sandbox.ok(&["rotate", "app", "--force"]);
     let second = current_id(&sandbox, "app");
+    (rx, sandbox, first, second)
+}
+
+/// `rekeyd rollback` tells consumers, signed, which version is current again; with the
+/// webhook key unreadable it still rolls back, and says that nobody was told.
+#[test]
+fn a_rollback_is_announced_and_does_not_depend_on_the_webhook_key() {
+    let (rx, sandbox, first, second) = notified_app_rotated_twice(29);
 
     sandbox.ok(&["rollback", "app", "--by", "alice"]);
     assert_eq!(current_id(&sandbox, "app"), first);
@@ -1315,20 +1322,7 @@ fn a_rollback_is_announced_and_does_not_depend_on_the_webhook_key() {
 /// audited or announced: the next start records it and tells consumers once, signed.
 #[test]
 fn a_rollback_a_crash_left_unrecorded_is_announced_by_the_next_start() {
-    let k = key(31);
-    let rx = Receiver::start(&[&k]);
-    let sandbox = sandbox(
-        &format!(
-            "\n[notify.hooks]\nurl = \"{}\"\nsecret_file = \"k.whsec\"\n\n\
-             [[secrets]]\nname = \"app\"\nschedule = {{ every = \"30d\" }}\nnotify = [\"hooks\"]\n",
-            rx.url("/hooks")
-        ),
-        &[("k.whsec", &k)],
-    );
-    sandbox.ok(&["rotate", "app"]);
-    let first = current_id(&sandbox, "app");
-    sandbox.ok(&["rotate", "app", "--force"]);
-    let second = current_id(&sandbox, "app");
+    let (rx, sandbox, first, second) = notified_app_rotated_twice(31);
     let out = sandbox
         .command(&["rollback", "app", "--by", "alice"])
         .env("REKEYD_CRASH_AT", "rollback_after_promote")

@@ -573,17 +573,43 @@ fn check_invariants(
             }
             "rollback_started" => {
                 let (from, to) = (field(e, "from"), field(e, "to"));
-                rollbacks.insert(secret, (from, to, false));
+                // The operator runs one at a time, and each closes what a stopped one left
+                // before it starts: two open at once means one was never closed.
+                let earlier = rollbacks.insert(secret.clone(), (from, to, false));
+                assert!(
+                    earlier.is_none(),
+                    "{label}: a rollback of {secret} started while {earlier:?} was open: {e}"
+                );
             }
             "rolled_back" | "rollback_failed" => {
                 let (from, to) = (field(e, "from"), field(e, "to"));
                 let started = rollbacks.remove(&secret);
-                assert!(
-                    started
-                        .as_ref()
-                        .is_some_and(|(f, t, _)| (f, t) == (&from, &to)),
-                    "{label}: a rollback ended that was not started: {e}"
-                );
+                if started
+                    .as_ref()
+                    .is_none_or(|(f, t, _)| (f, t) != (&from, &to))
+                {
+                    let history: Vec<String> = entries
+                        .iter()
+                        .filter(|h| h["secret"] == secret.as_str())
+                        .filter(|h| !h["event"].as_str().unwrap_or("").starts_with("notif"))
+                        .map(|h| {
+                            format!(
+                                "{} pid {} {} {} from {} to {} {}",
+                                h["seq"],
+                                h["pid"],
+                                h["event"],
+                                h["version"],
+                                h["from"],
+                                h["to"],
+                                h["action"]
+                            )
+                        })
+                        .collect();
+                    panic!(
+                        "{label}: a rollback ended that was not started: {e}\n{}",
+                        history.join("\n")
+                    );
+                }
                 if e["event"] == "rolled_back" {
                     tally.rolled_back += 1;
                     // The secret is `to` now, unless a rotation promoted after it (then

@@ -676,6 +676,20 @@ fn rekeyd(sandbox: &Sandbox, server: &RustyVault, args: &[&str]) -> std::process
     cmd
 }
 
+/// `rekeyd ARGS`, which must abort at crash point `point`.
+fn crash_at(sandbox: &Sandbox, server: &RustyVault, point: &str, args: &[&str]) {
+    let out = rekeyd(sandbox, server, args)
+        .env("REKEYD_CRASH_AT", point)
+        .output()
+        .expect("run rekeyd");
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "{point}: expected an abort; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn ok(sandbox: &Sandbox, server: &RustyVault, args: &[&str]) -> String {
     let out = rekeyd(sandbox, server, args).output().expect("run rekeyd");
     assert!(
@@ -730,16 +744,7 @@ fn a_crash_at_any_step_is_finished_on_restart_with_exactly_one_version() {
             &server,
             &format!("[[secrets]]\nname = \"{secret}\"\nschedule = {{ every = \"30d\" }}\n"),
         );
-        let out = rekeyd(&sandbox, &server, &["run", "--once"])
-            .env("REKEYD_CRASH_AT", point)
-            .output()
-            .expect("run rekeyd");
-        assert_eq!(
-            out.status.signal(),
-            Some(6),
-            "{point}: expected an abort; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crash_at(&sandbox, &server, point, &["run", "--once"]);
         ok(&sandbox, &server, &["run", "--once"]);
 
         let expected = slot_version(&sandbox, &secret);
@@ -813,14 +818,11 @@ fn rollback_stopped_at(point: &str) {
     let first_value = ok(&sandbox, &server, &["get", &secret, "--stage", "previous"]);
     let second_value = ok(&sandbox, &server, &["get", &secret]);
 
-    let out = rekeyd(&sandbox, &server, &["rollback", &secret, "--by", "alice"])
-        .env("REKEYD_CRASH_AT", point)
-        .output()
-        .expect("run rekeyd");
-    assert_eq!(
-        out.status.signal(),
-        Some(6),
-        "{point}: expected an abort: {out:?}"
+    crash_at(
+        &sandbox,
+        &server,
+        point,
+        &["rollback", &secret, "--by", "alice"],
     );
     ok(&sandbox, &server, &["run", "--once"]);
 

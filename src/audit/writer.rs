@@ -419,7 +419,7 @@ impl Writer {
         let mut writer = Writer {
             path: path.clone(),
             file,
-            host: hostname(),
+            host: crate::process::hostname(),
             pid: std::process::id(),
             known_len: None,
             last_seq: 0,
@@ -591,15 +591,6 @@ fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// The host name recorded in entries.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_string())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "unknown".to_string())
 }
 
 #[cfg(test)]

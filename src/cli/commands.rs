@@ -329,17 +329,25 @@ fn print_notify_targets(policy: &Policy, secret: &SecretPolicy, event: &str) {
     }
 }
 
+/// The open backend `secret` lives in.
+fn backend_of<'a>(
+    backends: &'a BTreeMap<String, Arc<dyn Backend>>,
+    secret: &SecretPolicy,
+) -> Result<&'a Arc<dyn Backend>, Failure> {
+    backends.get(&secret.backend).ok_or_else(|| {
+        Failure::new(
+            exit::FAILED,
+            format!("backend {} is not open", secret.backend),
+        )
+    })
+}
+
 async fn dry_run_report(
     policy: &Policy,
     secret: &SecretPolicy,
     backends: &BTreeMap<String, Arc<dyn Backend>>,
 ) -> CliResult {
-    let backend = backends.get(&secret.backend).ok_or_else(|| {
-        Failure::new(
-            exit::FAILED,
-            format!("backend {} is not open", secret.backend),
-        )
-    })?;
+    let backend = backend_of(backends, secret)?;
     let state = match backend.describe(&secret.name).await {
         Ok(d) => Some(d),
         Err(e) if e.is_not_found() => None,
@@ -439,12 +447,7 @@ async fn rollback_dry_run(
     secret: &SecretPolicy,
     backends: &BTreeMap<String, Arc<dyn Backend>>,
 ) -> CliResult {
-    let backend = backends.get(&secret.backend).ok_or_else(|| {
-        Failure::new(
-            exit::FAILED,
-            format!("backend {} is not open", secret.backend),
-        )
-    })?;
+    let backend = backend_of(backends, secret)?;
     let state = backend.describe(&secret.name).await?;
     let (from, to) = rotation::rollback_versions(secret, &state)?;
     println!("dry run: nothing is written, notified or audited");

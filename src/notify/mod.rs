@@ -263,13 +263,7 @@ pub async fn record_confirmation(
 
 /// True while the process that owns a message may still deliver it.
 pub(crate) fn alive(pid: u32, host: &str, my_host: &str) -> bool {
-    host == my_host && std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
+    host == my_host && crate::process::running(pid)
 }
 
 fn load_targets(policy: &Policy) -> Result<HashMap<String, Arc<Target>>, NotifyError> {
@@ -344,7 +338,7 @@ impl Notifier {
             sent: AtomicU64::new(0),
             status: watch::Sender::new(WorkerStatus::default()),
             pid: std::process::id(),
-            host: hostname(),
+            host: crate::process::hostname(),
             rng: SystemRandom::new(),
             announced: Mutex::default(),
         };

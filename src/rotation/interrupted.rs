@@ -212,16 +212,12 @@ fn open_work(entries: &[Entry]) -> Vec<Open> {
     open.finish()
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
+/// Whether the process that started `open` on this host has stopped (a later process
+/// under its pid does not count as it).
 fn is_dead_local_process(open: &Open, host: &str) -> bool {
     open.host == host
         && open.pid != std::process::id()
-        && !std::path::Path::new(&format!("/proc/{}", open.pid)).exists()
+        && !crate::process::running_since(open.pid, open.at)
 }
 
 /// Held while open work is read from the log and closed, so that two processes (a
@@ -267,7 +263,7 @@ impl Engine {
         .await
         .map_err(|e| RotationError::Refused(format!("reading the audit log: {e}")))?
         .map_err(RotationError::Audit)?;
-        let host = hostname();
+        let host = crate::process::hostname();
         Ok(open
             .into_iter()
             .filter(|o| only.is_none_or(|secret| o.secret == secret))
@@ -720,8 +716,32 @@ mod tests {
         assert!(!is_dead_local_process(&remote, "here"));
         let dead = Open {
             pid: u32::MAX,
-            ..mine
+            ..mine.clone()
         };
         assert!(is_dead_local_process(&dead, "here"));
+
+        // A process running under the pid now, started after the entry was written, is not
+        // the writer: pids are handed out again.
+        let mut later = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let reused = Open {
+            pid: later.id(),
+            at: Utc::now() - chrono::Duration::minutes(10),
+            ..mine.clone()
+        };
+        assert!(is_dead_local_process(&reused, "here"), "a later process");
+        let its_own = Open {
+            pid: later.id(),
+            at: Utc::now(),
+            ..mine
+        };
+        assert!(
+            !is_dead_local_process(&its_own, "here"),
+            "the writer itself"
+        );
+        later.kill().unwrap();
+        later.wait().unwrap();
     }
 }
