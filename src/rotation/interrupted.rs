@@ -37,6 +37,15 @@ pub(super) struct Open {
     work: Work,
 }
 
+impl Open {
+    /// Whether both come from the same start entry (later entries may have added to
+    /// what is known of it).
+    fn same_start(&self, other: &Open) -> bool {
+        (&self.secret, &self.host, self.pid, self.at)
+            == (&other.secret, &other.host, other.pid, other.at)
+    }
+}
+
 impl std::fmt::Display for Open {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.work {
@@ -255,20 +264,38 @@ impl Engine {
     /// Open work of dead processes of this host, read from the whole log: of every secret,
     /// or of `only` one. Call with the [`ClosingLock`] held.
     async fn open_work_of_the_dead(&self, only: Option<&str>) -> Result<Vec<Open>, RotationError> {
+        let host = crate::process::hostname();
+        let stopped: Vec<Open> = self
+            .open_work()
+            .await?
+            .into_iter()
+            .filter(|o| only.is_none_or(|secret| o.secret == secret))
+            .filter(|o| is_dead_local_process(o, &host))
+            .collect();
+        if stopped.is_empty() {
+            return Ok(stopped);
+        }
+        // A process may have written its own end after the read and then exited before the
+        // check. Stopped now, it can write nothing more: what is still open in a second
+        // read is really left open.
+        Ok(self
+            .open_work()
+            .await?
+            .into_iter()
+            .filter(|o| stopped.iter().any(|s| s.same_start(o)))
+            .collect())
+    }
+
+    /// Work the log shows started and not ended, of any process.
+    async fn open_work(&self) -> Result<Vec<Open>, RotationError> {
         let path = self.audit().path().to_owned();
-        let open = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut open = OpenWork::default();
             audit::for_each_entry(&path, |entry| open.see(&entry)).map(|()| open.finish())
         })
         .await
         .map_err(|e| RotationError::Refused(format!("reading the audit log: {e}")))?
-        .map_err(RotationError::Audit)?;
-        let host = crate::process::hostname();
-        Ok(open
-            .into_iter()
-            .filter(|o| only.is_none_or(|secret| o.secret == secret))
-            .filter(|o| is_dead_local_process(o, &host))
-            .collect())
+        .map_err(RotationError::Audit)
     }
 
     /// Records an outcome for every rotation and rollback a dead process left open.
