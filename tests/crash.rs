@@ -9,7 +9,6 @@ use common::{Sandbox, wait_for};
 use rekeyd::rotation::{CRASH_POINTS, ROLLBACK_CRASH_POINTS};
 use rekeyd::secret::VersionId;
 use serde_json::Value;
-use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 const POLICY: &str = r#"
@@ -19,19 +18,7 @@ schedule = { every = "30d" }
 "#;
 
 fn crash_at(sandbox: &Sandbox, point: &str, args: &[&str]) {
-    let out = sandbox
-        .command(args)
-        .env("REKEYD_CRASH_AT", point)
-        .output()
-        .expect("run rekeyd");
-    assert_eq!(
-        out.status.signal(),
-        Some(6),
-        "{point}: expected an abort, got {:?}; stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("REKEYD_CRASH_AT={point}")));
+    common::run_to_crash(sandbox.command(args), point);
 }
 
 /// The id of `app`'s version in `stage`.

@@ -629,7 +629,6 @@ fn a_kv_version_that_does_not_match_the_mount_is_reported_before_anything_is_wri
 use chrono::Utc;
 use common::Sandbox;
 use serde_json::Value;
-use std::os::unix::process::ExitStatusExt;
 
 /// A policy whose secrets live in RustyVault's KV v1 `secret/` mount.
 fn vault_policy(
@@ -678,16 +677,7 @@ fn rekeyd(sandbox: &Sandbox, server: &RustyVault, args: &[&str]) -> std::process
 
 /// `rekeyd ARGS`, which must abort at crash point `point`.
 fn crash_at(sandbox: &Sandbox, server: &RustyVault, point: &str, args: &[&str]) {
-    let out = rekeyd(sandbox, server, args)
-        .env("REKEYD_CRASH_AT", point)
-        .output()
-        .expect("run rekeyd");
-    assert_eq!(
-        out.status.signal(),
-        Some(6),
-        "{point}: expected an abort; stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_to_crash(rekeyd(sandbox, server, args), point);
 }
 
 fn ok(sandbox: &Sandbox, server: &RustyVault, args: &[&str]) -> String {

@@ -266,3 +266,24 @@ pub fn signal(child: &std::process::Child, signal: &str) {
 
 pub mod rvault;
 pub mod vault_contract;
+
+/// Runs `command` with crash point `point` armed; it must abort there (`REKEYD_CRASH_AT`,
+/// as abrupt as `kill -9`).
+pub fn run_to_crash(mut command: Command, point: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let out = command
+        .env("REKEYD_CRASH_AT", point)
+        .output()
+        .expect("run rekeyd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "{point}: expected an abort, got {:?}; stderr: {stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains(&format!("REKEYD_CRASH_AT={point}")),
+        "{stderr}"
+    );
+}
