@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::event::{self, EventType};
 use super::gate::{Confirmation, Decision};
-use super::outbox::{Finished, Message};
+use super::outbox::{Finished, Loaded, Message};
 use super::queue_watch::{Arrivals, QueueWatch};
 use super::{Command, Inner, Target};
 use crate::audit::AuditEvent;
@@ -459,24 +459,37 @@ impl Worker {
 
     /// Picks up messages on disk that this worker should deliver and does not hold yet.
     async fn rescan(&mut self) {
+        if let Some(listed) = self.list().await {
+            self.take_listed(listed).await;
+        }
+    }
+
+    /// Reads the outbox's queue (and the directory's stamp from just before); `None`,
+    /// with the last look forgotten, when it cannot be read.
+    async fn list(&mut self) -> Option<(Option<std::time::SystemTime>, Loaded)> {
         let outbox = self.inner.outbox.clone();
         let listed = tokio::task::spawn_blocking(move || {
             // Read before listing: a change after this makes the next look list again.
             let stamp = outbox.queue_modified();
             outbox.load().map(|loaded| (stamp, loaded))
         });
-        let (stamp, loaded) = match listed.await {
-            Ok(Ok(listed)) => listed,
+        match listed.await {
+            Ok(Ok(listed)) => Some(listed),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the notification outbox");
                 self.last_scan = LastScan::default();
-                return;
+                None
             }
             Err(_) => {
                 self.last_scan = LastScan::default();
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// Takes what a [`Self::list`] found: this process's messages, and those of processes
+    /// that stopped, as far as the limit allows.
+    async fn take_listed(&mut self, (stamp, loaded): (Option<std::time::SystemTime>, Loaded)) {
         let settled =
             stamp.is_none_or(|at| at.elapsed().is_ok_and(|age| age > TIMESTAMP_GRANULARITY));
         self.last_scan = LastScan {
@@ -491,8 +504,8 @@ impl Worker {
         // Oldest first: when not all of them fit, the rest wait in the outbox.
         loaded.sort_by_key(|m| m.created_at);
         self.spilled = 0;
-        let mut answered = Vec::new();
-        for mut message in loaded {
+        let mut orphans = Vec::new();
+        for message in loaded {
             // Announced ones are being queued by this process: their command brings them
             // (counting them here as well would count them twice while the queue is full).
             if self.holds(&message.id) {
@@ -502,23 +515,46 @@ impl Worker {
                 self.last_scan.foreign_held = true;
                 continue;
             }
-            if !self.may_hold(&message) {
+            // Orphans are held once confirmed, below: they count against the limit now.
+            if !self.may_hold_besides(&message, orphans.len()) {
                 self.spilled += 1;
                 continue;
             }
-            // Left by a process that stopped: its backoff stopped with it (as its breaker
-            // did), so a restart tries again at once. A coalescing window not yet used is
-            // kept.
-            let orphan =
-                message.owner_pid != self.inner.pid || message.owner_host != self.inner.host;
-            if orphan && message.attempts > 0 {
+            if message.owner_pid != self.inner.pid || message.owner_host != self.inner.host {
+                orphans.push(message);
+                continue;
+            }
+            self.queue.insert(message.id.clone(), message);
+        }
+        if !orphans.is_empty() {
+            self.adopt_orphans(orphans, now).await;
+        }
+    }
+
+    /// Takes over messages whose process was found stopped after they were listed. Each
+    /// is read again first: a process that finished one, then stopped, between the
+    /// listing and the liveness check could write nothing after it, so the second read
+    /// tells what it left.
+    async fn adopt_orphans(&mut self, listed: Vec<Message>, now: DateTime<Utc>) {
+        let count = listed.len();
+        let confirmed = self.still_queued(listed).await;
+        if confirmed.len() < count {
+            // Finished meanwhile, or unreadable just now: look again soon, as for a live
+            // owner's messages, rather than wait for the queue to change.
+            self.last_scan.foreign_held = true;
+        }
+        let mut answered = Vec::new();
+        for mut message in confirmed {
+            // Its backoff stopped with its process (as its breaker did), so a restart
+            // tries again at once. A coalescing window not yet used is kept.
+            if message.attempts > 0 {
                 message.next_attempt_at = message.next_attempt_at.min(now);
             }
-            if orphan && message.gate.is_some() {
+            if message.gate.is_some() {
                 answered.push(message);
                 continue;
             }
-            if orphan && !message.parts.is_empty() && message.attempts == 0 {
+            if !message.parts.is_empty() && message.attempts == 0 {
                 // The stopped process closed the parts into this batch but may have stopped
                 // before auditing the link; audit it (again, at worst) before sending.
                 self.audit_coalesced(&message).await;
@@ -665,6 +701,20 @@ impl Worker {
         }
     }
 
+    /// Of messages whose process was found stopped, those still queued, read again from
+    /// disk (see [`Outbox::still_queued`](super::outbox::Outbox::still_queued)).
+    async fn still_queued(&self, orphans: Vec<Message>) -> Vec<Message> {
+        let outbox = self.inner.outbox.clone();
+        tokio::task::spawn_blocking(move || {
+            orphans
+                .iter()
+                .filter_map(|m| outbox.still_queued(&m.id))
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
     /// This worker's messages in the outbox that it does not hold and `pick` chooses; none
     /// unless some were left there for want of room.
     async fn spilled_matching(
@@ -683,9 +733,16 @@ impl Worker {
                 return Vec::new();
             }
         };
-        found
+        let (own, orphans): (Vec<Message>, Vec<Message>) = found
             .into_iter()
             .filter(|m| !self.holds(&m.id) && self.mine(m))
+            .partition(|m| m.owner_pid == self.inner.pid && m.owner_host == self.inner.host);
+        if orphans.is_empty() {
+            return own;
+        }
+        // What a stopped process finished is not cancelled over its own record.
+        own.into_iter()
+            .chain(self.still_queued(orphans).await)
             .collect()
     }
 
@@ -698,7 +755,12 @@ impl Worker {
 
     /// Whether one more message fits in memory (gated pending events always do).
     fn may_hold(&self, message: &Message) -> bool {
-        message.gate.is_some() || self.queue.len() + self.in_flight.len() < self.hold_limit
+        self.may_hold_besides(message, 0)
+    }
+
+    /// [`Self::may_hold`] with `more` messages about to be held as well.
+    fn may_hold_besides(&self, message: &Message, more: usize) -> bool {
+        message.gate.is_some() || self.queue.len() + self.in_flight.len() + more < self.hold_limit
     }
 
     /// Messages were left in the outbox for want of room, and now there is: half the limit,
@@ -1360,6 +1422,62 @@ mod tests {
             .unwrap();
         worker.rescan().await;
         assert!(worker.queue_may_have_changed());
+        audit.close().await;
+    }
+
+    /// A process that delivers a message and exits between a daemon's listing of the
+    /// queue and its liveness check must not have that message sent a second time.
+    #[tokio::test]
+    async fn a_message_finished_before_its_owner_stopped_is_not_taken_over() {
+        let (_dir, audit, inner, mut worker) = daemon_worker().await;
+        let rng = SystemRandom::new();
+        // Owner pid u32::MAX: no such process, as after the owner exited.
+        let message = || Message {
+            id: event::random_id(&rng),
+            target: "hooks".into(),
+            kind: EventType::Rotated,
+            body: "{}".into(),
+            created_at: Utc::now(),
+            secrets: vec!["app".into()],
+            version: Some("v".into()),
+            gate: None,
+            coalesce: false,
+            parts: Vec::new(),
+            attempts: 1,
+            next_attempt_at: Utc::now() + chrono::Duration::hours(1),
+            owner_pid: u32::MAX,
+            owner_host: inner.host.clone(),
+        };
+        let (sent, left) = (message(), message());
+        for m in [&sent, &left] {
+            assert!(inner.outbox.put(m).unwrap());
+        }
+        let listed = worker.list().await.expect("the queue is readable");
+        assert_eq!(listed.1.messages.len(), 2);
+
+        // The owner delivers one of them and exits, after the listing.
+        inner
+            .outbox
+            .finish(&sent, Finished::Delivered { status: 204 })
+            .unwrap();
+        worker.take_listed(listed).await;
+
+        assert!(
+            !worker.queue.contains_key(&sent.id),
+            "a delivered message was taken over to be sent again"
+        );
+        assert!(
+            worker.queue.contains_key(&left.id),
+            "the one left is taken over"
+        );
+        assert!(matches!(
+            inner.outbox.done(&sent.id).map(|d| d.finished),
+            Some(Finished::Delivered { status: 204 })
+        ));
+        assert!(
+            worker.last_scan.foreign_held,
+            "a message dropped by the second read makes the worker look again soon"
+        );
         audit.close().await;
     }
 

@@ -342,6 +342,15 @@ impl Outbox {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// A queued message read again from disk, or `None` once it is finished (a `done/`
+    /// record) or gone. A stopped process's messages are confirmed this way after its
+    /// liveness check: one it finished between being listed and stopping is not taken
+    /// over and sent again.
+    pub fn still_queued(&self, id: &str) -> Option<Message> {
+        let message = self.queued(id)?;
+        (!self.done_path(id).exists()).then_some(message)
+    }
+
     /// The outcome of a message that left the queue.
     pub fn done(&self, id: &str) -> Option<Done> {
         if !valid_id(id) {
