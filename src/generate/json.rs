@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{GenerateError, GeneratorSpec, JsonSpec, keypair};
 use crate::secret::SecretValue;
-use crate::wipe::{WipedVec, wipe_string};
+use crate::wipe::{json_bytes, wipe_json};
 
 /// A JSON value whose strings are zeroized when it is dropped.
 ///
@@ -15,71 +15,15 @@ pub(crate) struct WipedValue(pub(crate) Value);
 
 impl Drop for WipedValue {
     fn drop(&mut self) {
-        wipe(&mut self.0);
-    }
-}
-
-/// Zeroizes every string in `value`; keys are field names, not secrets.
-fn wipe(value: &mut Value) {
-    match value {
-        Value::String(text) => wipe_string(text),
-        Value::Array(items) => items.iter_mut().for_each(wipe),
-        Value::Object(fields) => fields.values_mut().for_each(wipe),
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        wipe_json(&mut self.0);
     }
 }
 
 impl WipedValue {
-    /// The value as compact JSON text.
-    ///
-    /// Written into a buffer of at least its final size (`json_len_bound`), so the buffer
-    /// never grows and never leaves a freed, unwiped copy of the secret behind.
+    /// The value as compact JSON text, written into a buffer that never grows.
     pub(super) fn to_secret(&self) -> Result<SecretValue, GenerateError> {
-        let failed =
-            |_| GenerateError::Impossible("the JSON value could not be written".to_owned());
-        let mut out = WipedVec::new(Vec::with_capacity(json_len_bound(&self.0)));
-        let capacity = out.capacity();
-        serde_json::to_writer(&mut *out, &self.0).map_err(failed)?;
-        debug_assert_eq!(out.capacity(), capacity, "the bound held");
-        Ok(SecretValue::new(out.into_vec()))
+        Ok(SecretValue::new(json_bytes(&self.0).into_vec()))
     }
-}
-
-/// At least the length of `value` written as compact JSON, found without writing it.
-///
-/// Replaces a first serialization pass that only counted bytes: walking the tree is
-/// cheaper, and the few bytes of slack (see `quoted_len_bound`) are wiped with the rest.
-fn json_len_bound(value: &Value) -> usize {
-    match value {
-        Value::Null => "null".len(),
-        Value::Bool(_) => "false".len(),
-        // Not secret, and rare in secrets: written out to count exactly.
-        Value::Number(number) => number.to_string().len(),
-        Value::String(text) => quoted_len_bound(text),
-        // Brackets, commas between items.
-        Value::Array(items) => {
-            2 + items.len().saturating_sub(1) + items.iter().map(json_len_bound).sum::<usize>()
-        }
-        // Braces, commas between fields, and a colon in each.
-        Value::Object(fields) => {
-            2 + fields.len().saturating_sub(1)
-                + fields
-                    .iter()
-                    .map(|(key, value)| quoted_len_bound(key) + 1 + json_len_bound(value))
-                    .sum::<usize>()
-        }
-    }
-}
-
-/// At least the length of `text` as a JSON string: quotes, and the bytes JSON escapes
-/// (`"`, `\` and controls below 0x20) counted at the longest escape, six bytes
-/// (`\u001f`), though `\n` and the like take two.
-fn quoted_len_bound(text: &str) -> usize {
-    let escaped = text
-        .bytes()
-        .filter(|&b| b < 0x20 || b == b'"' || b == b'\\')
-        .count();
-    2 + text.len() + 5 * escaped
 }
 
 /// The template, overlaid with the current value's fields, with `spec.field` generated anew.
@@ -269,44 +213,5 @@ mod tests {
             Err(GenerateError::Impossible(why)) => assert!(why.contains("json"), "{why}"),
             other => panic!("expected Impossible, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn the_length_bound_covers_every_kind_of_value() {
-        let values = [
-            json!(null),
-            json!(true),
-            json!(false),
-            json!(i64::MIN),
-            json!(u64::MAX),
-            json!(-1.234_567_890_123_456_7e-308),
-            json!(0.1),
-            json!(""),
-            json!("plain"),
-            json!("quote \" backslash \\ newline \n tab \t bell \u{7} unit \u{1f} del \u{7f}"),
-            json!("non-ASCII: é ✓ 🔑"),
-            json!([]),
-            json!({}),
-            json!([1, "two", [3, {"four": null}], {}]),
-            json!({"a\n": {"b": ["c\"", 2.5, false]}, "": ""}),
-        ];
-        for value in values {
-            let written = serde_json::to_vec(&value).unwrap().len();
-            let bound = json_len_bound(&value);
-            assert!(bound >= written, "{value}: bound {bound} < {written}");
-        }
-        // Exact for what key pairs hold: strings without controls, and plain structure.
-        let plain = json!({"type": "ed25519", "jwk": {"x": "abc", "kid": "d-_"}, "n": [1, 2]});
-        assert_eq!(
-            json_len_bound(&plain),
-            serde_json::to_vec(&plain).unwrap().len()
-        );
-    }
-
-    #[test]
-    fn wiping_clears_every_string() {
-        let mut value = json!({"a": "secret", "b": ["nested-secret", 1], "c": {"d": "deep"}});
-        wipe(&mut value);
-        assert_eq!(value, json!({"a": "", "b": ["", 1], "c": {"d": ""}}));
     }
 }

@@ -17,9 +17,9 @@ use rustify::enums::{RequestMethod, RequestType, ResponseType};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use vaultrs::api::EndpointMiddleware;
-use zeroize::Zeroizing;
 
 use super::error::{VaultError, server_detail};
+use crate::wipe::{WipedVec, json_bytes};
 
 /// One request to Vault's API: a path under `/v1`, a method, an optional JSON body.
 #[derive(Clone)]
@@ -27,7 +27,7 @@ pub(crate) struct Request {
     method: Method,
     path: String,
     query: Option<String>,
-    body: Option<Zeroizing<Vec<u8>>>,
+    body: Option<WipedVec>,
 }
 
 /// The HTTP methods rekeyd uses.
@@ -69,8 +69,7 @@ impl Request {
 
     /// A `POST` with a JSON body.
     pub(crate) fn post(path: impl Into<String>, body: &Value) -> Self {
-        // Serializing a JSON value to memory cannot fail.
-        let bytes = Zeroizing::new(serde_json::to_vec(body).unwrap_or_default());
+        let bytes = json_bytes(body);
         Self {
             method: Method::Post,
             path: path.into(),
@@ -120,7 +119,7 @@ impl Endpoint for Request {
 
 /// A successful answer's body (zeroized on drop: it may hold values).
 pub(crate) struct Reply {
-    body: Zeroizing<Vec<u8>>,
+    body: WipedVec,
     path: String,
 }
 
@@ -276,7 +275,7 @@ impl Api {
             .await;
         match result {
             Ok(result) => Ok(Reply {
-                body: Zeroizing::new(result.response.into_body()),
+                body: WipedVec::new(result.response.into_body()),
                 path: request.path.clone(),
             }),
             Err(e) => Err(self.classify(request, e)),

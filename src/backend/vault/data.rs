@@ -14,9 +14,10 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
-use zeroize::{Zeroize, Zeroizing};
 
 use crate::secret::SecretValue;
+pub(crate) use crate::wipe::wipe_json;
+use crate::wipe::{WipedVec, json_object_bytes};
 
 /// The single field a non-object text value is stored under.
 pub(crate) const VALUE_FIELD: &str = "value";
@@ -33,22 +34,8 @@ pub(crate) struct KvData(pub(crate) Map<String, Value>);
 impl Drop for KvData {
     fn drop(&mut self) {
         for v in self.0.values_mut() {
-            wipe(v);
+            wipe_json(v);
         }
-    }
-}
-
-/// Zeroizes every string in a JSON value (request bodies built from values).
-pub(crate) fn wipe_json(value: &mut Value) {
-    wipe(value);
-}
-
-fn wipe(value: &mut Value) {
-    match value {
-        Value::String(text) => text.zeroize(),
-        Value::Array(items) => items.iter_mut().for_each(wipe),
-        Value::Object(fields) => fields.values_mut().for_each(wipe),
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
@@ -83,7 +70,7 @@ impl KvData {
                 _ => {}
             }
         }
-        Some(SecretValue::new(canonical(&self.0)))
+        Some(SecretValue::new(canonical(&self.0).into_vec()))
     }
 
     /// Takes the object in a JSON value (Vault's `data` field); `None` if it is not one.
@@ -91,7 +78,7 @@ impl KvData {
         match value {
             Value::Object(map) => Some(KvData(map)),
             mut other => {
-                wipe(&mut other);
+                wipe_json(&mut other);
                 None
             }
         }
@@ -111,12 +98,10 @@ impl KvData {
     }
 }
 
-/// Compact JSON with sorted keys (serde_json's map is ordered), zeroized when dropped.
-fn canonical(map: &Map<String, Value>) -> Vec<u8> {
-    let mut out = Zeroizing::new(Vec::new());
-    // Writing a map of JSON values to memory cannot fail.
-    let _ = serde_json::to_writer(&mut *out, map);
-    std::mem::take(&mut *out)
+/// Compact JSON with sorted keys (serde_json's map is ordered), in a buffer that never
+/// grew, so no unwiped partial copy is left behind.
+fn canonical(map: &Map<String, Value>) -> WipedVec {
+    json_object_bytes(map)
 }
 
 /// The fields of `value` when it is a JSON object that maps one to one onto KV fields: a
@@ -133,7 +118,7 @@ fn as_fields(value: &SecretValue) -> Option<Map<String, Value>> {
         && !(data.0.len() == 1
             && (data.0.contains_key(VALUE_FIELD) || data.0.contains_key(BINARY_FIELD)))
         && data.0.values().all(plain)
-        && Zeroizing::new(canonical(&data.0)).as_slice() == bytes;
+        && canonical(&data.0).as_slice() == bytes;
     if fits {
         Some(std::mem::take(&mut data.0))
     } else {

@@ -15,6 +15,9 @@ use std::ops::{Deref, DerefMut};
 
 use zeroize::Zeroize;
 
+mod json;
+pub(crate) use json::{json_bytes, json_object_bytes, wipe_json};
+
 /// Wipes every byte of `bytes`' allocation, its spare capacity included, leaving
 /// `bytes` as long as its capacity and all zeros.
 ///
