@@ -403,11 +403,10 @@ impl Worker {
     }
 
     fn mine(&self, message: &Message) -> bool {
-        if message.owner_pid == self.inner.pid && message.owner_host == self.inner.host {
+        if message.owned_by(self.inner.pid, &self.inner.host) {
             return true;
         }
-        self.mode == Mode::Daemon
-            && !super::alive(message.owner_pid, &message.owner_host, &self.inner.host)
+        self.mode == Mode::Daemon && !message.owner_alive(&self.inner.host)
     }
 
     /// Watches the outbox queue for messages other processes add; `None`: look on a timer.
@@ -520,7 +519,7 @@ impl Worker {
                 self.spilled += 1;
                 continue;
             }
-            if message.owner_pid != self.inner.pid || message.owner_host != self.inner.host {
+            if !message.owned_by(self.inner.pid, &self.inner.host) {
                 orphans.push(message);
                 continue;
             }
@@ -614,7 +613,7 @@ impl Worker {
                     // Held from here on (queued below), so the watch needs no reminder.
                     self.inner.unannounce([message.id.as_str()]);
                     if !self.in_flight.contains_key(&message.id) {
-                        queued.push(message);
+                        queued.push(*message);
                     }
                 }
                 Command::Cancel {
@@ -736,7 +735,7 @@ impl Worker {
         let (own, orphans): (Vec<Message>, Vec<Message>) = found
             .into_iter()
             .filter(|m| !self.holds(&m.id) && self.mine(m))
-            .partition(|m| m.owner_pid == self.inner.pid && m.owner_host == self.inner.host);
+            .partition(|m| m.owned_by(self.inner.pid, &self.inner.host));
         if orphans.is_empty() {
             return own;
         }
@@ -898,6 +897,7 @@ impl Worker {
             next_attempt_at: now,
             owner_pid: self.inner.pid,
             owner_host: self.inner.host.clone(),
+            owned_since: Some(now),
         };
         let outbox = self.inner.outbox.clone();
         let (written, parts_done) = (batch.clone(), parts.clone());
@@ -1381,6 +1381,7 @@ mod tests {
             next_attempt_at: Utc::now() + chrono::Duration::hours(1),
             owner_pid,
             owner_host: inner.host.clone(),
+            owned_since: None,
         };
         let orphan = message(u32::MAX);
         assert!(inner.outbox.put(&orphan).unwrap());
@@ -1447,6 +1448,7 @@ mod tests {
             next_attempt_at: Utc::now() + chrono::Duration::hours(1),
             owner_pid: u32::MAX,
             owner_host: inner.host.clone(),
+            owned_since: None,
         };
         let (sent, left) = (message(), message());
         for m in [&sent, &left] {
@@ -1481,6 +1483,50 @@ mod tests {
         audit.close().await;
     }
 
+    /// A pid is handed out again once its process exits: a message whose owner's pid now
+    /// belongs to a process that started after it took the message is taken over.
+    #[tokio::test]
+    async fn a_message_whose_owner_pid_was_handed_out_again_is_taken_over() {
+        let (_dir, audit, inner, mut worker) = daemon_worker().await;
+        let rng = SystemRandom::new();
+        // Pid 1 runs, and started when this machine (or container) did.
+        let held_by_pid_1 = |owned_since| Message {
+            id: event::random_id(&rng),
+            target: "hooks".into(),
+            kind: EventType::Rotated,
+            body: "{}".into(),
+            created_at: Utc::now(),
+            secrets: vec!["app".into()],
+            version: Some("v".into()),
+            gate: None,
+            coalesce: false,
+            parts: Vec::new(),
+            attempts: 0,
+            next_attempt_at: Utc::now() + chrono::Duration::hours(1),
+            owner_pid: 1,
+            owner_host: inner.host.clone(),
+            owned_since: Some(owned_since),
+        };
+        // Taken by a pid 1 long before this boot: another process had that pid then.
+        let stale = held_by_pid_1(Utc::now() - chrono::Duration::days(20 * 365));
+        // Taken by the pid 1 that runs now.
+        let live = held_by_pid_1(Utc::now());
+        for m in [&stale, &live] {
+            assert!(inner.outbox.put(m).unwrap());
+        }
+        worker.rescan().await;
+        assert!(
+            worker.queue.contains_key(&stale.id),
+            "the stale owner's message is taken over"
+        );
+        assert!(
+            !worker.queue.contains_key(&live.id),
+            "a running owner keeps its message"
+        );
+        assert!(worker.last_scan.foreign_held);
+        audit.close().await;
+    }
+
     #[tokio::test]
     async fn a_worker_holds_at_most_its_limit_and_reads_the_rest_back_oldest_first() {
         let (_dir, audit, inner, mut worker) = daemon_worker().await;
@@ -1503,6 +1549,7 @@ mod tests {
             next_attempt_at: Utc::now() + chrono::Duration::hours(1),
             owner_pid: u32::MAX,
             owner_host: inner.host.clone(),
+            owned_since: None,
         };
         let left: Vec<Message> = (0..10)
             .map(|i| message(i, EventType::Rotated, &format!("v{i}")))
@@ -1569,7 +1616,7 @@ mod tests {
         worker.rescan().await;
         assert_eq!(worker.spilled, 5, "announced: left to its command");
         worker
-            .commands(vec![Command::Queued(pending.clone())])
+            .commands(vec![Command::Queued(Box::new(pending.clone()))])
             .await;
         assert_eq!(worker.spilled, 6);
         let (done, answered) = tokio::sync::oneshot::channel();

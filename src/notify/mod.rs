@@ -74,8 +74,9 @@ pub(crate) struct Target {
 
 /// Sent to the worker.
 pub(crate) enum Command {
-    /// A message was persisted: deliver it.
-    Queued(Message),
+    /// A message was persisted: deliver it. Boxed: a message is several times the size
+    /// of the other command.
+    Queued(Box<Message>),
     /// A rotation was abandoned: stop its pending deliveries.
     Cancel {
         secret: String,
@@ -259,11 +260,6 @@ pub async fn record_confirmation(
         })?;
     tracing::info!(secret = %confirmation.secret, version = %confirmation.version, notify_target = %confirmation.target, decision = confirmation.decision.as_str(), via = %confirmation.via, "confirmation recorded");
     Ok(())
-}
-
-/// True while the process that owns a message may still deliver it.
-pub(crate) fn alive(pid: u32, host: &str, my_host: &str) -> bool {
-    host == my_host && crate::process::running(pid)
 }
 
 fn load_targets(policy: &Policy) -> Result<HashMap<String, Arc<Target>>, NotifyError> {
@@ -499,6 +495,7 @@ impl Notifier {
             },
             owner_pid: self.inner.pid,
             owner_host: self.inner.host.clone(),
+            owned_since: Some(now),
         }
     }
 
@@ -554,12 +551,12 @@ impl Notifier {
                         out.push((message, false));
                         continue;
                     };
-                    let mine = earlier.owner_pid == inner.pid && earlier.owner_host == inner.host;
-                    let adopt =
-                        !mine && !alive(earlier.owner_pid, &earlier.owner_host, &inner.host);
+                    let mine = earlier.owned_by(inner.pid, &inner.host);
+                    let adopt = !mine && !earlier.owner_alive(&inner.host);
                     let adopt = adopt && {
                         earlier.owner_pid = inner.pid;
                         earlier.owner_host = inner.host.clone();
+                        earlier.owned_since = Some(Utc::now());
                         inner.outbox.adopt(&earlier)?
                     };
                     out.push((earlier, adopt));
@@ -586,7 +583,7 @@ impl Notifier {
                 self.inner.unannounce([message.id.as_str()]);
             } else {
                 self.inner.metrics.add(&message.target, |c| c.queued += 1);
-                self.inner.send(Command::Queued(message));
+                self.inner.send(Command::Queued(Box::new(message)));
             }
         }
         Ok(ids)
@@ -674,7 +671,7 @@ impl Notifier {
                 m.kind == EventType::RotationPending
                     && m.version.as_deref() == Some(version.as_str())
                     && m.secrets.contains(&name)
-                    && (!alive(m.owner_pid, &m.owner_host, &inner.host) || m.owner_pid == inner.pid)
+                    && (!m.owner_alive(&inner.host) || m.owned_by(inner.pid, &inner.host))
             })? {
                 inner.outbox.finish(
                     &message,

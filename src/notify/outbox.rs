@@ -69,6 +69,28 @@ pub struct Message {
     pub owner_pid: u32,
     /// That process's host.
     pub owner_host: String,
+    /// When that process took the message (queued or adopted it). A process under the
+    /// same pid that started later is not the owner (pids are handed out again). Absent in
+    /// messages written before it was recorded: the pid alone is checked then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_since: Option<DateTime<Utc>>,
+}
+
+impl Message {
+    /// Whether `host` and `pid` name this message's owner.
+    pub fn owned_by(&self, pid: u32, host: &str) -> bool {
+        self.owner_pid == pid && self.owner_host == host
+    }
+
+    /// True while the process that owns the message may still deliver it: it runs on this
+    /// machine (`my_host`), and is the process that took it, not a later one given its pid.
+    pub fn owner_alive(&self, my_host: &str) -> bool {
+        self.owner_host == my_host
+            && match self.owned_since {
+                Some(since) => crate::process::running_since(self.owner_pid, since),
+                None => crate::process::running(self.owner_pid),
+            }
+    }
 }
 
 /// How a message left the queue.
@@ -562,6 +584,7 @@ mod tests {
             next_attempt_at: Utc::now(),
             owner_pid: 1,
             owner_host: "h".into(),
+            owned_since: None,
         }
     }
 
