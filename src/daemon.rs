@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState, Live, RateLimiter};
 use crate::audit::{AuditEvent, AuditLog, Fingerprinter};
 use crate::backend;
+use crate::backoff::backoff;
 use crate::metrics::Metrics;
 use crate::notify::{self, Notifier};
 use crate::policy::{self, Policy, PolicyErrors, SecretPolicy};
@@ -648,6 +649,7 @@ impl Scheduler {
         failing.failed(error);
         let delay = backoff(
             failing.tries,
+            FIRST_RETRY,
             self.runtime.policy.daemon.max_retry_backoff,
             &self.rng,
         );
@@ -742,18 +744,6 @@ impl Scheduler {
     }
 }
 
-/// Exponential backoff with ±20% jitter, so replicas that failed together retry apart.
-fn backoff(attempt: u32, cap: Duration, rng: &SystemRandom) -> Duration {
-    let exp = FIRST_RETRY.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    let base = exp.min(cap);
-    let mut byte = [0u8; 1];
-    let unit = match rng.fill(&mut byte) {
-        Ok(()) => f64::from(byte[0]) / 255.0,
-        Err(_) => 0.5,
-    };
-    base.mul_f64(0.8 + 0.4 * unit)
-}
-
 /// Feeds SIGHUP, SIGTERM and SIGINT into the control channel.
 pub fn forward_signals(controls: mpsc::Sender<Control>) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -803,18 +793,5 @@ mod tests {
         failing.failed(None);
         assert_eq!(Failing::next_attempt(Some(&failing)), Attempt::First);
         assert_eq!(failing.tries, 4, "every failure backs off further");
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let rng = SystemRandom::new();
-        let cap = Duration::from_secs(60);
-        let first = backoff(1, cap, &rng);
-        assert!(first >= Duration::from_millis(1600) && first <= Duration::from_millis(2400));
-        let fifth = backoff(5, cap, &rng);
-        assert!(fifth >= Duration::from_millis(25_600) && fifth <= Duration::from_millis(38_400));
-        for attempt in [10, 40, u32::MAX] {
-            assert!(backoff(attempt, cap, &rng) <= cap.mul_f64(1.2));
-        }
     }
 }

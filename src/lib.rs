@@ -8,6 +8,7 @@
 pub mod api;
 pub mod audit;
 pub mod backend;
+mod backoff;
 mod blocking;
 pub mod cli;
 pub mod daemon;
