@@ -344,6 +344,28 @@ mod tests {
         (dir, audit, inner, worker)
     }
 
+    /// A message about `app`'s version `v`, due in an hour, queued on this host by
+    /// `owner_pid` with no attempt made: tests change the fields they are about.
+    fn left_by(inner: &Inner, owner_pid: u32) -> Message {
+        Message {
+            id: event::random_id(&SystemRandom::new()),
+            target: "hooks".into(),
+            kind: EventType::Rotated,
+            body: "{}".into(),
+            created_at: Utc::now(),
+            secrets: vec!["app".into()],
+            version: Some("v".into()),
+            gate: None,
+            coalesce: false,
+            parts: Vec::new(),
+            attempts: 0,
+            next_attempt_at: Utc::now() + chrono::Duration::hours(1),
+            owner_pid,
+            owner_host: inner.host.clone(),
+            owned_since: None,
+        }
+    }
+
     /// An idle daemon's worker wakes rarely and then only stats an unchanged queue; it
     /// lists the queue when it changed, and looks every few seconds while another live
     /// process holds messages there (to take them over once it stops).
@@ -358,23 +380,9 @@ mod tests {
 
         // A message left by a process that stopped: the directory changed, the worker
         // lists it and takes the message over.
-        let rng = SystemRandom::new();
-        let message = |owner_pid: u32| Message {
-            id: event::random_id(&rng),
-            target: "hooks".into(),
-            kind: EventType::Rotated,
-            body: "{}".into(),
-            created_at: Utc::now(),
-            secrets: vec!["app".into()],
-            version: Some("v".into()),
-            gate: None,
-            coalesce: false,
-            parts: Vec::new(),
+        let message = |owner_pid| Message {
             attempts: 1,
-            next_attempt_at: Utc::now() + chrono::Duration::hours(1),
-            owner_pid,
-            owner_host: inner.host.clone(),
-            owned_since: None,
+            ..left_by(&inner, owner_pid)
         };
         let orphan = message(u32::MAX);
         assert!(inner.outbox.put(&orphan).unwrap());
@@ -424,24 +432,10 @@ mod tests {
     #[tokio::test]
     async fn a_message_finished_before_its_owner_stopped_is_not_taken_over() {
         let (_dir, audit, inner, mut worker) = daemon_worker().await;
-        let rng = SystemRandom::new();
         // Owner pid u32::MAX: no such process, as after the owner exited.
         let message = || Message {
-            id: event::random_id(&rng),
-            target: "hooks".into(),
-            kind: EventType::Rotated,
-            body: "{}".into(),
-            created_at: Utc::now(),
-            secrets: vec!["app".into()],
-            version: Some("v".into()),
-            gate: None,
-            coalesce: false,
-            parts: Vec::new(),
             attempts: 1,
-            next_attempt_at: Utc::now() + chrono::Duration::hours(1),
-            owner_pid: u32::MAX,
-            owner_host: inner.host.clone(),
-            owned_since: None,
+            ..left_by(&inner, u32::MAX)
         };
         let (sent, left) = (message(), message());
         for m in [&sent, &left] {
@@ -481,24 +475,10 @@ mod tests {
     #[tokio::test]
     async fn a_message_whose_owner_pid_was_handed_out_again_is_taken_over() {
         let (_dir, audit, inner, mut worker) = daemon_worker().await;
-        let rng = SystemRandom::new();
         // Pid 1 runs, and started when this machine (or container) did.
         let held_by_pid_1 = |owned_since| Message {
-            id: event::random_id(&rng),
-            target: "hooks".into(),
-            kind: EventType::Rotated,
-            body: "{}".into(),
-            created_at: Utc::now(),
-            secrets: vec!["app".into()],
-            version: Some("v".into()),
-            gate: None,
-            coalesce: false,
-            parts: Vec::new(),
-            attempts: 0,
-            next_attempt_at: Utc::now() + chrono::Duration::hours(1),
-            owner_pid: 1,
-            owner_host: inner.host.clone(),
             owned_since: Some(owned_since),
+            ..left_by(&inner, 1)
         };
         // Taken by a pid 1 long before this boot: another process had that pid then.
         let stale = held_by_pid_1(Utc::now() - chrono::Duration::days(20 * 365));
@@ -524,25 +504,13 @@ mod tests {
     async fn a_worker_holds_at_most_its_limit_and_reads_the_rest_back_oldest_first() {
         let (_dir, audit, inner, mut worker) = daemon_worker().await;
         worker.hold_limit = 4;
-        let rng = SystemRandom::new();
         let start = Utc::now() - chrono::Duration::hours(1);
         // Left by a process that stopped, the oldest first; nothing is due for an hour.
         let message = |age: i64, kind: EventType, version: &str| Message {
-            id: event::random_id(&rng),
-            target: "hooks".into(),
             kind,
-            body: "{}".into(),
             created_at: start + chrono::Duration::seconds(age),
-            secrets: vec!["app".into()],
             version: Some(version.into()),
-            gate: None,
-            coalesce: false,
-            parts: Vec::new(),
-            attempts: 0,
-            next_attempt_at: Utc::now() + chrono::Duration::hours(1),
-            owner_pid: u32::MAX,
-            owner_host: inner.host.clone(),
-            owned_since: None,
+            ..left_by(&inner, u32::MAX)
         };
         let left: Vec<Message> = (0..10)
             .map(|i| message(i, EventType::Rotated, &format!("v{i}")))
