@@ -14,11 +14,11 @@ mod writer;
 
 pub use event::{AuditEvent, Trigger};
 pub use fingerprint::Fingerprinter;
-pub(crate) use query::for_each_entry;
 pub use query::{
     Entry, Filter, Outcome, QueryResult, UnknownOutcome, Unreadable, query, read_logs, render_json,
     render_table,
 };
+pub(crate) use query::{for_each_entry, for_each_entry_about};
 pub use verify::{Anchor, InvalidAnchor, Problem, VerifyReport, verify, verify_anchored};
 pub use writer::{AuditLog, AuditStats, Observer, Receipt};
 

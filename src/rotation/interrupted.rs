@@ -266,7 +266,7 @@ impl Engine {
     async fn open_work_of_the_dead(&self, only: Option<&str>) -> Result<Vec<Open>, RotationError> {
         let host = crate::process::hostname();
         let stopped: Vec<Open> = self
-            .open_work()
+            .open_work(only)
             .await?
             .into_iter()
             .filter(|o| only.is_none_or(|secret| o.secret == secret))
@@ -279,19 +279,26 @@ impl Engine {
         // check. Stopped now, it can write nothing more: what is still open in a second
         // read is really left open.
         Ok(self
-            .open_work()
+            .open_work(only)
             .await?
             .into_iter()
             .filter(|o| stopped.iter().any(|s| s.same_start(o)))
             .collect())
     }
 
-    /// Work the log shows started and not ended, of any process.
-    async fn open_work(&self) -> Result<Vec<Open>, RotationError> {
+    /// Work the log shows started and not ended, of any process; of every secret, or of
+    /// `only` one (whose entries are found without parsing the others).
+    async fn open_work(&self, only: Option<&str>) -> Result<Vec<Open>, RotationError> {
         let path = self.audit().path().to_owned();
+        let only = only.map(str::to_owned);
         tokio::task::spawn_blocking(move || {
             let mut open = OpenWork::default();
-            audit::for_each_entry(&path, |entry| open.see(&entry)).map(|()| open.finish())
+            let see = |entry: audit::Entry| open.see(&entry);
+            match &only {
+                Some(secret) => audit::for_each_entry_about(&path, secret, see),
+                None => audit::for_each_entry(&path, see),
+            }
+            .map(|()| open.finish())
         })
         .await
         .map_err(|e| RotationError::Refused(format!("reading the audit log: {e}")))?
