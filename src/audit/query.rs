@@ -245,11 +245,65 @@ pub fn read_logs<P: AsRef<Path>>(paths: &[P]) -> Result<QueryResult, AuditError>
     Ok(result)
 }
 
-/// Reads, merges and filters.
+/// Reads, filters and merges by time, holding only the matching entries: a query over a
+/// log of millions of entries needs memory for what it prints, not for the whole log.
+///
+/// With a secret to match, lines that do not name it are passed over unparsed (see
+/// [`for_each_entry_about`]), so only unreadable lines that name it are reported; `audit
+/// verify` checks every line.
 pub fn query<P: AsRef<Path>>(paths: &[P], filter: &Filter) -> Result<QueryResult, AuditError> {
-    let mut result = read_logs(paths)?;
-    result.entries = filter.apply(result.entries);
-    Ok(result)
+    let manual = match filter.outcome {
+        Some(Outcome::Manual) => manual_rotations_in(paths)?,
+        _ => HashSet::new(),
+    };
+    let mentions = filter.secret.as_deref().map(MayHold::string);
+    let keep = |line: &[u8]| mentions.as_ref().is_none_or(|m| m.in_line(line));
+    let (mut entries, mut unreadable) = (Vec::new(), Vec::new());
+    for path in paths {
+        scan(
+            path.as_ref(),
+            keep,
+            |entry| {
+                if filter.matches(&entry, &manual) {
+                    entries.push(entry);
+                }
+            },
+            |skipped| unreadable.push(skipped),
+        )?;
+    }
+    entries.sort_by_key(|e| e.ts);
+    Ok(QueryResult {
+        entries,
+        unreadable,
+    })
+}
+
+/// `(secret, version)` of every rotation started by hand in `paths`; only the lines of
+/// `rotation_started` entries are parsed.
+fn manual_rotations_in<P: AsRef<Path>>(
+    paths: &[P],
+) -> Result<HashSet<(String, String)>, AuditError> {
+    let started = MayHold::string("rotation_started");
+    let mut manual = HashSet::new();
+    for path in paths {
+        scan(
+            path.as_ref(),
+            |line| started.in_line(line),
+            |entry| {
+                if let AuditEvent::RotationStarted {
+                    secret,
+                    version,
+                    trigger: Trigger::Manual { .. },
+                    ..
+                } = entry.event
+                {
+                    manual.insert((secret, version));
+                }
+            },
+            |_| {},
+        )?;
+    }
+    Ok(manual)
 }
 
 fn read_one(path: &Path, out: &mut QueryResult) -> Result<(), AuditError> {
@@ -272,16 +326,30 @@ pub(crate) fn for_each_entry(path: &Path, each: impl FnMut(Entry)) -> Result<(),
 /// of a read's time, so finding one secret's entries in a long log (a CLI rollback looking
 /// for a stopped process's open work) takes a fraction of reading them all.
 ///
-/// Every entry about the secret is kept: rekeyd writes names as they are (their
-/// characters need no escape in JSON), so each such line holds `"<name>"`.
+/// Every entry about the secret is kept (see [`MayHold`]).
 pub(crate) fn for_each_entry_about(
     path: &Path,
     secret: &str,
     each: impl FnMut(Entry),
 ) -> Result<(), AuditError> {
-    let quoted = format!("\"{secret}\"");
-    let finder = memchr::memmem::Finder::new(quoted.as_bytes());
-    scan(path, |line| finder.find(line).is_some(), each, |_| {})
+    let mentions = MayHold::string(secret);
+    scan(path, |line| mentions.in_line(line), each, |_| {})
+}
+
+/// Finds the lines that may hold a JSON string, without parsing them: those that hold it
+/// as written, and any line with an escape (`\u0064b`, `\/` spell the same string another
+/// way). rekeyd writes names and event tags as they are, so only lines it did not write,
+/// or that carry an escaped quote in an error message, are parsed needlessly.
+struct MayHold(memchr::memmem::Finder<'static>);
+
+impl MayHold {
+    fn string(text: &str) -> Self {
+        Self(memchr::memmem::Finder::new(format!("\"{text}\"").as_bytes()).into_owned())
+    }
+
+    fn in_line(&self, line: &[u8]) -> bool {
+        self.0.find(line).is_some() || memchr::memchr(b'\\', line).is_some()
+    }
 }
 
 /// Reads `path` line by line; lines `keep` refuses are passed over without parsing.
@@ -702,16 +770,24 @@ mod tests {
                 ),
             ],
         );
+        // Not written by rekeyd: the name spelled with an escape (`\u0062` is `b`).
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend_from_slice(
+            br#"{"seq":8,"ts":"2030-05-01T12:07:00Z","host":"h","pid":1,"prev":"0","event":"rotation_succeeded","secret":"d\u0062","version":"v0","duration_ms":1,"hash":"0"}"#,
+        );
+        text.push(b'\n');
+        std::fs::write(&path, text).unwrap();
+
         let mut all = Vec::new();
         for_each_entry(&path, |e| all.push(e)).unwrap();
         let mut about = Vec::new();
         for_each_entry_about(&path, "db", |e| about.push(e)).unwrap();
         let expected: Vec<&Entry> = all.iter().filter(|e| e.event.concerns("db")).collect();
-        assert_eq!(expected.len(), 4);
+        assert_eq!(expected.len(), 5);
         assert_eq!(about.iter().collect::<Vec<_>>(), expected);
         assert_eq!(
             about.iter().map(|e| e.line).collect::<Vec<_>>(),
-            [1, 4, 5, 7],
+            [1, 4, 5, 7, 8],
             "file order and line numbers are kept"
         );
     }
@@ -978,6 +1054,49 @@ mod tests {
         assert_eq!(result.unreadable[0].line, 2);
         assert!(result.unreadable[0].reason.contains("quantum_rekeyed"));
         assert_eq!(result.unreadable[1].line, 3);
+
+        // A query for one secret parses only the lines that name it, so it reports only
+        // those of the unreadable ones.
+        let about_db = query(
+            &[&path],
+            &Filter {
+                secret: Some("db".into()),
+                ..Filter::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(about_db.entries.len(), 1);
+        assert_eq!(about_db.unreadable.len(), 1);
+        assert!(about_db.unreadable[0].reason.contains("quantum_rekeyed"));
+    }
+
+    /// A manual rotation's later steps count as manual in whichever log they are, and
+    /// whatever the order the logs are given in (another replica may close it).
+    #[test]
+    fn manual_rotations_are_found_across_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let manual = Trigger::Manual { by: "ana".into() };
+        let a = log(
+            &dir,
+            "a.jsonl",
+            "replica-a",
+            &[(0, started("db", "m1", manual))],
+        );
+        let b = log(&dir, "b.jsonl", "replica-b", &[(1, failed("db", "m1"))]);
+        let filter = Filter {
+            outcome: Some(Outcome::Manual),
+            ..Filter::default()
+        };
+        for paths in [[&b, &a], [&a, &b]] {
+            let found = query(&paths, &filter).unwrap();
+            assert_eq!(
+                names(&found),
+                [
+                    ("replica-a".to_string(), "rotation_started"),
+                    ("replica-b".to_string(), "rotation_failed"),
+                ]
+            );
+        }
     }
 
     #[test]

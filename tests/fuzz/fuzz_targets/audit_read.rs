@@ -6,7 +6,7 @@
 //! name the line after the last); a log it calls clean is a gapless chain 1..=N whose head
 //! is the last entry, and stays clean anchored at that head; anchoring only adds problems;
 //! query accounts for every line exactly once, as an entry or as skipped; filters only
-//! drop entries.
+//! drop entries, and the streaming query keeps exactly what filtering in memory keeps.
 #![no_main]
 
 use std::path::{Path, PathBuf};
@@ -94,6 +94,10 @@ fuzz_target!(|bytes: &[u8]| {
     for filter in &filters {
         let kept = filter.apply(read.entries.clone());
         assert!(kept.iter().all(|e| read.entries.contains(e)));
+        // The CLI's query streams the file and passes over lines that cannot match
+        // unparsed: it must keep exactly what filtering everything in memory keeps.
+        let streamed = audit::query(&[log], filter).expect("query reads a readable file");
+        assert_eq!(streamed.entries, kept, "{filter:?}");
         let _ = audit::render_table(&kept);
     }
 
