@@ -753,7 +753,13 @@ fn audit_report(
             &verified,
         ));
     }
-    let read = audit::read_logs(&logs).map_err(failed)?;
+    // Only the period's entries are held: the report looks at nothing else.
+    let period = audit::Filter {
+        since: Some(since),
+        until: Some(until),
+        ..audit::Filter::default()
+    };
+    let read = audit::query(&logs, &period).map_err(failed)?;
     let report = crate::report::build(&policy, &read.entries, checks, since, until);
     let text = match format {
         ReportFormat::Html => crate::report::render_html(&report),
