@@ -18,7 +18,7 @@ pub use query::{
     Entry, Filter, Outcome, QueryResult, UnknownOutcome, Unreadable, query, read_logs, render_json,
     render_table,
 };
-pub(crate) use query::{for_each_entry, for_each_entry_about};
+pub(crate) use query::{for_each_entry_about, for_each_entry_except};
 pub use verify::{Anchor, InvalidAnchor, Problem, VerifyReport, verify, verify_anchored};
 pub use writer::{AuditLog, AuditStats, Observer, Receipt};
 

@@ -315,13 +315,8 @@ fn read_one(path: &Path, out: &mut QueryResult) -> Result<(), AuditError> {
     )
 }
 
-/// Reads one log entry by entry, in file order, without holding the whole log: for
-/// start-up's scan of a log that may hold millions of entries.
-pub(crate) fn for_each_entry(path: &Path, each: impl FnMut(Entry)) -> Result<(), AuditError> {
-    scan(path, |_| true, each, |_| {})
-}
-
-/// [`for_each_entry`] for the entries about `secret`, and possibly a few others: a line
+/// Reads one log entry by entry, in file order, without holding the whole log, for the
+/// entries about `secret` and possibly a few others: a line
 /// that does not hold the name as a JSON string is passed over unparsed. Parsing is most
 /// of a read's time, so finding one secret's entries in a long log (a CLI rollback looking
 /// for a stopped process's open work) takes a fraction of reading them all.
@@ -334,6 +329,30 @@ pub(crate) fn for_each_entry_about(
 ) -> Result<(), AuditError> {
     let mentions = MayHold::string(secret);
     scan(path, |line| mentions.in_line(line), each, |_| {})
+}
+
+/// Reads one log entry by entry, in file order, without holding the whole log (start-up
+/// reads a log that may hold millions of entries), except the entries of the events named
+/// in `skip`: their lines are passed over unparsed. A line with any JSON escape is parsed anyway (an escape can spell
+/// an event name another way), and so is one with no `"event"` key where rekeyd writes it.
+pub(crate) fn for_each_entry_except(
+    path: &Path,
+    skip: &[&str],
+    each: impl FnMut(Entry),
+) -> Result<(), AuditError> {
+    let key = memchr::memmem::Finder::new(b"\"event\":\"");
+    let keep = |line: &[u8]| {
+        if memchr::memchr(b'\\', line).is_some() {
+            return true;
+        }
+        let Some(at) = key.find(line) else {
+            return true;
+        };
+        let name = &line[at + key.needle().len()..];
+        let name = name.split(|&b| b == b'"').next().unwrap_or(name);
+        !skip.iter().any(|s| s.as_bytes() == name)
+    };
+    scan(path, keep, each, |_| {})
 }
 
 /// Finds the lines that may hold a JSON string, without parsing them: those that hold it
@@ -779,7 +798,7 @@ mod tests {
         std::fs::write(&path, text).unwrap();
 
         let mut all = Vec::new();
-        for_each_entry(&path, |e| all.push(e)).unwrap();
+        for_each_entry_except(&path, &[], |e| all.push(e)).unwrap();
         let mut about = Vec::new();
         for_each_entry_about(&path, "db", |e| about.push(e)).unwrap();
         let expected: Vec<&Entry> = all.iter().filter(|e| e.event.concerns("db")).collect();
@@ -789,6 +808,50 @@ mod tests {
             about.iter().map(|e| e.line).collect::<Vec<_>>(),
             [1, 4, 5, 7, 8],
             "file order and line numbers are kept"
+        );
+    }
+
+    /// Skipped events' lines are passed over; every other entry is read, in order, and a
+    /// skipped name spelled with an escape is read too.
+    #[test]
+    fn entries_of_skipped_events_are_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log(
+            &dir,
+            "a.jsonl",
+            "h",
+            &[
+                (0, started("db", "v1", Trigger::Schedule)),
+                (
+                    1,
+                    AuditEvent::PendingStored {
+                        secret: "db".into(),
+                        version: "v1".into(),
+                        outcome: "created".into(),
+                        fingerprint: "f".into(),
+                    },
+                ),
+                (2, succeeded("db", "v1")),
+            ],
+        );
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend_from_slice(
+            br#"{"seq":4,"ts":"2030-05-01T12:03:00Z","host":"h","pid":1,"prev":"0","event":"pending_st\u006fred","secret":"db","version":"v2","outcome":"created","fingerprint":"f","hash":"0"}"#,
+        );
+        text.push(b'\n');
+        std::fs::write(&path, text).unwrap();
+        let mut read = Vec::new();
+        for_each_entry_except(&path, &["pending_stored", "rotation_failed"], |e| {
+            read.push((e.line, e.event.name()))
+        })
+        .unwrap();
+        assert_eq!(
+            read,
+            [
+                (1, "rotation_started"),
+                (3, "rotation_succeeded"),
+                (4, "pending_stored")
+            ]
         );
     }
 
