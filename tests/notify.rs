@@ -251,6 +251,53 @@ notify = ["hooks", "plain"]
     assert!(!state.contains(key_text));
 }
 
+/// `max_in_flight` bounds the deliveries under way to one target, and lets that many go
+/// at once. Read from the receiver's arrival times: it answers each request after
+/// `DELAY`, and a sender that waits for an answer cannot send into that time.
+#[test]
+fn a_target_gets_at_most_max_in_flight_deliveries_at_once() {
+    const DELAY: f64 = 0.4;
+    let k = key(12);
+    let rx = Receiver::start(&[&k]);
+    rx.script(json!({ "default": {"status": 200, "delay_ms": 400} }));
+    let secrets: String = (1..=5)
+        .map(|i| {
+            format!("\n[[secrets]]\nname = \"app{i}\"\nschedule = {{ every = \"30d\" }}\nnotify = [\"hooks\"]\n")
+        })
+        .collect();
+    let sandbox = sandbox(
+        &format!(
+            "\n[notify.hooks]\nurl = \"{}\"\nsecret_file = \"k.whsec\"\nmax_in_flight = 2\n{secrets}",
+            rx.url("/hooks")
+        ),
+        &[("k.whsec", &k)],
+    );
+    sandbox.ok(&["run", "--once"]);
+
+    let requests = rx.requests();
+    // Each secret's pending and rotated events, each answered once.
+    assert_eq!(requests.len(), 10, "{requests:#?}");
+    assert_eq!(by_id(&requests).len(), 10);
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.status == 200 && r.verified == [true])
+    );
+    // Each request is under way for at least DELAY from its arrival.
+    let arrivals: Vec<f64> = requests.iter().map(|r| r.at).collect();
+    let most_at_once = arrivals
+        .iter()
+        .map(|&start| {
+            arrivals
+                .iter()
+                .filter(|&&at| at >= start && at < start + DELAY)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert_eq!(most_at_once, 2, "arrivals: {arrivals:?}");
+}
+
 #[test]
 fn failures_are_retried_with_backoff_honouring_retry_after_then_delivered_once() {
     let k = key(7);

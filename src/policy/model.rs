@@ -164,6 +164,8 @@ pub struct NotifyTarget {
     pub breaker_cooldown: Duration,
     /// Notifications queued within this window are sent as one batch (off when `None`).
     pub window: Option<Duration>,
+    /// Most deliveries to this target at once (its breaker closed).
+    pub max_in_flight: u32,
 }
 
 /// Where a signing key is read from. Keys are never written in the policy itself.

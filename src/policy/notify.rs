@@ -27,6 +27,7 @@ const NOTIFY_KEYS: &[&str] = &[
     "breaker_failures",
     "breaker_cooldown",
     "window",
+    "max_in_flight",
 ];
 
 /// How many signing keys a target may have: the new one and the old one during a rollover.
@@ -51,6 +52,7 @@ const DEFAULTS: NotifyTarget = NotifyTarget {
     breaker_failures: 5,
     breaker_cooldown: Duration::from_secs(60),
     window: None,
+    max_in_flight: 4,
 };
 
 /// Reads every `[notify.NAME]`; returns the valid targets and every name (so references to
@@ -136,6 +138,22 @@ fn target(
         DEFAULTS.breaker_failures,
         "how many failed attempts in a row open the circuit breaker, 1 to 10000",
     );
+    let max_in_flight = match t.get("max_in_flight") {
+        None => DEFAULTS.max_in_flight,
+        Some(v) => match integer(
+            d,
+            v,
+            &loc.key("max_in_flight"),
+            1..=256,
+            "how many deliveries to this target may be under way at once, 1 to 256",
+        ) {
+            Some(n) => n as u32,
+            None => {
+                ok = false;
+                DEFAULTS.max_in_flight
+            }
+        },
+    };
     if ok
         && max_backoff < backoff
         && let Some(v) = t.get("max_backoff")
@@ -163,6 +181,7 @@ fn target(
         breaker_failures,
         breaker_cooldown,
         window,
+        max_in_flight,
     })
     .filter(|_| ok)
 }

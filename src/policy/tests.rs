@@ -1038,7 +1038,8 @@ fn notify_targets_read_keys_timings_and_defaults() {
     let policy = ok(&with_head(
         "[notify.fast]\nurl = \"http://127.0.0.1:9/h\"\nsecret_env = [\"NEW_K\", \"OLD_K\"]\n\
          timeout = \"250ms\"\nmax_attempts = 4\ngive_up_after = \"1m\"\nbackoff = \"10ms\"\n\
-         max_backoff = \"2s\"\nbreaker_failures = 3\nbreaker_cooldown = \"1s\"\nwindow = \"2s\"\n\n\
+         max_backoff = \"2s\"\nbreaker_failures = 3\nbreaker_cooldown = \"1s\"\nwindow = \"2s\"\n\
+         max_in_flight = 1\n\n\
          [notify.plain]\nurl = \"https://h.example\"\nsecret_file = \"keys/plain.whsec\"\n",
     ));
     let fast = &policy.notify["fast"];
@@ -1056,6 +1057,7 @@ fn notify_targets_read_keys_timings_and_defaults() {
     assert_eq!(fast.max_backoff, Duration::from_secs(2));
     assert_eq!(fast.breaker_cooldown, Duration::from_secs(1));
     assert_eq!(fast.window, Some(Duration::from_secs(2)));
+    assert_eq!(fast.max_in_flight, 1);
     let plain = &policy.notify["plain"];
     assert_eq!(
         plain.keys,
@@ -1065,6 +1067,7 @@ fn notify_targets_read_keys_timings_and_defaults() {
     );
     assert_eq!(plain.timeout, Duration::from_secs(15));
     assert_eq!(plain.window, None);
+    assert_eq!(plain.max_in_flight, 4);
     assert!(plain.max_backoff >= plain.backoff && plain.max_attempts > 1);
 }
 

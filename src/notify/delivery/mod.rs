@@ -39,7 +39,7 @@ use super::{Command, Inner, Target};
 use crate::audit::AuditEvent;
 use crate::backoff::backoff;
 use attempt::send;
-use retry::{Breaker, Change, PER_ENDPOINT, Verdict};
+use retry::{Breaker, Change, Verdict};
 use scan::LastScan;
 
 /// How often a daemon looks for messages other processes left behind, while it knows of
@@ -367,16 +367,17 @@ impl Worker {
         self.queue
             .values()
             .map(|m| {
-                let deadline = targets
-                    .get(&m.target)
+                let target = targets.get(&m.target);
+                let deadline = target
                     .map(|t| m.created_at + chrono_duration(t.config.give_up_after))
                     .unwrap_or(now);
+                let limit = target.map_or(1, |t| t.config.max_in_flight as usize);
                 let busy = flying.get(m.target.as_str()).copied().unwrap_or(0);
                 let ready = match self.breakers.get(&m.target) {
                     Some(Breaker::HalfOpen) => None,
                     Some(Breaker::Open { .. }) if busy > 0 => None,
                     Some(Breaker::Open { until }) => Some(m.next_attempt_at.max(*until)),
-                    _ if busy >= PER_ENDPOINT => None,
+                    _ if busy >= limit => None,
                     _ => Some(m.next_attempt_at),
                 };
                 ready.map_or(deadline, |at| at.min(deadline))
@@ -432,7 +433,7 @@ impl Worker {
                 .breakers
                 .entry(message.target.clone())
                 .or_insert(Breaker::Closed { failures: 0 });
-            if !breaker.allow(now, in_flight) {
+            if !breaker.allow(now, in_flight, target.config.max_in_flight as usize) {
                 continue;
             }
             let message =

@@ -5,9 +5,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-/// At most this many requests in flight per endpoint while its breaker is closed.
-pub(super) const PER_ENDPOINT: usize = 4;
-
 /// What the receiver's answer means.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -87,10 +84,12 @@ pub(crate) enum Change {
 }
 
 impl Breaker {
-    /// May a request go now? Moves an expired open breaker to half-open (one probe).
-    pub(crate) fn allow(&mut self, now: DateTime<Utc>, in_flight: usize) -> bool {
+    /// May a request go now, with `in_flight` under way and at most `limit` allowed at once
+    /// (the target's `max_in_flight`)? Moves an expired open breaker to half-open (one
+    /// probe).
+    pub(crate) fn allow(&mut self, now: DateTime<Utc>, in_flight: usize, limit: usize) -> bool {
         match self {
-            Breaker::Closed { .. } => in_flight < PER_ENDPOINT,
+            Breaker::Closed { .. } => in_flight < limit,
             Breaker::Open { until } if now >= *until && in_flight == 0 => {
                 *self = Breaker::HalfOpen;
                 true
@@ -183,19 +182,21 @@ mod tests {
         let t0 = Utc::now();
         let cooldown = Duration::from_secs(10);
         let mut b = Breaker::Closed { failures: 0 };
-        assert!(b.allow(t0, 0));
-        assert!(!b.allow(t0, PER_ENDPOINT), "per-endpoint limit");
+        assert!(b.allow(t0, 0, 4));
+        assert!(b.allow(t0, 3, 4));
+        assert!(!b.allow(t0, 4, 4), "the target's limit");
+        assert!(!b.allow(t0, 1, 1), "one at a time");
         assert_eq!(b.failure(t0, 3, cooldown), Change::None);
         assert_eq!(b.failure(t0, 3, cooldown), Change::None);
         assert_eq!(b.failure(t0, 3, cooldown), Change::Opened(3));
         assert!(
-            !b.allow(t0 + chrono::Duration::seconds(9), 0),
+            !b.allow(t0 + chrono::Duration::seconds(9), 0, 4),
             "open: nothing goes"
         );
         let later = t0 + chrono::Duration::seconds(10);
-        assert!(b.allow(later, 0), "one probe after the cooldown");
+        assert!(b.allow(later, 0, 4), "one probe after the cooldown");
         assert_eq!(b, Breaker::HalfOpen);
-        assert!(!b.allow(later, 1), "only one probe");
+        assert!(!b.allow(later, 1, 4), "only one probe");
         // A failed probe opens it again; a successful one closes it.
         assert_eq!(b.failure(later, 3, cooldown), Change::Opened(1));
         assert_eq!(
@@ -204,7 +205,7 @@ mod tests {
                 until: later + chrono::Duration::seconds(10)
             }
         );
-        assert!(b.allow(later + chrono::Duration::seconds(10), 0));
+        assert!(b.allow(later + chrono::Duration::seconds(10), 0, 4));
         assert_eq!(b.success(), Change::Closed);
         assert_eq!(b, Breaker::Closed { failures: 0 });
         assert_eq!(b.success(), Change::None);
