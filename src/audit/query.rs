@@ -342,7 +342,7 @@ pub(crate) fn for_each_entry_except(
 ) -> Result<(), AuditError> {
     let key = memchr::memmem::Finder::new(b"\"event\":\"");
     let keep = |line: &[u8]| {
-        if memchr::memchr(b'\\', line).is_some() {
+        if has_escape(line) {
             return true;
         }
         let Some(at) = key.find(line) else {
@@ -367,8 +367,14 @@ impl MayHold {
     }
 
     fn in_line(&self, line: &[u8]) -> bool {
-        self.0.find(line).is_some() || memchr::memchr(b'\\', line).is_some()
+        self.0.find(line).is_some() || has_escape(line)
     }
+}
+
+/// Whether a line holds a JSON escape, which can spell any name another way: such a line
+/// must be parsed to know what it holds.
+fn has_escape(line: &[u8]) -> bool {
+    memchr::memchr(b'\\', line).is_some()
 }
 
 /// Reads `path` line by line; lines `keep` refuses are passed over without parsing.
